@@ -1,0 +1,1 @@
+"""The HTTP API: models, domain rules, service layer, routers and token issuance."""

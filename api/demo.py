@@ -1,0 +1,86 @@
+"""Demo data, created once through the service layer so its events and retained state are real."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import Engine
+from sqlmodel import select
+
+from api.models import Device, Restaurant, User
+from api.passwords import hash_password
+from api.schemas import CategoryIn, MenuIn, MenuItemIn
+from api.services import menu
+from api.unit_of_work import UnitOfWork
+from api.models import Category, Menu
+
+DEMO_RESTAURANT = "Demo Bistro"
+DEMO_EMAIL = "admin@demo.orderbus.dev"
+CREDENTIALS_FILE = "demo-credentials.json"
+
+
+@dataclass(frozen=True)
+class DemoInfo:
+    restaurant_id: int
+    email: str
+    password: str
+    devices: list[tuple[str, str, str | None]]  # (id, kind, station)
+
+
+def _credentials(data_dir: Path) -> str:
+    """The demo admin's password: generated once, kept in the data directory (mode 0600)."""
+    path = data_dir / CREDENTIALS_FILE
+    if path.exists():
+        return json.loads(path.read_text())["password"]
+    password = secrets.token_urlsafe(12)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump({"email": DEMO_EMAIL, "password": password}, handle)
+    return password
+
+
+def ensure_demo(engine: Engine, data_dir: Path, wake_relay=None) -> DemoInfo:
+    password = _credentials(data_dir)
+    with UnitOfWork(engine, wake_relay) as uow:
+        restaurant = uow.session.exec(select(Restaurant).where(Restaurant.name == DEMO_RESTAURANT)).first()
+        if restaurant is None:
+            restaurant = _seed(uow, password)
+        rid = restaurant.id
+        assert rid is not None
+        devices = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id)).all()
+        return DemoInfo(rid, DEMO_EMAIL, password, [(d.id, d.kind, d.station) for d in devices])
+
+
+def _seed(uow: UnitOfWork, password: str) -> Restaurant:
+    restaurant = Restaurant(name=DEMO_RESTAURANT)
+    uow.session.add(restaurant)
+    uow.session.flush()
+    rid = restaurant.id
+    assert rid is not None
+    uow.session.add(User(restaurant_id=rid, email=DEMO_EMAIL, name="Demo Admin", role="admin",
+                         password_hash=hash_password(password)))
+    uow.session.add_all([
+        Device(id="printer-grill-1", restaurant_id=rid, kind="printer", name="Grill printer", station="grill"),
+        Device(id="kds-kitchen-1", restaurant_id=rid, kind="tablet", name="Kitchen display"),
+        Device(id="scale-patty-1", restaurant_id=rid, kind="scale", name="Patty scale"),
+    ])
+    uow.commit()
+    grill = menu.create_row(uow, Category, rid, CategoryIn(name="Burgers", position=1, station="grill"))
+    bar = menu.create_row(uow, Category, rid, CategoryIn(name="Drinks", position=2, station="bar"))
+    dinner = menu.create_row(uow, Menu, rid, MenuIn(name="Dinner"))
+    for name, category, price, stock, threshold in [
+        ("Classic Burger", grill, 1250, 40, 10),
+        ("Veggie Burger", grill, 1150, 12, 5),
+        ("Fries", grill, 450, 0, None),
+        ("Lemonade", bar, 350, 30, 8),
+        ("Espresso", bar, 300, 0, None),
+    ]:
+        menu.create_item(uow, rid, MenuItemIn(
+            menu_id=dinner.id, category_id=category.id, name=name, price_cents=price,
+            enable_stock_tracking=stock > 0, stock_quantity=stock, low_stock_threshold=threshold,
+        ))
+    return restaurant

@@ -1,0 +1,64 @@
+"""FastAPI dependencies: the unit of work, the caller, and the restaurant scope check."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.tokens import TokenError, TokenService
+from api.unit_of_work import UnitOfWork
+
+bearer = HTTPBearer(auto_error=False)
+
+
+def get_uow(request: Request) -> Iterator[UnitOfWork]:
+    with UnitOfWork(request.app.state.engine, request.app.state.wake_relay) as uow:
+        yield uow
+
+
+UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    sub: str
+    role: str
+    restaurant_id: int | None
+    claims: dict[str, Any]
+
+
+def get_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Caller:
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+    tokens: TokenService = request.app.state.tokens
+    try:
+        claims = tokens.verify(credentials.credentials, audience="api")
+    except TokenError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), {"WWW-Authenticate": "Bearer"}) from exc
+    return Caller(sub=claims["sub"], role=claims["role"], restaurant_id=claims.get("rid"), claims=claims)
+
+
+CurrentUser = Annotated[Caller, Depends(get_caller)]
+
+
+def restaurant_scope(*allowed_roles: str):
+    """A dependency giving the path's restaurant id once the caller may act on it in one of these roles."""
+
+    def check(caller: CurrentUser, rid: Annotated[int, Path(ge=1)]) -> int:
+        if caller.role != "super_admin" and caller.restaurant_id != rid:
+            raise HTTPException(status.HTTP_403_FORBIDDEN, "not your restaurant")
+        if caller.role not in allowed_roles and caller.role != "super_admin":
+            raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {caller.role} may not do this")
+        return rid
+
+    return check
+
+
+StaffScope = Annotated[int, Depends(restaurant_scope("admin", "staff"))]
+AdminScope = Annotated[int, Depends(restaurant_scope("admin"))]

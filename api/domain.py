@@ -1,0 +1,108 @@
+"""Domain rules of orders and stock, as pure functions over plain values.
+
+Nothing here touches the database or the network: the service layer calls these and
+turns their answers into state changes and events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from enum import StrEnum
+
+
+class DomainError(Exception):
+    """A request that breaks a business rule; `code` is the HTTP status the API answers with."""
+
+    code = 409
+
+
+class NotFound(DomainError):
+    code = 404
+
+
+class OrderStatus(StrEnum):
+    PENDING = "pending"
+    PREPARING = "preparing"
+    READY = "ready"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.PREPARING, OrderStatus.CANCELLED}),
+    OrderStatus.PREPARING: frozenset({OrderStatus.READY, OrderStatus.CANCELLED}),
+    OrderStatus.READY: frozenset({OrderStatus.COMPLETED, OrderStatus.CANCELLED}),
+    OrderStatus.COMPLETED: frozenset(),
+    OrderStatus.CANCELLED: frozenset(),
+}
+OPEN_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.PREPARING, OrderStatus.READY})
+
+
+def check_transition(current: str, new: str) -> OrderStatus:
+    """The new status, or DomainError if the order may not move there."""
+    source, target = OrderStatus(current), OrderStatus(new)
+    if target not in TRANSITIONS[source]:
+        raise DomainError(f"an order that is {source} cannot become {target}")
+    return target
+
+
+def is_open(status: str) -> bool:
+    return OrderStatus(status) in OPEN_STATUSES
+
+
+@dataclass(frozen=True)
+class Stock:
+    """The stock figures of one tracked item."""
+
+    stock_quantity: int
+    damaged_quantity: int
+    low_stock_threshold: int | None
+
+    @property
+    def available(self) -> int:
+        return self.stock_quantity - self.damaged_quantity
+
+    def is_low(self) -> bool:
+        return self.low_stock_threshold is not None and self.available <= self.low_stock_threshold
+
+
+def crossed_into_low_stock(before: Stock, after: Stock) -> bool:
+    """An alert fires when available stock moves to at or below the threshold, once per crossing."""
+    return after.is_low() and not before.is_low()
+
+
+def take(stock: Stock, quantity: int, item_name: str) -> Stock:
+    """Stock after selling `quantity`; refuses to sell what is not available."""
+    if quantity > stock.available:
+        raise DomainError(f"not enough {item_name}: {stock.available} available, {quantity} ordered")
+    return Stock(stock.stock_quantity - quantity, stock.damaged_quantity, stock.low_stock_threshold)
+
+
+def mark_damaged(stock: Stock, quantity: int, item_name: str) -> Stock:
+    """Damaged goods raise `damaged_quantity` only; `stock_quantity` stays as counted."""
+    if quantity > stock.available:
+        raise DomainError(f"cannot mark {quantity} {item_name} damaged: {stock.available} available")
+    return Stock(stock.stock_quantity, stock.damaged_quantity + quantity, stock.low_stock_threshold)
+
+
+def adjust(stock: Stock, delta: int, item_name: str) -> Stock:
+    """A counted correction or delivery; stock never drops below what is already damaged."""
+    new_quantity = stock.stock_quantity + delta
+    if new_quantity < stock.damaged_quantity:
+        raise DomainError(
+            f"cannot remove {-delta} {item_name}: only {stock.available} available"
+        )
+    return Stock(new_quantity, stock.damaged_quantity, stock.low_stock_threshold)
+
+
+def available_on(available_days: list[int], day: date) -> bool:
+    """`available_days` holds ISO weekdays (1 = Monday … 7 = Sunday); empty means every day."""
+    return not available_days or day.isoweekday() in available_days
+
+
+def refundable(total_cents: int, refunded_cents: int, amount_cents: int) -> None:
+    if amount_cents > total_cents - refunded_cents:
+        raise DomainError(
+            f"refund of {amount_cents} exceeds the {total_cents - refunded_cents} cents left to refund"
+        )

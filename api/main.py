@@ -1,0 +1,47 @@
+"""The FastAPI application, assembled from its routers."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import JSONResponse
+from sqlalchemy import Engine
+
+from api.domain import DomainError
+from api.routers import auth, categories, devices, events, inventory, menu_items, menus, notifications, orders
+from api.tokens import TokenService
+from config.settings import Settings
+
+API_PREFIX = "/api/v1"
+
+
+def create_app(
+    settings: Settings, engine: Engine, tokens: TokenService, wake_relay: Callable[[], None] | None = None
+) -> FastAPI:
+    app = FastAPI(
+        title="orderbus",
+        summary="Orders, stock and devices of a restaurant, published live over MQTT.",
+        version="0.1.0",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url="/docs",
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.tokens = tokens
+    app.state.wake_relay = wake_relay
+
+    api = APIRouter(prefix=API_PREFIX)
+    for module in (auth, categories, menus, menu_items, inventory, orders, notifications, events, devices):
+        api.include_router(module.router)
+    app.include_router(api)
+
+    @app.exception_handler(DomainError)
+    async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=exc.code)
+
+    @app.get("/healthz", include_in_schema=False)
+    def healthz() -> dict:
+        return {"status": "ok"}
+
+    return app

@@ -1,0 +1,137 @@
+"""Persistent state: SQLModel tables. Rules about them live in `api.domain`, not here."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Restaurant(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    event_seq: int = 0  # last seq handed out; bumped in the same transaction as each event
+
+
+class User(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int | None = Field(default=None, foreign_key="restaurant.id", index=True)
+    email: str = Field(unique=True, index=True)
+    name: str
+    role: str  # super_admin | admin | staff
+    password_hash: str
+
+
+class Category(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    name: str
+    position: int = 0
+    station: str | None = None  # kitchen station its items print at
+
+
+class Menu(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    name: str
+    active: bool = True
+
+
+class MenuItem(SQLModel, table=True):
+    __tablename__ = "menu_item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    menu_id: int = Field(foreign_key="menu.id", index=True)
+    category_id: int | None = Field(default=None, foreign_key="category.id")
+    name: str
+    description: str = ""
+    price_cents: int
+    available: bool = True
+    available_days: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    enable_stock_tracking: bool = False
+    stock_quantity: int = 0
+    damaged_quantity: int = 0
+    low_stock_threshold: int | None = None
+
+
+class Order(SQLModel, table=True):
+    __tablename__ = "orders"
+
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    status: str = "pending"
+    table_name: str | None = None
+    pickup_name: str | None = None
+    server_name: str | None = None
+    notes: str = ""
+    total_cents: int = 0
+    refunded_cents: int = 0
+    version: int = 1  # bumped on every change; (order_id, version) identifies a ticket
+    created_at: datetime = Field(default_factory=utcnow)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class OrderItem(SQLModel, table=True):
+    __tablename__ = "order_item"
+
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id", index=True)
+    menu_item_id: int = Field(foreign_key="menu_item.id")
+    name: str
+    quantity: int
+    unit_price_cents: int
+    modifiers: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    notes: str = ""
+    course: str | None = None
+    station: str | None = None
+
+
+class Refund(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    order_id: int = Field(foreign_key="orders.id", index=True)
+    amount_cents: int
+    reason: str = ""
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    kind: str
+    title: str
+    body: str = ""
+    read: bool = False
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Device(SQLModel, table=True):
+    id: str = Field(primary_key=True)  # the MQTT client id and token `sub`
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    kind: str  # printer | tablet | scale
+    name: str
+    station: str | None = None
+    presence: str = "unknown"  # online | offline | lost | unknown
+    last_seen: datetime | None = None
+    revoked: bool = False
+
+
+class OutboxEvent(SQLModel, table=True):
+    """One committed event; the relay publishes it and then stamps `published_at`."""
+
+    __tablename__ = "outbox_event"
+    __table_args__ = (UniqueConstraint("restaurant_id", "seq"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    seq: int
+    type: str
+    envelope: dict = Field(sa_column=Column(JSON, nullable=False))
+    created_at: datetime = Field(default_factory=utcnow)
+    published_at: datetime | None = Field(default=None, index=True)

@@ -1,0 +1,49 @@
+"""Login (API token) and the exchange of an API token for a short-lived MQTT token."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Request, status
+from sqlmodel import select
+
+from api.deps import CurrentUser, UowDep
+from api.models import User
+from api.passwords import verify_password
+from api.schemas import LoginIn, MqttTokenOut, TokenOut
+
+router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@router.post("/login")
+def login(body: LoginIn, uow: UowDep, request: Request) -> TokenOut:
+    user = uow.session.exec(select(User).where(User.email == body.email.lower())).first()
+    if user is None or not verify_password(body.password, user.password_hash):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+    settings = request.app.state.settings
+    token = request.app.state.tokens.issue(
+        sub=f"user-{user.id}",
+        role=user.role,
+        rid=user.restaurant_id,
+        audience="api",
+        ttl_seconds=settings.api_token_ttl_seconds,
+    )
+    return TokenOut(
+        access_token=token,
+        expires_in=settings.api_token_ttl_seconds,
+        restaurant_id=user.restaurant_id,
+        role=user.role,
+    )
+
+
+@router.post("/mqtt-token")
+def mqtt_token(caller: CurrentUser, request: Request) -> MqttTokenOut:
+    """A broker token for the same user; connect with client id `<sub>` or `<sub>:<tab id>`."""
+    ttl = request.app.state.settings.mqtt_token_ttl_seconds
+    token = request.app.state.tokens.issue(
+        sub=caller.sub, role=caller.role, rid=caller.restaurant_id, audience="mqtt", ttl_seconds=ttl
+    )
+    return MqttTokenOut(token=token, client_id_prefix=caller.sub, expires_in=ttl, restaurant_id=caller.restaurant_id)
+
+
+@router.get("/me")
+def me(caller: CurrentUser) -> dict:
+    return {"sub": caller.sub, "role": caller.role, "restaurant_id": caller.restaurant_id}

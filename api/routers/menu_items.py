@@ -1,0 +1,34 @@
+from __future__ import annotations
+
+from fastapi import APIRouter, status
+
+from api.deps import AdminScope, StaffScope, UowDep
+from api.schemas import MenuItemIn, MenuItemOut, MenuItemUpdate
+from api.services import inventory, menu
+
+router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu items"])
+
+
+@router.get("")
+def list_menu_items(rid: StaffScope, uow: UowDep) -> list[MenuItemOut]:
+    return inventory.list_items(uow, rid)
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_menu_item(rid: AdminScope, body: MenuItemIn, uow: UowDep) -> MenuItemOut:
+    return menu.create_item(uow, rid, body)
+
+
+@router.get("/{item_id}")
+def get_menu_item(rid: StaffScope, item_id: int, uow: UowDep) -> MenuItemOut:
+    return inventory.item_out(inventory.get_item(uow, rid, item_id))
+
+
+@router.patch("/{item_id}")
+def update_menu_item(rid: AdminScope, item_id: int, body: MenuItemUpdate, uow: UowDep) -> MenuItemOut:
+    return menu.update_item(uow, rid, item_id, body)
+
+
+@router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
+def delete_menu_item(rid: AdminScope, item_id: int, uow: UowDep) -> None:
+    menu.delete_item(uow, rid, item_id)

@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, status
+
+from api.deps import AdminScope, StaffScope, UowDep
+from api.domain import OrderStatus
+from api.schemas import OrderIn, OrderOut, RefundIn, StatusIn
+from api.services import orders
+
+router = APIRouter(prefix="/restaurants/{rid}/orders", tags=["orders"])
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_order(rid: StaffScope, body: OrderIn, uow: UowDep) -> OrderOut:
+    return orders.place_order(uow, rid, body)
+
+
+@router.get("")
+def list_orders(
+    rid: StaffScope,
+    uow: UowDep,
+    status: OrderStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> list[OrderOut]:
+    return orders.list_orders(uow, rid, status, limit)
+
+
+@router.get("/{order_id}")
+def get_order(rid: StaffScope, order_id: int, uow: UowDep) -> OrderOut:
+    return orders.order_out(uow, orders.get_order(uow, rid, order_id))
+
+
+@router.post("/{order_id}/status")
+def change_status(rid: StaffScope, order_id: int, body: StatusIn, uow: UowDep) -> OrderOut:
+    return orders.change_status(uow, rid, order_id, body.status)
+
+
+@router.post("/{order_id}/refunds")
+def refund(rid: AdminScope, order_id: int, body: RefundIn, uow: UowDep) -> OrderOut:
+    return orders.refund(uow, rid, order_id, body.amount_cents, body.reason)

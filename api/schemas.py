@@ -1,0 +1,187 @@
+"""Request and response shapes. Validation here is what turns bad input into a 422."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+
+from api.domain import OrderStatus
+
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
+ShortText = Annotated[str, StringConstraints(max_length=500)]
+Station = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
+Quantity = Annotated[int, Field(gt=0, le=10_000)]
+Weekday = Annotated[int, Field(ge=1, le=7)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class LoginIn(Strict):
+    email: EmailStr
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    restaurant_id: int | None
+    role: str
+
+
+class MqttTokenOut(BaseModel):
+    token: str
+    client_id_prefix: str
+    expires_in: int
+    restaurant_id: int | None
+
+
+class CategoryIn(Strict):
+    name: Name
+    position: Annotated[int, Field(ge=0, le=10_000)] = 0
+    station: Station | None = None
+
+
+class CategoryUpdate(Strict):
+    name: Name | None = None
+    position: Annotated[int, Field(ge=0, le=10_000)] | None = None
+    station: Station | None = None
+
+
+class MenuIn(Strict):
+    name: Name
+    active: bool = True
+
+
+class MenuUpdate(Strict):
+    name: Name | None = None
+    active: bool | None = None
+
+
+class MenuItemIn(Strict):
+    menu_id: int
+    category_id: int | None = None
+    name: Name
+    description: ShortText = ""
+    price_cents: Annotated[int, Field(ge=0, le=10_000_000)]
+    available: bool = True
+    available_days: Annotated[list[Weekday], Field(max_length=7)] = []
+    enable_stock_tracking: bool = False
+    stock_quantity: Annotated[int, Field(ge=0, le=1_000_000)] = 0
+    low_stock_threshold: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+
+
+class MenuItemUpdate(Strict):
+    category_id: int | None = None
+    name: Name | None = None
+    description: ShortText | None = None
+    price_cents: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
+    available: bool | None = None
+    available_days: Annotated[list[Weekday], Field(max_length=7)] | None = None
+    enable_stock_tracking: bool | None = None
+
+
+class MenuItemOut(BaseModel):
+    id: int
+    restaurant_id: int
+    menu_id: int
+    category_id: int | None
+    name: str
+    description: str
+    price_cents: int
+    available: bool
+    available_days: list[int]
+    enable_stock_tracking: bool
+    stock_quantity: int
+    damaged_quantity: int
+    low_stock_threshold: int | None
+    available_quantity: int
+
+
+class StockAdjustIn(Strict):
+    delta: Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+    reason: ShortText = ""
+
+
+class DamageIn(Strict):
+    quantity: Quantity
+    reason: ShortText = ""
+
+
+class ThresholdIn(Strict):
+    low_stock_threshold: Annotated[int, Field(ge=0, le=1_000_000)] | None
+
+
+class OrderItemIn(Strict):
+    menu_item_id: int
+    quantity: Quantity
+    modifiers: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=80)]], Field(max_length=20)] = []
+    notes: ShortText = ""
+    course: Annotated[str, StringConstraints(max_length=40)] | None = None
+
+
+class OrderIn(Strict):
+    items: Annotated[list[OrderItemIn], Field(min_length=1, max_length=100)]
+    table_name: Annotated[str, StringConstraints(max_length=40)] | None = None
+    pickup_name: Annotated[str, StringConstraints(max_length=80)] | None = None
+    server_name: Annotated[str, StringConstraints(max_length=80)] | None = None
+    notes: ShortText = ""
+
+
+class OrderItemOut(BaseModel):
+    id: int
+    menu_item_id: int
+    name: str
+    quantity: int
+    unit_price_cents: int
+    modifiers: list[str]
+    notes: str
+    course: str | None
+    station: str | None
+
+
+class OrderOut(BaseModel):
+    id: int
+    restaurant_id: int
+    status: OrderStatus
+    table_name: str | None
+    pickup_name: str | None
+    server_name: str | None
+    notes: str
+    total_cents: int
+    refunded_cents: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    items: list[OrderItemOut]
+
+
+class StatusIn(Strict):
+    status: OrderStatus
+
+
+class RefundIn(Strict):
+    amount_cents: Annotated[int, Field(gt=0, le=10_000_000)]
+    reason: ShortText = ""
+
+
+class NotificationOut(BaseModel):
+    id: int
+    kind: str
+    title: str
+    body: str
+    read: bool
+    created_at: datetime
+
+
+class DeviceOut(BaseModel):
+    id: str
+    kind: str
+    name: str
+    station: str | None
+    presence: str
+    last_seen: datetime | None

@@ -1,0 +1,1 @@
+"""The service layer: each function is one use case inside one unit of work."""

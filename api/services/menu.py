@@ -1,0 +1,117 @@
+"""Categories, menus and menu items: create, update, delete, each with its event."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel, select
+
+from api import domain
+from api.domain import NotFound
+from api.models import Category, Menu, MenuItem, OrderItem
+from api.schemas import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemOut, MenuItemUpdate, MenuUpdate
+from api.services.inventory import apply_stock, get_item, item_out, stock_of
+from api.unit_of_work import UnitOfWork
+
+T = TypeVar("T", bound=SQLModel)
+CHANNEL_EVENTS = {Category: "category_updated", Menu: "menu_updated"}
+
+
+def _owned(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:
+    row = uow.session.get(model, row_id)
+    if row is None or row.restaurant_id != restaurant_id:  # type: ignore[attr-defined]
+        raise NotFound(f"{model.__name__.lower()} {row_id} not found")
+    return row
+
+
+def _emit_row(uow: UnitOfWork, action: str, row: Category | Menu) -> None:
+    key = type(row).__name__.lower()
+    uow.emit(row.restaurant_id, CHANNEL_EVENTS[type(row)], {"action": action, key: row.model_dump(mode="json")})
+
+
+def list_rows(uow: UnitOfWork, model: type[T], restaurant_id: int) -> list[T]:
+    query = select(model).where(model.restaurant_id == restaurant_id)  # type: ignore[attr-defined]
+    return list(uow.session.exec(query.order_by(model.id)))  # type: ignore[attr-defined]
+
+
+def get_row(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:
+    return _owned(uow, model, restaurant_id, row_id)
+
+
+def create_row(uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_id: int, data: CategoryIn | MenuIn):
+    row = model(restaurant_id=restaurant_id, **data.model_dump())
+    uow.session.add(row)
+    uow.session.flush()
+    _emit_row(uow, "created", row)
+    uow.commit()
+    return row
+
+
+def update_row(
+    uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_id: int, row_id: int,
+    data: CategoryUpdate | MenuUpdate,
+):
+    row = _owned(uow, model, restaurant_id, row_id)
+    for field, value in data.model_dump(exclude_unset=True).items():
+        setattr(row, field, value)
+    uow.session.add(row)
+    _emit_row(uow, "updated", row)
+    uow.commit()
+    return row
+
+
+def delete_row(uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_id: int, row_id: int) -> None:
+    row = _owned(uow, model, restaurant_id, row_id)
+    children = MenuItem.category_id if model is Category else MenuItem.menu_id
+    if uow.session.exec(select(MenuItem.id).where(children == row_id)).first() is not None:
+        raise domain.DomainError(f"{model.__name__.lower()} {row_id} still has menu items")
+    _emit_row(uow, "deleted", row)
+    uow.session.delete(row)
+    uow.commit()
+
+
+def _check_refs(uow: UnitOfWork, restaurant_id: int, fields: dict[str, Any]) -> None:
+    if "menu_id" in fields:
+        _owned(uow, Menu, restaurant_id, fields["menu_id"])
+    if fields.get("category_id") is not None:
+        _owned(uow, Category, restaurant_id, fields["category_id"])
+
+
+def create_item(uow: UnitOfWork, restaurant_id: int, data: MenuItemIn) -> MenuItemOut:
+    fields = data.model_dump()
+    _check_refs(uow, restaurant_id, fields)
+    item = MenuItem(restaurant_id=restaurant_id, **fields)
+    uow.session.add(item)
+    uow.session.flush()
+    uow.emit(restaurant_id, "menu_updated", {"action": "created", "menu_item": item_out(item).model_dump(mode="json")})
+    if item.enable_stock_tracking:
+        apply_stock(uow, item, stock_of(item), "created")
+    uow.commit()
+    return item_out(item)
+
+
+def update_item(uow: UnitOfWork, restaurant_id: int, item_id: int, data: MenuItemUpdate) -> MenuItemOut:
+    item = get_item(uow, restaurant_id, item_id)
+    fields = data.model_dump(exclude_unset=True)
+    _check_refs(uow, restaurant_id, fields)
+    for field, value in fields.items():
+        setattr(item, field, value)
+    uow.session.add(item)
+    uow.emit(restaurant_id, "menu_updated", {"action": "updated", "menu_item": item_out(item).model_dump(mode="json")})
+    if "enable_stock_tracking" in fields:
+        apply_stock(uow, item, stock_of(item), "tracking changed")
+    uow.commit()
+    return item_out(item)
+
+
+def delete_item(uow: UnitOfWork, restaurant_id: int, item_id: int) -> None:
+    item = get_item(uow, restaurant_id, item_id)
+    if uow.session.exec(select(OrderItem.id).where(OrderItem.menu_item_id == item_id)).first() is not None:
+        raise domain.DomainError(f"menu item {item_id} is on orders; mark it unavailable instead")
+    uow.emit(restaurant_id, "menu_updated", {"action": "deleted", "menu_item": item_out(item).model_dump(mode="json")})
+    uow.session.delete(item)
+    try:
+        uow.commit()
+    except IntegrityError as exc:
+        raise domain.DomainError(f"menu item {item_id} is still referenced") from exc

@@ -1,0 +1,145 @@
+"""Order use cases: place, move along, refund. Stock is taken in the same transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import date
+
+from sqlmodel import select
+
+from api import domain
+from api.domain import NotFound, OrderStatus
+from api.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
+from api.schemas import OrderIn, OrderItemOut, OrderOut
+from api.services.inventory import apply_stock, stock_of
+from api.unit_of_work import UnitOfWork
+
+
+def order_out(uow: UnitOfWork, order: Order) -> OrderOut:
+    items = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id))
+    return OrderOut(
+        **order.model_dump(),
+        items=[OrderItemOut.model_validate(item, from_attributes=True) for item in items],
+    )
+
+
+def get_order(uow: UnitOfWork, restaurant_id: int, order_id: int) -> Order:
+    order = uow.session.get(Order, order_id)
+    if order is None or order.restaurant_id != restaurant_id:
+        raise NotFound(f"order {order_id} not found")
+    return order
+
+
+def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date | None = None) -> OrderOut:
+    """Create an order and take its stock; one item short refuses the whole order."""
+    today = today or date.today()
+    wanted: dict[int, int] = {}
+    for line in data.items:
+        wanted[line.menu_item_id] = wanted.get(line.menu_item_id, 0) + line.quantity
+    items: dict[int, MenuItem] = {}
+    for item_id, quantity in wanted.items():
+        item = uow.session.get(MenuItem, item_id)
+        if item is None or item.restaurant_id != restaurant_id:
+            raise NotFound(f"menu item {item_id} not found")
+        if not item.available or not domain.available_on(item.available_days, today):
+            raise domain.DomainError(f"{item.name} is not available today")
+        if item.enable_stock_tracking:
+            domain.take(stock_of(item), quantity, item.name)  # refuse before anything is written
+        items[item_id] = item
+
+    order = Order(
+        restaurant_id=restaurant_id,
+        table_name=data.table_name,
+        pickup_name=data.pickup_name,
+        server_name=data.server_name,
+        notes=data.notes,
+        total_cents=sum(items[line.menu_item_id].price_cents * line.quantity for line in data.items),
+    )
+    uow.session.add(order)
+    uow.session.flush()
+    stations = _stations(uow, items.values())
+    for line in data.items:
+        item = items[line.menu_item_id]
+        uow.session.add(
+            OrderItem(
+                order_id=order.id,  # type: ignore[arg-type]
+                menu_item_id=line.menu_item_id,
+                name=item.name,
+                quantity=line.quantity,
+                unit_price_cents=item.price_cents,
+                modifiers=line.modifiers,
+                notes=line.notes,
+                course=line.course,
+                station=stations.get(item.category_id),
+            )
+        )
+    uow.session.flush()
+    result = order_out(uow, order)
+    uow.emit(restaurant_id, "new_order", {"order": result.model_dump(mode="json")})
+    for item_id, quantity in wanted.items():
+        item = items[item_id]
+        if item.enable_stock_tracking:
+            apply_stock(uow, item, domain.take(stock_of(item), quantity, item.name), f"order {order.id}")
+    uow.commit()
+    return result
+
+
+def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, str | None]:
+    category_ids = {item.category_id for item in items if item.category_id is not None}
+    if not category_ids:
+        return {}
+    rows = uow.session.exec(select(Category).where(Category.id.in_(category_ids)))  # type: ignore[union-attr]
+    return {row.id: row.station for row in rows}
+
+
+def change_status(uow: UnitOfWork, restaurant_id: int, order_id: int, status: OrderStatus) -> OrderOut:
+    order = get_order(uow, restaurant_id, order_id)
+    target = domain.check_transition(order.status, status)
+    order.status = target
+    _touch(order)
+    uow.session.add(order)
+    if target == OrderStatus.CANCELLED:
+        _restock(uow, order)
+    result = order_out(uow, order)
+    uow.emit(restaurant_id, "order_updated", {"order": result.model_dump(mode="json"), "change": "status"})
+    uow.commit()
+    return result
+
+
+def _restock(uow: UnitOfWork, order: Order) -> None:
+    """A cancelled order gives back the stock it took."""
+    lines = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id))
+    for line in lines:
+        item = uow.session.get(MenuItem, line.menu_item_id)
+        if item is not None and item.enable_stock_tracking:
+            apply_stock(uow, item, domain.adjust(stock_of(item), line.quantity, item.name), f"order {order.id} cancelled")
+
+
+def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderOut:
+    order = get_order(uow, restaurant_id, order_id)
+    domain.refundable(order.total_cents, order.refunded_cents, amount_cents)
+    order.refunded_cents += amount_cents
+    _touch(order)
+    uow.session.add(order)
+    uow.session.add(Refund(order_id=order_id, amount_cents=amount_cents, reason=reason))
+    result = order_out(uow, order)
+    uow.emit(
+        restaurant_id,
+        "order_updated",
+        {"order": result.model_dump(mode="json"), "change": "refund", "refund": {"amount_cents": amount_cents, "reason": reason}},
+    )
+    uow.commit()
+    return result
+
+
+def _touch(order: Order) -> None:
+    order.version += 1
+    order.updated_at = utcnow()
+
+
+def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None, limit: int) -> list[OrderOut]:
+    query = select(Order).where(Order.restaurant_id == restaurant_id)
+    if status is not None:
+        query = query.where(Order.status == status)
+    rows = uow.session.exec(query.order_by(Order.id.desc()).limit(limit))  # type: ignore[union-attr]
+    return [order_out(uow, order) for order in rows]

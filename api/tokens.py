@@ -1,0 +1,111 @@
+"""JWTs for the API and the broker: one signing key per deployment, never a constant in code."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import jwt
+
+ALGORITHM = "HS256"
+Audience = Literal["api", "mqtt"]
+ROLES = frozenset({"super_admin", "admin", "staff", "printer", "tablet", "scale", "ops", "service"})
+UNSCOPED_ROLES = frozenset({"super_admin", "ops", "service"})
+REQUIRED_CLAIMS = ["sub", "role", "exp", "iat", "jti", "aud"]
+KEY_FILE = "jwt.key"
+
+
+class TokenError(ValueError):
+    """A token was refused; `reason` is a short machine-friendly word for logs and metrics."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def load_or_create_key(data_dir: Path, configured: str | None = None) -> bytes:
+    """The configured key, else the data directory's key file, created once with mode 0600."""
+    if configured:
+        return configured.encode()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes().strip()
+    with os.fdopen(fd, "w") as handle:
+        handle.write(secrets.token_hex(32))
+    return path.read_bytes().strip()
+
+
+@dataclass(frozen=True)
+class TokenService:
+    key: bytes
+
+    def issue(
+        self,
+        *,
+        sub: str,
+        role: str,
+        rid: int | None,
+        audience: Audience,
+        ttl_seconds: int,
+        extra: dict[str, Any] | None = None,
+    ) -> str:
+        if role not in ROLES:
+            raise ValueError(f"unknown role {role!r}; one of {', '.join(sorted(ROLES))}")
+        if rid is None and role not in UNSCOPED_ROLES:
+            raise ValueError(f"role {role!r} needs a restaurant")
+        if ttl_seconds <= 0:
+            raise ValueError("ttl must be positive")
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "sub": sub,
+            "rid": rid,
+            "role": role,
+            "iat": now,
+            "nbf": now,
+            "exp": now + ttl_seconds,
+            "jti": uuid.uuid4().hex,
+            "aud": audience,
+            **(extra or {}),
+        }
+        return jwt.encode(claims, self.key, algorithm=ALGORITHM)
+
+    def verify(self, token: str, audience: Audience) -> dict[str, Any]:
+        """Decoded claims, or TokenError saying why not."""
+        try:
+            claims = jwt.decode(
+                token,
+                self.key,
+                algorithms=[ALGORITHM],
+                audience=audience,
+                options={"require": REQUIRED_CLAIMS},
+                leeway=0,
+            )
+        except jwt.ExpiredSignatureError as exc:
+            raise TokenError("expired", "token has expired") from exc
+        except jwt.ImmatureSignatureError as exc:
+            raise TokenError("not_yet_valid", "token is not yet valid") from exc
+        except jwt.InvalidAudienceError as exc:
+            raise TokenError("wrong_audience", f"token is not meant for {audience}") from exc
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenError("missing_claim", str(exc)) from exc
+        except jwt.InvalidSignatureError as exc:
+            raise TokenError("bad_signature", "token signature does not verify") from exc
+        except jwt.InvalidTokenError as exc:
+            raise TokenError("malformed", f"token is invalid: {exc}") from exc
+        role = claims.get("role")
+        if role not in ROLES:
+            raise TokenError("unknown_role", f"unknown role {role!r}")
+        rid = claims.get("rid")
+        if role not in UNSCOPED_ROLES and (not isinstance(rid, int) or isinstance(rid, bool)):
+            raise TokenError("missing_claim", "token has no restaurant (rid)")
+        if not isinstance(claims.get("sub"), str) or not claims["sub"]:
+            raise TokenError("missing_claim", "token has no subject (sub)")
+        return claims

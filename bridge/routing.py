@@ -1,0 +1,50 @@
+"""Which MQTT messages one committed event becomes. Pure: envelope in, publications out."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from api.domain import is_open
+
+CHANNEL_TOPICS = {
+    "new_order": "orders",
+    "order_updated": "orders",
+    "inventory_updated": "inventory",
+    "low_stock": "inventory/low_stock",
+    "menu_updated": "menu",
+    "category_updated": "categories",
+    "notification": "notifications",
+}
+
+
+@dataclass(frozen=True)
+class Publication:
+    topic: str
+    payload: bytes
+    retain: bool = False
+
+
+def encode(envelope: dict[str, Any]) -> bytes:
+    return json.dumps(envelope, separators=(",", ":")).encode()
+
+
+def publications(envelope: dict[str, Any]) -> list[Publication]:
+    """The event on its channel, then the retained state topic it changes (set, or cleared by an empty payload)."""
+    rid = envelope["restaurant_id"]
+    base = f"restaurant/{rid}"
+    kind = envelope["type"]
+    payload = encode(envelope)
+    channel = CHANNEL_TOPICS.get(kind, "notifications")
+    result = [Publication(f"{base}/{channel}", payload)]
+    data = envelope.get("data", {})
+    if kind in ("new_order", "order_updated"):
+        order = data["order"]
+        state = payload if is_open(order["status"]) else b""
+        result.append(Publication(f"{base}/orders/open/{order['id']}", state, retain=True))
+    elif kind == "inventory_updated":
+        result.append(Publication(f"{base}/inventory/items/{data['item']['id']}", payload, retain=True))
+    elif kind == "menu_updated" and data.get("action") == "deleted" and "menu_item" in data:
+        result.append(Publication(f"{base}/inventory/items/{data['menu_item']['id']}", b"", retain=True))
+    return result

@@ -1,0 +1,97 @@
+"""amqtt plugin: JWT authentication at CONNECT and the topic ACL on every subscribe, publish and delivery.
+
+The decisions themselves are made by `broker.policy`; this adapter only finds the caller's grants.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from amqtt.contexts import Action, BaseContext
+from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
+from amqtt.session import Session
+
+from api.tokens import TokenError, TokenService
+from broker.policy import Grants, Policy
+from broker.stats import ACL_DENIALS, AUTH_FAILURES
+
+log = logging.getLogger("orderbus.broker")
+GRANTS = "orderbus.grants"
+CLAIMS = "orderbus.claims"
+
+
+def client_id_matches(client_id: str, sub: str) -> bool:
+    """A client id is the token's `sub`, optionally with `:<suffix>` (one per browser tab)."""
+    return client_id == sub or (client_id.startswith(sub + ":") and len(client_id) > len(sub) + 1)
+
+
+def grants_of(session: Session | None) -> Grants:
+    if session is None:
+        return Grants()
+    return session.attributes.get(GRANTS, Grants())
+
+
+class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
+    @dataclass
+    class Config:
+        tokens: Any = None
+        policy: Any = None
+        audience: str = "mqtt"
+        extra: dict[str, Any] = field(default_factory=dict)
+
+    def __init__(self, context: BaseContext) -> None:
+        super().__init__(context)
+        if not isinstance(self.config.tokens, TokenService) or not isinstance(self.config.policy, Policy):
+            raise ValueError("JwtAclPlugin needs a TokenService and a Policy")
+        self.tokens: TokenService = self.config.tokens
+        self.policy: Policy = self.config.policy
+
+    async def authenticate(self, *, session: Session) -> bool:
+        reason = self._refusal(session)
+        if reason is None:
+            claims = session.attributes[CLAIMS]
+            log.info("connect client_id=%s role=%s rid=%s", session.client_id, claims["role"], claims.get("rid"))
+            return True
+        AUTH_FAILURES.labels(reason=reason).inc()
+        log.warning("connect refused client_id=%r reason=%s", session.client_id, reason)
+        return False
+
+    def _refusal(self, session: Session) -> str | None:
+        """Why this CONNECT is refused, or None when it is accepted."""
+        if not session.password:
+            return "no_token"
+        password = session.password
+        token = password.decode("utf-8", "replace") if isinstance(password, bytes) else str(password)
+        try:
+            claims = self.tokens.verify(token, audience=self.config.audience)
+        except TokenError as exc:
+            return exc.reason
+        if not client_id_matches(session.client_id or "", claims["sub"]):
+            return "client_id_mismatch"
+        grants = self.policy.grants(claims)
+        if session.will_flag and not grants.may_publish(session.will_topic or "", retain=bool(session.will_retain)):
+            return "will_not_allowed"
+        session.attributes[CLAIMS] = claims
+        session.attributes[GRANTS] = grants
+        return None
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
+    ) -> bool:
+        grants = grants_of(session)
+        topic = topic or ""
+        if action == Action.SUBSCRIBE:
+            allowed = grants.may_subscribe(topic)
+        elif action == Action.PUBLISH:
+            allowed = grants.may_publish(topic)
+        elif action == Action.RECEIVE:
+            allowed = grants.may_receive(topic)
+        else:
+            allowed = False
+        if not allowed:
+            role = session.attributes.get(CLAIMS, {}).get("role", "none") if session else "none"
+            ACL_DENIALS.labels(action=str(action), role=role).inc()
+            log.info("acl denied client_id=%r action=%s topic=%r", session and session.client_id, action, topic)
+        return allowed

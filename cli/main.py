@@ -1,0 +1,182 @@
+"""The `orderbus` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from api.demo import ensure_demo
+from api.tokens import ROLES, TokenService, load_or_create_key
+from cli.runtime import Parts, PortInUse, Runtime
+from config.settings import ConfigFileError, Settings, load_settings
+
+app = typer.Typer(no_args_is_help=True, help="orderbus: an MQTT event bus for restaurant devices.")
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+DataDir = Annotated[Path | None, typer.Option(help="Where the database and keys live [default: ./data].")]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="A TOML file of settings (ORDERBUS_CONFIG).")]
+Host = Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")]
+HttpPort = Annotated[int | None, typer.Option(help="HTTP port of the API and dashboard [default: 8000].")]
+MqttPort = Annotated[int | None, typer.Option(help="MQTT over TCP [default: 1883].")]
+WsPort = Annotated[int | None, typer.Option(help="MQTT over WebSocket, path /mqtt [default: 8083].")]
+
+
+def _settings(config: Path | None, **flags: object) -> Settings:
+    try:
+        return load_settings(config, **flags)
+    except (ConfigFileError, ValidationError) as exc:
+        err.print(f"[red]error:[/red] bad configuration: {exc}")
+        raise typer.Exit(2) from exc
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("amqtt", "transitions", "websockets", "uvicorn.error"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _run(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
+    _logging()
+    try:
+        asyncio.run(_serve(settings, broker=broker, api=api, bridge=bridge))
+    except PortInUse as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
+
+
+async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
+    parts = Parts.build(settings)
+    runtime = Runtime(parts, broker=broker, api=api, bridge=bridge)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await runtime.start()
+    try:
+        _print_banner(settings, broker=broker, api=api)
+        if settings.demo:
+            demo = ensure_demo(parts.engine, settings.data_dir, runtime.wake_relay)
+            _print_demo(settings, demo)
+        console.print("Ctrl-C to stop.", style="dim")
+        await stop.wait()
+        console.print("stopping: finishing requests, publishing what is committed…", style="dim")
+    finally:
+        await runtime.stop()
+    console.print("stopped.", style="dim")
+
+
+def _print_banner(settings: Settings, *, broker: bool, api: bool) -> None:
+    host = settings.mqtt_host
+    console.print("[bold green]orderbus is up[/bold green]")
+    if api:
+        console.print(f"  API docs      http://{host}:{settings.http_port}/docs")
+        console.print(f"  API           http://{host}:{settings.http_port}/api/v1")
+    if broker:
+        console.print(f"  MQTT          mqtt://{host}:{settings.mqtt_port}")
+        console.print(f"  MQTT over WS  ws://{host}:{settings.ws_port}/mqtt")
+    console.print(f"  database      {settings.db_url}")
+
+
+def _print_demo(settings: Settings, demo) -> None:  # noqa: ANN001
+    console.print(f"[bold]demo restaurant[/bold] {demo.restaurant_id} (Demo Bistro)")
+    console.print(f"  admin login   {demo.email} / {demo.password}")
+    console.print(
+        f"  login         curl -s -X POST http://{settings.mqtt_host}:{settings.http_port}/api/v1/auth/login "
+        f"-H 'content-type: application/json' -d '{{\"email\":\"{demo.email}\",\"password\":\"{demo.password}\"}}'"
+    )
+    console.print(
+        f"  MQTT token    orderbus token --data-dir {settings.data_dir} --sub watcher "
+        f"--restaurant {demo.restaurant_id} --role staff"
+    )
+    for device_id, kind, station in demo.devices:
+        extra = f" --station {station}" if station else ""
+        console.print(
+            f"  {kind:<13} orderbus token --data-dir {settings.data_dir} --sub {device_id} "
+            f"--restaurant {demo.restaurant_id} --role {kind}{extra}"
+        )
+
+
+@app.command()
+def up(
+    data_dir: DataDir = None, config: ConfigFile = None, host: Host = None, http_port: HttpPort = None,
+    mqtt_port: MqttPort = None, ws_port: WsPort = None,
+    demo: Annotated[bool | None, typer.Option("--demo", help="Create a demo restaurant (once).")] = None,
+) -> None:
+    """Run broker, API, outbox relay and device ingest in one process (SQLite by default)."""
+    settings = _settings(config, data_dir=data_dir, host=host, http_port=http_port, mqtt_port=mqtt_port,
+                         ws_port=ws_port, demo=demo)
+    _run(settings, broker=True, api=True, bridge=True)
+
+
+@app.command()
+def broker(data_dir: DataDir = None, config: ConfigFile = None, host: Host = None,
+           mqtt_port: MqttPort = None, ws_port: WsPort = None) -> None:
+    """Run only the embedded broker."""
+    _run(_settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, ws_port=ws_port),
+         broker=True, api=False, bridge=False)
+
+
+@app.command()
+def api(data_dir: DataDir = None, config: ConfigFile = None, host: Host = None, http_port: HttpPort = None) -> None:
+    """Run only the HTTP API (a separate `orderbus bridge` publishes its events)."""
+    _run(_settings(config, data_dir=data_dir, host=host, http_port=http_port), broker=False, api=True, bridge=False)
+
+
+@app.command()
+def bridge(data_dir: DataDir = None, config: ConfigFile = None, host: Host = None, mqtt_port: MqttPort = None) -> None:
+    """Run only the outbox relay and device ingest, against the broker at --host:--mqtt-port."""
+    _run(_settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port), broker=False, api=False, bridge=True)
+
+
+_TTL = re.compile(r"^(\d+)([smhd]?)$")
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    match = _TTL.match(text.strip())
+    if match is None or int(match.group(1)) == 0:
+        raise typer.BadParameter("use a positive number with s, m, h or d, e.g. 15m or 1h")
+    return int(match.group(1)) * _UNITS[match.group(2)]
+
+
+@app.command()
+def token(
+    sub: Annotated[str, typer.Option(help="Subject: a user id, or the device id (also its MQTT client id).")],
+    role: Annotated[str, typer.Option(help=f"One of: {', '.join(sorted(ROLES))}.")],
+    restaurant: Annotated[int | None, typer.Option(help="Restaurant id (not for super_admin, ops, service).")] = None,
+    ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 15m, 1h, 7d.")] = "1h",
+    station: Annotated[str | None, typer.Option(help="Kitchen station of a printer.")] = None,
+    audience: Annotated[str, typer.Option(help="mqtt (broker) or api (REST).")] = "mqtt",
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+) -> None:
+    """Print a signed token (on the last line) that this data directory's broker accepts."""
+    settings = _settings(config, data_dir=data_dir)
+    if audience not in ("mqtt", "api"):
+        raise typer.BadParameter("audience must be mqtt or api", param_hint="--audience")
+    if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,128}", sub) or ":" in sub:
+        raise typer.BadParameter("letters, digits and _ . @ - only (at most 128)", param_hint="--sub")
+    key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
+    try:
+        signed = TokenService(key).issue(
+            sub=sub, role=role, rid=restaurant, audience=audience,  # type: ignore[arg-type]
+            ttl_seconds=parse_ttl(ttl), extra={"station": station} if station else None,
+        )
+    except ValueError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    err.print(f"{role} token for {sub}, restaurant {restaurant}, valid {ttl}; MQTT client id: {sub}[:suffix]")
+    print(signed)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,154 @@
+"""Composition root: builds the parts from settings and runs any subset of them in one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import uvicorn
+from sqlalchemy import Engine
+
+from api.db import create_schema, make_engine
+from api.main import create_app
+from api.tokens import TokenService, load_or_create_key
+from bridge.ingest import Ingest
+from bridge.mqtt import service_client
+from bridge.relay import Relay
+from broker.policy import Policy
+from broker.server import Listeners, OrderbusBroker, start_broker
+from config.settings import Settings
+
+log = logging.getLogger("orderbus")
+SERVICE_TOKEN_TTL = 3600
+
+
+class PortInUse(RuntimeError):
+    """A port we must listen on is taken; the message names the flag that changes it."""
+
+
+@dataclass
+class Parts:
+    settings: Settings
+    engine: Engine
+    tokens: TokenService
+    policy: Policy
+
+    @classmethod
+    def build(cls, settings: Settings) -> Parts:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
+        engine = make_engine(settings.db_url)
+        create_schema(engine)
+        return cls(settings, engine, TokenService(key), Policy.load(settings.acl_policy))
+
+    def service_token_factory(self, sub: str) -> Callable[[], str]:
+        return lambda: self.tokens.issue(
+            sub=sub, role="service", rid=None, audience="mqtt", ttl_seconds=SERVICE_TOKEN_TTL
+        )
+
+
+def check_ports(host: str, ports: dict[str, int]) -> None:
+    """Fail with one clear line before anything starts, instead of a traceback half-way."""
+    for flag, port in ports.items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}") from exc
+                raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); check {flag} and --host") from exc
+
+
+class _ApiServer(uvicorn.Server):
+    """uvicorn without its own signal handling: the runtime decides when to stop."""
+
+    @contextlib.contextmanager
+    def capture_signals(self):  # type: ignore[override]
+        yield
+
+
+class Runtime:
+    """Broker, API and bridge (relay + ingest) as one unit; each can be left out."""
+
+    def __init__(self, parts: Parts, *, broker: bool = True, api: bool = True, bridge: bool = True) -> None:
+        self.parts = parts
+        self.settings = parts.settings
+        self.with_broker, self.with_api, self.with_bridge = broker, api, bridge
+        self.broker: OrderbusBroker | None = None
+        self.relay: Relay | None = None
+        self.ingest: Ingest | None = None
+        self._api_server: _ApiServer | None = None
+        self._api_task: asyncio.Task[None] | None = None
+
+    @property
+    def listeners(self) -> Listeners:
+        return Listeners(self.settings.host, self.settings.mqtt_port, self.settings.ws_port)
+
+    def wake_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.wake()
+
+    async def start(self) -> None:
+        ports: dict[str, int] = {}
+        if self.with_broker:
+            ports |= {"--mqtt-port": self.settings.mqtt_port, "--ws-port": self.settings.ws_port}
+        if self.with_api:
+            ports["--http-port"] = self.settings.http_port
+        check_ports(self.settings.host, ports)
+        if self.with_broker:
+            await self.start_broker()
+        if self.with_bridge:
+            self._start_bridge()
+        if self.with_api:
+            await self._start_api()
+
+    async def start_broker(self) -> None:
+        self.broker = await start_broker(self.listeners, self.parts.tokens, self.parts.policy)
+
+    async def stop_broker(self) -> None:
+        if self.broker is not None:
+            await self.broker.shutdown()
+            self.broker = None
+
+    def _start_bridge(self) -> None:
+        host, port = self.settings.mqtt_host, self.settings.mqtt_port
+        relay_client = service_client("orderbus-relay", self.parts.service_token_factory("orderbus-relay"))
+        self.relay = Relay(self.parts.engine, relay_client, host, port)
+        ingest_client = service_client(
+            "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
+        )
+        self.ingest = Ingest(self.parts.engine, ingest_client, host, port, self.wake_relay)
+        self.relay.start()
+        self.ingest.start()
+
+    async def _start_api(self) -> None:
+        app = create_app(self.settings, self.parts.engine, self.parts.tokens, self.wake_relay)
+        config = uvicorn.Config(
+            app, host=self.settings.host, port=self.settings.http_port, log_level="warning", lifespan="off"
+        )
+        self._api_server = _ApiServer(config)
+        self._api_task = asyncio.create_task(self._api_server.serve())
+        while not self._api_server.started:
+            if self._api_task.done():
+                self._api_task.result()
+                raise RuntimeError("the API server stopped during start-up")
+            await asyncio.sleep(0.02)
+
+    async def stop(self) -> None:
+        """API first (no new writes), then the relay drains the outbox, then the broker."""
+        if self._api_server is not None and self._api_task is not None:
+            self._api_server.should_exit = True
+            await self._api_task
+        loop = asyncio.get_running_loop()
+        if self.ingest is not None:
+            await loop.run_in_executor(None, self.ingest.stop)
+        if self.relay is not None:
+            await loop.run_in_executor(None, self.relay.stop)
+        await self.stop_broker()
+        self.parts.engine.dispose()

@@ -1,0 +1,73 @@
+"""Settings for every entrypoint: flags override environment, environment overrides the config file."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from config import DEFAULT_ACL_POLICY
+
+
+class Settings(BaseSettings):
+    """Everything an orderbus process needs to know; env vars are `ORDERBUS_<FIELD>`."""
+
+    model_config = SettingsConfigDict(env_prefix="ORDERBUS_", extra="forbid")
+
+    data_dir: Path = Path("data")
+    host: str = "127.0.0.1"
+    http_port: int = 8000
+    mqtt_port: int = 1883
+    ws_port: int = 8083
+    demo: bool = False
+    database_url: str | None = None
+    jwt_key: SecretStr | None = None
+    acl_policy: Path = DEFAULT_ACL_POLICY
+    api_token_ttl_seconds: int = 8 * 3600
+    mqtt_token_ttl_seconds: int = 15 * 60
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.data_dir / 'orderbus.db'}"
+
+    @property
+    def mqtt_host(self) -> str:
+        """Where the bridge finds the broker: the embedded one listens on `host`."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("ORDERBUS_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+
+class ConfigFileError(ValueError):
+    """The config file named by --config / ORDERBUS_CONFIG cannot be used."""
+
+
+def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
+    """Build settings from a config file, the environment and the flags that were given (None = not given)."""
+    if config_file is not None:
+        if not config_file.is_file():
+            raise ConfigFileError(f"config file not found: {config_file}")
+        os.environ["ORDERBUS_CONFIG"] = str(config_file)
+    given = {name: value for name, value in flags.items() if value is not None}
+    return Settings(**given)
