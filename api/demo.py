@@ -11,12 +11,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from api.models import Device, Restaurant, User
+from api.models import Category, Device, Menu, Restaurant, User
 from api.passwords import hash_password
 from api.schemas import CategoryIn, MenuIn, MenuItemIn
 from api.services import menu
 from api.unit_of_work import UnitOfWork
-from api.models import Category, Menu
 
 DEMO_RESTAURANT = "Demo Bistro"
 DEMO_EMAIL = "admin@demo.orderbus.dev"
@@ -61,13 +60,18 @@ def _seed(uow: UnitOfWork, password: str) -> Restaurant:
     uow.session.flush()
     rid = restaurant.id
     assert rid is not None
-    uow.session.add(User(restaurant_id=rid, email=DEMO_EMAIL, name="Demo Admin", role="admin",
-                         password_hash=hash_password(password)))
-    uow.session.add_all([
-        Device(id="printer-grill-1", restaurant_id=rid, kind="printer", name="Grill printer", station="grill"),
-        Device(id="kds-kitchen-1", restaurant_id=rid, kind="tablet", name="Kitchen display"),
-        Device(id="scale-patty-1", restaurant_id=rid, kind="scale", name="Patty scale"),
-    ])
+    uow.session.add(
+        User(
+            restaurant_id=rid, email=DEMO_EMAIL, name="Demo Admin", role="admin", password_hash=hash_password(password)
+        )
+    )
+    uow.session.add_all(
+        [
+            Device(id="printer-grill-1", restaurant_id=rid, kind="printer", name="Grill printer", station="grill"),
+            Device(id="kds-kitchen-1", restaurant_id=rid, kind="tablet", name="Kitchen display"),
+            Device(id="scale-patty-1", restaurant_id=rid, kind="scale", name="Patty scale"),
+        ]
+    )
     uow.commit()
     grill = menu.create_row(uow, Category, rid, CategoryIn(name="Burgers", position=1, station="grill"))
     bar = menu.create_row(uow, Category, rid, CategoryIn(name="Drinks", position=2, station="bar"))
@@ -79,8 +83,17 @@ def _seed(uow: UnitOfWork, password: str) -> Restaurant:
         ("Lemonade", bar, 350, 30, 8),
         ("Espresso", bar, 300, 0, None),
     ]:
-        menu.create_item(uow, rid, MenuItemIn(
-            menu_id=dinner.id, category_id=category.id, name=name, price_cents=price,
-            enable_stock_tracking=stock > 0, stock_quantity=stock, low_stock_threshold=threshold,
-        ))
+        menu.create_item(
+            uow,
+            rid,
+            MenuItemIn(
+                menu_id=dinner.id,
+                category_id=category.id,
+                name=name,
+                price_cents=price,
+                enable_stock_tracking=stock > 0,
+                stock_quantity=stock,
+                low_stock_threshold=threshold,
+            ),
+        )
     return restaurant

@@ -90,9 +90,7 @@ def adjust(stock: Stock, delta: int, item_name: str) -> Stock:
     """A counted correction or delivery; stock never drops below what is already damaged."""
     new_quantity = stock.stock_quantity + delta
     if new_quantity < stock.damaged_quantity:
-        raise DomainError(
-            f"cannot remove {-delta} {item_name}: only {stock.available} available"
-        )
+        raise DomainError(f"cannot remove {-delta} {item_name}: only {stock.available} available")
     return Stock(new_quantity, stock.damaged_quantity, stock.low_stock_threshold)
 
 
@@ -103,6 +101,4 @@ def available_on(available_days: list[int], day: date) -> bool:
 
 def refundable(total_cents: int, refunded_cents: int, amount_cents: int) -> None:
     if amount_cents > total_cents - refunded_cents:
-        raise DomainError(
-            f"refund of {amount_cents} exceeds the {total_cents - refunded_cents} cents left to refund"
-        )
+        raise DomainError(f"refund of {amount_cents} exceeds the {total_cents - refunded_cents} cents left to refund")

@@ -13,6 +13,7 @@ Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max
 ShortText = Annotated[str, StringConstraints(max_length=500)]
 Station = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
 Quantity = Annotated[int, Field(gt=0, le=10_000)]
+Modifier = Annotated[str, StringConstraints(min_length=1, max_length=80)]
 Weekday = Annotated[int, Field(ge=1, le=7)]
 
 
@@ -119,7 +120,7 @@ class ThresholdIn(Strict):
 class OrderItemIn(Strict):
     menu_item_id: int
     quantity: Quantity
-    modifiers: Annotated[list[Annotated[str, StringConstraints(min_length=1, max_length=80)]], Field(max_length=20)] = []
+    modifiers: Annotated[list[Modifier], Field(max_length=20)] = []
     notes: ShortText = ""
     course: Annotated[str, StringConstraints(max_length=40)] | None = None
 

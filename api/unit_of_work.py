@@ -64,9 +64,7 @@ class UnitOfWork:
             restaurant_id=restaurant_id,
             seq=seq,
             type=type_,
-            envelope=envelope(
-                event_id=event_id, seq=seq, type_=type_, restaurant_id=restaurant_id, data=data
-            ),
+            envelope=envelope(event_id=event_id, seq=seq, type_=type_, restaurant_id=restaurant_id, data=data),
         )
         self.session.add(row)
         self._pending_events += 1

@@ -53,8 +53,9 @@ def parse_status(topic: str, payload: bytes) -> tuple[int, str, str] | None:
 class Ingest:
     """Subscribes with a persistent session, so device messages sent while it was away still arrive."""
 
-    def __init__(self, engine: Engine, client: mqtt.Client, host: str, port: int,
-                 wake_relay: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self, engine: Engine, client: mqtt.Client, host: str, port: int, wake_relay: Callable[[], None] | None = None
+    ) -> None:
         self._engine = engine
         self._client = client
         self._host, self._port = host, port

@@ -11,9 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 log = logging.getLogger("orderbus.bridge")
 
 
-def service_client(
-    client_id: str, token_factory: Callable[[], str], *, clean_session: bool = True
-) -> mqtt.Client:
+def service_client(client_id: str, token_factory: Callable[[], str], *, clean_session: bool = True) -> mqtt.Client:
     """A paho client that reconnects by itself with a fresh token each time."""
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,

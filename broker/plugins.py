@@ -33,6 +33,10 @@ def grants_of(session: Session | None) -> Grants:
     return session.attributes.get(GRANTS, Grants())
 
 
+def role_of(session: Session | None) -> str:
+    return str(session.attributes.get(CLAIMS, {}).get("role", "none")) if session else "none"
+
+
 class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
     @dataclass
     class Config:
@@ -91,7 +95,6 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         else:
             allowed = False
         if not allowed:
-            role = session.attributes.get(CLAIMS, {}).get("role", "none") if session else "none"
-            ACL_DENIALS.labels(action=str(action), role=role).inc()
+            ACL_DENIALS.labels(action=str(action), role=role_of(session)).inc()
             log.info("acl denied client_id=%r action=%s topic=%r", session and session.client_id, action, topic)
         return allowed

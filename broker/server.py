@@ -11,7 +11,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from api.tokens import TokenService
-from broker.plugins import grants_of
+from broker.plugins import grants_of, role_of
 from broker.policy import Policy
 from broker.stats import ACL_DENIALS
 
@@ -36,11 +36,11 @@ class OrderbusBroker(Broker):
     ) -> bool:
         message = wait_deliver.result()
         packet = getattr(message, "publish_packet", None)
-        if message is not None and packet is not None and packet.retain_flag:
-            if not grants_of(client_session).may_publish(message.topic or "", retain=True):
-                ACL_DENIALS.labels(action="retain", role=str(client_session.attributes.get("orderbus.claims", {}).get("role"))).inc()
-                log.info("acl denied retained publish client_id=%r topic=%r", client_session.client_id, message.topic)
-                return True
+        retained = message is not None and packet is not None and packet.retain_flag
+        if retained and not grants_of(client_session).may_publish(message.topic or "", retain=True):
+            ACL_DENIALS.labels(action="retain", role=role_of(client_session)).inc()
+            log.info("acl denied retained publish client_id=%r topic=%r", client_session.client_id, message.topic)
+            return True
         return await super()._handle_message_delivery(client_session, handler, wait_deliver)
 
 

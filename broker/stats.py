@@ -2,9 +2,7 @@
 
 from prometheus_client import Counter
 
-AUTH_FAILURES = Counter(
-    "orderbus_broker_auth_failures", "CONNECT attempts refused, by reason", ["reason"]
-)
+AUTH_FAILURES = Counter("orderbus_broker_auth_failures", "CONNECT attempts refused, by reason", ["reason"])
 ACL_DENIALS = Counter(
     "orderbus_broker_acl_denials", "SUBSCRIBE, PUBLISH or delivery refused by the topic ACL", ["action", "role"]
 )

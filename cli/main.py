@@ -86,12 +86,12 @@ def _print_banner(settings: Settings, *, broker: bool, api: bool) -> None:
     console.print(f"  database      {settings.db_url}")
 
 
-def _print_demo(settings: Settings, demo) -> None:  # noqa: ANN001
+def _print_demo(settings: Settings, demo) -> None:
     console.print(f"[bold]demo restaurant[/bold] {demo.restaurant_id} (Demo Bistro)")
     console.print(f"  admin login   {demo.email} / {demo.password}")
     console.print(
         f"  login         curl -s -X POST http://{settings.mqtt_host}:{settings.http_port}/api/v1/auth/login "
-        f"-H 'content-type: application/json' -d '{{\"email\":\"{demo.email}\",\"password\":\"{demo.password}\"}}'"
+        f'-H \'content-type: application/json\' -d \'{{"email":"{demo.email}","password":"{demo.password}"}}\''
     )
     console.print(
         f"  MQTT token    orderbus token --data-dir {settings.data_dir} --sub watcher "
@@ -107,22 +107,36 @@ def _print_demo(settings: Settings, demo) -> None:  # noqa: ANN001
 
 @app.command()
 def up(
-    data_dir: DataDir = None, config: ConfigFile = None, host: Host = None, http_port: HttpPort = None,
-    mqtt_port: MqttPort = None, ws_port: WsPort = None,
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    host: Host = None,
+    http_port: HttpPort = None,
+    mqtt_port: MqttPort = None,
+    ws_port: WsPort = None,
     demo: Annotated[bool | None, typer.Option("--demo", help="Create a demo restaurant (once).")] = None,
 ) -> None:
     """Run broker, API, outbox relay and device ingest in one process (SQLite by default)."""
-    settings = _settings(config, data_dir=data_dir, host=host, http_port=http_port, mqtt_port=mqtt_port,
-                         ws_port=ws_port, demo=demo)
+    settings = _settings(
+        config, data_dir=data_dir, host=host, http_port=http_port, mqtt_port=mqtt_port, ws_port=ws_port, demo=demo
+    )
     _run(settings, broker=True, api=True, bridge=True)
 
 
 @app.command()
-def broker(data_dir: DataDir = None, config: ConfigFile = None, host: Host = None,
-           mqtt_port: MqttPort = None, ws_port: WsPort = None) -> None:
+def broker(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    host: Host = None,
+    mqtt_port: MqttPort = None,
+    ws_port: WsPort = None,
+) -> None:
     """Run only the embedded broker."""
-    _run(_settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, ws_port=ws_port),
-         broker=True, api=False, bridge=False)
+    _run(
+        _settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, ws_port=ws_port),
+        broker=True,
+        api=False,
+        bridge=False,
+    )
 
 
 @app.command()
@@ -168,8 +182,12 @@ def token(
     key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
     try:
         signed = TokenService(key).issue(
-            sub=sub, role=role, rid=restaurant, audience=audience,  # type: ignore[arg-type]
-            ttl_seconds=parse_ttl(ttl), extra={"station": station} if station else None,
+            sub=sub,
+            role=role,
+            rid=restaurant,
+            audience=audience,  # type: ignore[arg-type]
+            ttl_seconds=parse_ttl(ttl),
+            extra={"station": station} if station else None,
         )
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")

@@ -8,7 +8,9 @@ from api.models import Category, Menu
 from api.services import menu
 
 
-def crud_router(model: type[Category] | type[Menu], create: type[BaseModel], update: type[BaseModel], path: str) -> APIRouter:
+def crud_router(
+    model: type[Category] | type[Menu], create: type[BaseModel], update: type[BaseModel], path: str
+) -> APIRouter:
     router = APIRouter(prefix=f"/restaurants/{{rid}}/{path}", tags=[path])
 
     @router.get("", response_model=list[model])

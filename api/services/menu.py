@@ -49,7 +49,10 @@ def create_row(uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_i
 
 
 def update_row(
-    uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_id: int, row_id: int,
+    uow: UnitOfWork,
+    model: type[Category] | type[Menu],
+    restaurant_id: int,
+    row_id: int,
     data: CategoryUpdate | MenuUpdate,
 ):
     row = _owned(uow, model, restaurant_id, row_id)

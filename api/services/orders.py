@@ -112,7 +112,8 @@ def _restock(uow: UnitOfWork, order: Order) -> None:
     for line in lines:
         item = uow.session.get(MenuItem, line.menu_item_id)
         if item is not None and item.enable_stock_tracking:
-            apply_stock(uow, item, domain.adjust(stock_of(item), line.quantity, item.name), f"order {order.id} cancelled")
+            restocked = domain.adjust(stock_of(item), line.quantity, item.name)
+            apply_stock(uow, item, restocked, f"order {order.id} cancelled")
 
 
 def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderOut:
@@ -126,7 +127,11 @@ def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int
     uow.emit(
         restaurant_id,
         "order_updated",
-        {"order": result.model_dump(mode="json"), "change": "refund", "refund": {"amount_cents": amount_cents, "reason": reason}},
+        {
+            "order": result.model_dump(mode="json"),
+            "change": "refund",
+            "refund": {"amount_cents": amount_cents, "reason": reason},
+        },
     )
     uow.commit()
     return result
