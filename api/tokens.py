@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import time
@@ -34,13 +35,22 @@ def load_or_create_key(data_dir: Path, configured: str | None = None) -> bytes:
         return configured.encode()
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / KEY_FILE
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "w") as handle:
-        handle.write(secrets.token_hex(32))
-    return path.read_bytes().strip()
+    if not path.exists():
+        # Write the whole key to a private temporary file, then link it into place: a concurrent
+        # starter either wins the link or reads a complete key, never an empty or half-written file.
+        temporary = data_dir / f".{KEY_FILE}.{secrets.token_hex(8)}"
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):
+                os.link(temporary, path)
+        finally:
+            temporary.unlink()
+    key = path.read_bytes().strip()
+    if not key:
+        raise ValueError(f"JWT key file {path} is empty; delete it to generate a new key")
+    return key
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,9 @@ class TokenService:
             raise ValueError(f"role {role!r} needs a restaurant")
         if ttl_seconds <= 0:
             raise ValueError("ttl must be positive")
+        reserved = {"sub", "rid", "role", "iat", "nbf", "exp", "jti", "aud"} & set(extra or {})
+        if reserved:
+            raise ValueError(f"extra claims may not override {', '.join(sorted(reserved))}")
         now = int(time.time())
         claims: dict[str, Any] = {
             "sub": sub,
@@ -101,7 +114,7 @@ class TokenService:
         except jwt.InvalidTokenError as exc:
             raise TokenError("malformed", f"token is invalid: {exc}") from exc
         role = claims.get("role")
-        if role not in ROLES:
+        if not isinstance(role, str) or role not in ROLES:
             raise TokenError("unknown_role", f"unknown role {role!r}")
         rid = claims.get("rid")
         if role not in UNSCOPED_ROLES and (not isinstance(rid, int) or isinstance(rid, bool)):

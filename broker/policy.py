@@ -57,17 +57,29 @@ class Policy:
     def load(cls, path: Path) -> Policy:
         try:
             raw = tomllib.loads(path.read_text())
-        except (OSError, tomllib.TOMLDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
             raise PolicyError(f"cannot read ACL policy {path}: {exc}") from exc
         return cls.from_dict(raw)
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Policy:
+        unknown_top = set(raw) - {"roles"}
+        if unknown_top:
+            raise PolicyError(f"unknown keys {sorted(unknown_top)}")
+        roles_raw = raw.get("roles", {})
+        if not isinstance(roles_raw, dict):
+            raise PolicyError("`roles` must be a table of roles")
         roles: dict[str, RoleRules] = {}
-        for name, rules in raw.get("roles", {}).items():
+        for name, rules in roles_raw.items():
+            if not isinstance(rules, dict):
+                raise PolicyError(f"role {name!r}: must be a table")
             unknown = set(rules) - {"subscribe", "publish", "retain"}
             if unknown:
                 raise PolicyError(f"role {name!r}: unknown keys {sorted(unknown)}")
+            for key in ("subscribe", "publish", "retain"):
+                # a bare string would be split into one-character patterns, `#` among them
+                if not isinstance(rules.get(key, []), list):
+                    raise PolicyError(f"role {name!r}: {key} must be a list of patterns")
             lists = {key: tuple(rules.get(key, [])) for key in ("subscribe", "publish", "retain")}
             for pattern in (p for patterns in lists.values() for p in patterns):
                 if not isinstance(pattern, str) or not topics.is_valid_filter(_PLACEHOLDER.sub("x", pattern)):

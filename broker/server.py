@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
 
 from api.tokens import TokenService
+from broker import topics
 from broker.plugins import grants_of, role_of
 from broker.policy import Policy
 from broker.stats import ACL_DENIALS
@@ -25,11 +27,50 @@ class Listeners:
     ws_port: int
 
 
-class OrderbusBroker(Broker):
-    """amqtt's broker, refusing retained publishes the policy does not allow.
+class _SnapshotSubscriptions(dict):
+    """amqtt iterates its subscription table across awaits (delivery, connect); a SUBSCRIBE or
+    UNSUBSCRIBE meanwhile raised "dictionary changed size" and killed that broadcast, or shifted a
+    list and skipped a subscriber. Iterating over snapshots makes delivery immune to both."""
 
-    amqtt's topic plugins never see the retain flag, so the check has to sit here.
+    def __iter__(self):  # type: ignore[override]
+        return iter(list(super().__iter__()))
+
+    def items(self):  # type: ignore[override]
+        return [(key, list(value)) for key, value in super().items()]
+
+
+class OrderbusBroker(Broker):
+    """amqtt's broker with the checks its plugin hooks cannot make.
+
+    - retained publishes are refused unless the policy allows them (plugins never see the flag);
+    - retained messages are sent only for the session's own subscriptions and only where the
+      session may read the topic (amqtt sends them unchecked, and on connect for every filter
+      of every client).
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._subscriptions = _SnapshotSubscriptions()
+
+    async def _publish_retained_messages_for_subscription(
+        self, subscription: tuple[str, int], session: Session
+    ) -> None:
+        topic_filter, qos = subscription
+        handler = self._get_handler(session)
+        subscribed = any(s.client_id == session.client_id for s, _ in self._subscriptions.get(topic_filter, []))
+        if handler is None or not subscribed:
+            return
+        grants = grants_of(session)
+        sends = []
+        for topic, retained in list(self._retained_messages.items()):
+            if not topics.matches(topic_filter, topic):
+                continue
+            if not grants.may_receive(topic):
+                ACL_DENIALS.labels(action="receive_retained", role=role_of(session)).inc()
+                continue
+            sends.append(handler.mqtt_publish(topic, retained.data, min(qos, retained.qos or qos), retain=True))
+        if sends:
+            await asyncio.gather(*sends, return_exceptions=True)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: Any

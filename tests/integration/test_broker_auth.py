@@ -1,0 +1,157 @@
+"""The embedded broker with real paho clients: tokens at CONNECT, the ACL on subscribe and publish."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+import pytest
+
+from broker.stats import ACL_DENIALS, AUTH_FAILURES
+from tests.support import Stack, Subscriber
+
+NOT_AUTHORIZED = 135  # CONNACK 5 (not authorized) as paho reports it
+REFUSED = 0x80
+
+
+def connect(stack: Stack, subscribers: list[Subscriber], client_id: str, token: str) -> tuple[Subscriber, int]:
+    subscriber = Subscriber(stack.settings.mqtt_port, client_id, token)
+    subscribers.append(subscriber)
+    return subscriber, subscriber.connect()
+
+
+def failures(reason: str) -> float:
+    return AUTH_FAILURES.labels(reason=reason)._value.get()
+
+
+def expired_token(stack: Stack) -> str:
+    now = int(time.time())
+    claims = {"sub": "dash", "rid": 7, "role": "admin", "aud": "mqtt", "iat": now - 100, "exp": now - 10, "jti": "x"}
+    return jwt.encode(claims, stack.parts.tokens.key, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("make_token", "reason"),
+    [
+        (lambda s: "not-a-jwt", "malformed"),
+        (lambda s: "", "no_token"),
+        (expired_token, "expired"),
+        (lambda s: s.api_token("dash", "admin", 7), "wrong_audience"),
+        (
+            lambda s: jwt.encode(
+                {"sub": "dash", "rid": 7, "role": "admin", "aud": "mqtt", "iat": 1, "exp": 2**31, "jti": "x"},
+                b"some-other-key-of-thirty-two-bytes!",
+                algorithm="HS256",
+            ),
+            "bad_signature",
+        ),
+    ],
+)
+def test_bad_tokens_are_refused_at_connect(stack: Stack, subscribers, make_token, reason):
+    before = failures(reason)
+    _, code = connect(stack, subscribers, "dash", make_token(stack))
+    assert code == NOT_AUTHORIZED
+    assert failures(reason) == before + 1
+
+
+def test_client_id_is_bound_to_the_token_subject(stack: Stack, subscribers):
+    token = stack.mqtt_token("dash", "admin", 7)
+    assert connect(stack, subscribers, "someone-else", token)[1] == NOT_AUTHORIZED
+    assert connect(stack, subscribers, "dashx", token)[1] == NOT_AUTHORIZED
+    assert connect(stack, subscribers, "dash:", token)[1] == NOT_AUTHORIZED
+    assert connect(stack, subscribers, "dash", token)[1] == 0
+    assert connect(stack, subscribers, "dash:tab-2", token)[1] == 0  # a second browser tab
+
+
+def test_a_dashboard_gets_its_restaurant_and_nothing_else(stack: Stack, subscribers):
+    dashboard, code = connect(stack, subscribers, "dash", stack.mqtt_token("dash", "admin", 7))
+    assert code == 0
+    before = ACL_DENIALS.labels(action="subscribe", role="admin")._value.get()
+    for refused in ("#", "+/#", "restaurant/#", "restaurant/+/orders", "restaurant/8/orders", "restaurant/8/#",
+                    "$SYS/#"):
+        assert dashboard.subscribe(refused) == REFUSED, refused
+    assert ACL_DENIALS.labels(action="subscribe", role="admin")._value.get() >= before + 7
+    assert dashboard.subscribe("restaurant/7/#") == 1
+    assert dashboard.subscribe("restaurant/7/orders") == 1
+
+
+def test_publishes_outside_the_role_are_dropped(stack: Stack, subscribers):
+    service, _ = connect(stack, subscribers, "svc", stack.mqtt_token("svc", "service", None))
+    assert service.subscribe("restaurant/+/devices/+/status") == 1
+    watcher, _ = connect(stack, subscribers, "watch", stack.mqtt_token("watch", "admin", 7))
+    watcher.subscribe("restaurant/7/#")
+
+    dashboard, _ = connect(stack, subscribers, "dash", stack.mqtt_token("dash", "admin", 7))
+    dashboard.client.publish("restaurant/7/orders", b'{"fake": true}', qos=1).wait_for_publish(5)
+    scale, _ = connect(stack, subscribers, "scale-1", stack.mqtt_token("scale-1", "scale", 7))
+    scale.client.publish("restaurant/7/devices/scale-2/readings", b"{}", qos=1).wait_for_publish(5)
+    scale.client.publish("restaurant/7/inventory/items/1", b"{}", qos=1, retain=True).wait_for_publish(5)
+    scale.client.publish("restaurant/7/devices/scale-1/readings", b"{}", qos=1, retain=True).wait_for_publish(5)
+    scale.client.publish("restaurant/7/devices/scale-1/status", b'{"state":"online"}', qos=1, retain=True)
+
+    got = watcher.collect(1)
+    assert [(m.topic, m.retain) for m in got] == [("restaurant/7/devices/scale-1/status", False)]
+    assert watcher.drain() == []
+    assert [m.topic for m in service.collect(1)] == ["restaurant/7/devices/scale-1/status"]
+
+
+def test_a_printer_sees_its_station_only(stack: Stack, subscribers):
+    printer, _ = connect(stack, subscribers, "printer-1", stack.mqtt_token("printer-1", "printer", 7, station="grill"))
+    assert printer.subscribe("restaurant/7/kitchen/grill/tickets") == 1
+    assert printer.subscribe("restaurant/7/kitchen/bar/tickets") == REFUSED
+    assert printer.subscribe("restaurant/7/kitchen/+/tickets") == REFUSED
+    assert printer.subscribe("restaurant/7/devices/printer-1/commands") == 1
+    assert printer.subscribe("restaurant/7/devices/kds-1/commands") == REFUSED
+    assert printer.subscribe("restaurant/7/orders") == REFUSED
+
+
+def test_retained_messages_never_cross_restaurants(stack: Stack, subscribers):
+    """amqtt sends retained messages on connect for every client's filters; ours only where the ACL allows."""
+    bus, _ = connect(stack, subscribers, "svc", stack.mqtt_token("svc", "service", None))
+    bus.client.publish("restaurant/7/orders/open/1", b'{"secret": 7}', qos=1, retain=True).wait_for_publish(5)
+    bus.client.publish("restaurant/8/orders/open/2", b'{"mine": 8}', qos=1, retain=True).wait_for_publish(5)
+    seven, _ = connect(stack, subscribers, "dash7", stack.mqtt_token("dash7", "admin", 7))
+    assert seven.subscribe("restaurant/7/#") == 1
+    assert [m.topic for m in seven.collect(1)] == ["restaurant/7/orders/open/1"]
+
+    eight, _ = connect(stack, subscribers, "dash8", stack.mqtt_token("dash8", "admin", 8))
+    assert eight.subscribe("restaurant/8/orders/open/+") == 1
+    got = eight.drain(quiet=0.5)
+    assert [m.topic for m in got] == ["restaurant/8/orders/open/2"]
+    assert seven.drain(quiet=0.2) == []
+
+
+def test_subscription_churn_never_loses_a_delivery(stack: Stack, subscribers):
+    """SUBSCRIBE/UNSUBSCRIBE while messages flow used to abort amqtt's delivery loop mid-way."""
+    import threading
+
+    steady, _ = connect(stack, subscribers, "steady", stack.mqtt_token("steady", "admin", 7))
+    steady.subscribe("restaurant/7/#")
+    churners = [connect(stack, subscribers, f"churn{i}", stack.mqtt_token(f"churn{i}", "admin", 7))[0] for i in range(8)]
+    for churner in churners:  # many matching subscriptions: the delivery loop awaits once per each
+        churner.subscribe("restaurant/7/#")
+    stop = threading.Event()
+
+    def churn(client: Subscriber, index: int) -> None:
+        n = 0
+        while not stop.is_set():
+            topic = f"restaurant/7/orders/{index}-{n}"  # a new filter: a new key in amqtt's table
+            client.client.subscribe(topic, qos=1)
+            client.client.unsubscribe(topic)
+            n += 1
+            stop.wait(0.02)
+
+    threads = [threading.Thread(target=churn, args=(c, i)) for i, c in enumerate(churners)]
+    for thread in threads:
+        thread.start()
+    bus, _ = connect(stack, subscribers, "svc", stack.mqtt_token("svc", "service", None))
+    try:
+        infos = [bus.client.publish("restaurant/7/orders", str(i).encode(), qos=1) for i in range(300)]
+        for info in infos:
+            info.wait_for_publish(10)
+        got = steady.collect(300, timeout=20)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join()
+    assert [int(m.payload) for m in got] == list(range(300))

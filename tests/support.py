@@ -1,0 +1,176 @@
+"""Test helpers: free ports, a running stack in a background loop, MQTT clients that record what they get."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from api.models import Restaurant, User
+from api.passwords import hash_password
+from api.unit_of_work import UnitOfWork
+from cli.runtime import Parts, Runtime
+from config.settings import Settings
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
+    """Poll until `condition()` is truthy; fail loudly with the timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s")
+        time.sleep(interval)
+
+
+class Stack:
+    """`orderbus up` in a background thread, so tests can stop and start its broker."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(
+            data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port()
+        )
+        self.parts = Parts.build(self.settings)
+        self.runtime = Runtime(self.parts)
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> Stack:
+        self._thread.start()
+        self.call(self.runtime.start())
+        return self
+
+    def stop(self) -> None:
+        self.call(self.runtime.stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(5)
+
+    def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.settings.http_port}"
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return httpx.Client(base_url=f"{self.base_url}/api/v1", headers=headers, timeout=10)
+
+    def mqtt_token(self, sub: str, role: str, rid: int | None, **extra: Any) -> str:
+        return self.parts.tokens.issue(sub=sub, role=role, rid=rid, audience="mqtt", ttl_seconds=600, extra=extra)
+
+    def api_token(self, sub: str, role: str, rid: int | None) -> str:
+        return self.parts.tokens.issue(sub=sub, role=role, rid=rid, audience="api", ttl_seconds=600)
+
+    def add_restaurant(self, name: str, admin_email: str, password: str = "secret-pass") -> int:
+        with UnitOfWork(self.parts.engine) as uow:
+            restaurant = Restaurant(name=name)
+            uow.session.add(restaurant)
+            uow.session.flush()
+            uow.session.add(
+                User(
+                    restaurant_id=restaurant.id,
+                    email=admin_email,
+                    name=name + " admin",
+                    role="admin",
+                    password_hash=hash_password(password),
+                )
+            )
+            uow.commit()
+            assert restaurant.id is not None
+            return restaurant.id
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> Any:
+        return json.loads(self.payload)
+
+
+@dataclass
+class Subscriber:
+    """A real paho client that records every message it receives."""
+
+    port: int
+    client_id: str
+    token: str
+    clean_session: bool = True
+    messages: queue.Queue[Received] = field(default_factory=queue.Queue)
+    connack: queue.Queue[int] = field(default_factory=queue.Queue)
+    subacks: queue.Queue[list[int]] = field(default_factory=queue.Queue)
+
+    def __post_init__(self) -> None:
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            clean_session=self.clean_session,
+            protocol=mqtt.MQTTv311,
+        )
+        self.client.username_pw_set(self.client_id, self.token)
+        self.client.reconnect_delay_set(1, 2)
+        self.client.on_message = lambda _c, _u, m: self.messages.put(Received(m.topic, m.payload, m.retain))
+        self.client.on_connect = lambda _c, _u, _f, rc, _p: self.connack.put(rc.value)
+        self.client.on_subscribe = lambda _c, _u, _mid, codes, _p: self.subacks.put([c.value for c in codes])
+
+    def connect(self) -> int:
+        """Connect and return the CONNACK code (0 = accepted; paho reports refusals as MQTT 5 codes)."""
+        self.client.connect_async("127.0.0.1", self.port, keepalive=30)
+        self.client.loop_start()
+        code = self.connack.get(timeout=10)
+        if code != 0:
+            self.close()  # no reconnect attempts after a refusal
+        return code
+
+    def subscribe(self, topic_filter: str, qos: int = 1) -> int:
+        """Subscribe and return the SUBACK code (0x80 = refused)."""
+        self.client.subscribe(topic_filter, qos=qos)
+        return self.subacks.get(timeout=10)[0]
+
+    def collect(self, count: int, timeout: float = 10.0) -> list[Received]:
+        got = []
+        deadline = time.monotonic() + timeout
+        while len(got) < count:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(f"expected {count} messages, got {len(got)}: {[m.topic for m in got]}")
+            try:
+                got.append(self.messages.get(timeout=remaining))
+            except queue.Empty:
+                continue
+        return got
+
+    def drain(self, quiet: float = 0.3) -> list[Received]:
+        """Everything that arrives until nothing has come for `quiet` seconds."""
+        got = []
+        while True:
+            try:
+                got.append(self.messages.get(timeout=quiet))
+            except queue.Empty:
+                return got
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
