@@ -6,6 +6,20 @@ import pytest
 
 from tests.support import Stack, Subscriber
 
+_skipped: list[str] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        _skipped.append(report.nodeid)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """A skipped test is not a passed test: the run fails if anything was skipped."""
+    if _skipped and exitstatus == 0:
+        session.exitstatus = 1
+        print(f"\n{len(_skipped)} test(s) skipped, failing the run: {_skipped}")
+
 
 @pytest.fixture
 def stack(tmp_path) -> Iterator[Stack]:
