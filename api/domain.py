@@ -41,7 +41,10 @@ OPEN_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.PREPARING, OrderStat
 
 def check_transition(current: str, new: str) -> OrderStatus:
     """The new status, or DomainError if the order may not move there."""
-    source, target = OrderStatus(current), OrderStatus(new)
+    try:
+        source, target = OrderStatus(current), OrderStatus(new)
+    except ValueError as exc:
+        raise DomainError(f"unknown order status: {exc}") from exc
     if target not in TRANSITIONS[source]:
         raise DomainError(f"an order that is {source} cannot become {target}")
     return target
@@ -74,6 +77,7 @@ def crossed_into_low_stock(before: Stock, after: Stock) -> bool:
 
 def take(stock: Stock, quantity: int, item_name: str) -> Stock:
     """Stock after selling `quantity`; refuses to sell what is not available."""
+    _positive(quantity)
     if quantity > stock.available:
         raise DomainError(f"not enough {item_name}: {stock.available} available, {quantity} ordered")
     return Stock(stock.stock_quantity - quantity, stock.damaged_quantity, stock.low_stock_threshold)
@@ -81,6 +85,7 @@ def take(stock: Stock, quantity: int, item_name: str) -> Stock:
 
 def mark_damaged(stock: Stock, quantity: int, item_name: str) -> Stock:
     """Damaged goods raise `damaged_quantity` only; `stock_quantity` stays as counted."""
+    _positive(quantity)
     if quantity > stock.available:
         raise DomainError(f"cannot mark {quantity} {item_name} damaged: {stock.available} available")
     return Stock(stock.stock_quantity, stock.damaged_quantity + quantity, stock.low_stock_threshold)
@@ -99,6 +104,12 @@ def available_on(available_days: list[int], day: date) -> bool:
     return not available_days or day.isoweekday() in available_days
 
 
+def _positive(quantity: int) -> None:
+    if quantity <= 0:
+        raise DomainError(f"quantity must be positive, got {quantity}")
+
+
 def refundable(total_cents: int, refunded_cents: int, amount_cents: int) -> None:
+    _positive(amount_cents)
     if amount_cents > total_cents - refunded_cents:
         raise DomainError(f"refund of {amount_cents} exceeds the {total_cents - refunded_cents} cents left to refund")

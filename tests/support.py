@@ -46,9 +46,7 @@ class Stack:
     """`orderbus up` in a background thread, so tests can stop and start its broker."""
 
     def __init__(self, data_dir: Path) -> None:
-        self.settings = Settings(
-            data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port()
-        )
+        self.settings = Settings(data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port())
         self.parts = Parts.build(self.settings)
         self.runtime = Runtime(self.parts)
         self.loop = asyncio.new_event_loop()

@@ -16,10 +16,18 @@ def shop(stack: Stack):
     menu = admin.post(f"/restaurants/{rid}/menus", json={"name": "Dinner"}).json()
     burger = admin.post(
         f"/restaurants/{rid}/menu-items",
-        json={"menu_id": menu["id"], "name": "Burger", "price_cents": 1200, "enable_stock_tracking": True,
-              "stock_quantity": 5, "low_stock_threshold": 2},
+        json={
+            "menu_id": menu["id"],
+            "name": "Burger",
+            "price_cents": 1200,
+            "enable_stock_tracking": True,
+            "stock_quantity": 5,
+            "low_stock_threshold": 2,
+        },
     ).json()
-    fries = admin.post(f"/restaurants/{rid}/menu-items", json={"menu_id": menu["id"], "name": "Fries", "price_cents": 400}).json()
+    fries = admin.post(
+        f"/restaurants/{rid}/menu-items", json={"menu_id": menu["id"], "name": "Fries", "price_cents": 400}
+    ).json()
     wait_for(lambda: unpublished(stack) == 0)
     return {"rid": rid, "admin": admin, "burger": burger["id"], "fries": fries["id"]}
 

@@ -46,8 +46,20 @@ class Up:
 def start_up(data_dir: Path, *extra: str) -> Up:
     http_port, mqtt_port, ws_port = free_port(), free_port(), free_port()
     log = data_dir.parent / f"up-{http_port}.log"
-    args = [ORDERBUS, "up", "--demo", "--data-dir", str(data_dir), "--http-port", str(http_port),
-            "--mqtt-port", str(mqtt_port), "--ws-port", str(ws_port), *extra]
+    args = [
+        ORDERBUS,
+        "up",
+        "--demo",
+        "--data-dir",
+        str(data_dir),
+        "--http-port",
+        str(http_port),
+        "--mqtt-port",
+        str(mqtt_port),
+        "--ws-port",
+        str(ws_port),
+        *extra,
+    ]
     with log.open("w") as sink:
         process = subprocess.Popen(args, stdout=sink, stderr=subprocess.STDOUT, text=True)
     up = Up(process, data_dir, http_port, mqtt_port, ws_port, log)
@@ -64,7 +76,9 @@ def up(tmp_path) -> Iterator[Up]:
 
 
 def token(data_dir: Path, *args: str) -> str:
-    result = subprocess.run([ORDERBUS, "token", "--data-dir", str(data_dir), *args], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [ORDERBUS, "token", "--data-dir", str(data_dir), *args], capture_output=True, text=True, check=True
+    )
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -72,7 +86,9 @@ def login(up: Up) -> tuple[httpx.Client, int]:
     credentials = json.loads((up.data_dir / "demo-credentials.json").read_text())
     assert credentials["email"] in up.output() and credentials["password"] in up.output()
     answer = httpx.post(f"{up.api}/auth/login", json=credentials).json()
-    return httpx.Client(base_url=up.api, headers={"authorization": f"Bearer {answer['access_token']}"}), answer["restaurant_id"]
+    return httpx.Client(base_url=up.api, headers={"authorization": f"Bearer {answer['access_token']}"}), answer[
+        "restaurant_id"
+    ]
 
 
 def test_up_demo_prints_where_to_look_and_an_order_reaches_mosquitto_sub(up: Up):
@@ -83,17 +99,39 @@ def test_up_demo_prints_where_to_look_and_an_order_reaches_mosquitto_sub(up: Up)
     admin, rid = login(up)
     watcher_token = token(up.data_dir, "--sub", "watcher", "--restaurant", str(rid), "--role", "staff")
     sub = subprocess.Popen(
-        [shutil.which("mosquitto_sub") or "mosquitto_sub", "-h", "127.0.0.1", "-p", str(up.mqtt_port),
-         "-i", "watcher", "-u", "watcher", "-P", watcher_token, "-q", "1",
-         "-t", f"restaurant/{rid}/orders", "-C", "1", "-W", "20"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            shutil.which("mosquitto_sub") or "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(up.mqtt_port),
+            "-i",
+            "watcher",
+            "-u",
+            "watcher",
+            "-P",
+            watcher_token,
+            "-q",
+            "1",
+            "-t",
+            f"restaurant/{rid}/orders",
+            "-C",
+            "1",
+            "-W",
+            "20",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         items = admin.get(f"/restaurants/{rid}/menu-items").json()
         assert len(items) >= 3 and any(item["enable_stock_tracking"] for item in items)
         # mosquitto_sub is subscribed once the broker logs its connection; keep posting until it hears one
         wait_for(lambda: "client_id=watcher" in up.output())
-        placed = admin.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": items[0]["id"], "quantity": 1}]})
+        placed = admin.post(
+            f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": items[0]["id"], "quantity": 1}]}
+        )
         assert placed.status_code == 201
         out, err = sub.communicate(timeout=25)
     finally:
@@ -105,9 +143,27 @@ def test_up_demo_prints_where_to_look_and_an_order_reaches_mosquitto_sub(up: Up)
 
 def test_mosquitto_sub_with_a_bad_token_or_a_foreign_topic_is_refused(up: Up):
     refused = subprocess.run(
-        ["mosquitto_sub", "-h", "127.0.0.1", "-p", str(up.mqtt_port), "-i", "x", "-u", "x", "-P", "forged",
-         "-t", "restaurant/1/orders", "-C", "1", "-W", "5"],
-        capture_output=True, text=True,
+        [
+            "mosquitto_sub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(up.mqtt_port),
+            "-i",
+            "x",
+            "-u",
+            "x",
+            "-P",
+            "forged",
+            "-t",
+            "restaurant/1/orders",
+            "-C",
+            "1",
+            "-W",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
     )
     assert refused.returncode != 0
     assert "not authorised" in (refused.stderr + refused.stdout).lower() or "refused" in refused.stderr.lower()
@@ -135,9 +191,21 @@ def test_a_taken_port_gives_one_clear_line(tmp_path):
         squatter.listen()
         port = squatter.getsockname()[1]
         result = subprocess.run(
-            [ORDERBUS, "up", "--data-dir", str(tmp_path / "d"), "--mqtt-port", str(port),
-             "--http-port", str(free_port()), "--ws-port", str(free_port())],
-            capture_output=True, text=True, timeout=30,
+            [
+                ORDERBUS,
+                "up",
+                "--data-dir",
+                str(tmp_path / "d"),
+                "--mqtt-port",
+                str(port),
+                "--http-port",
+                str(free_port()),
+                "--ws-port",
+                str(free_port()),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
         )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr + result.stdout
@@ -149,21 +217,41 @@ def test_bad_flags_and_bad_config_are_refused_clearly(tmp_path):
     assert bad_port.returncode == 2 and "Traceback" not in bad_port.stderr
     missing = subprocess.run([ORDERBUS, "up", "--config", str(tmp_path / "nope.toml")], capture_output=True, text=True)
     assert missing.returncode == 2 and "config file not found" in missing.stderr
-    bad_role = subprocess.run([ORDERBUS, "token", "--data-dir", str(tmp_path), "--sub", "x", "--role", "chef",
-                               "--restaurant", "1"], capture_output=True, text=True)
+    bad_role = subprocess.run(
+        [ORDERBUS, "token", "--data-dir", str(tmp_path), "--sub", "x", "--role", "chef", "--restaurant", "1"],
+        capture_output=True,
+        text=True,
+    )
     assert bad_role.returncode == 2 and "unknown role" in bad_role.stderr
-    bad_ttl = subprocess.run([ORDERBUS, "token", "--data-dir", str(tmp_path), "--sub", "x", "--role", "admin",
-                              "--restaurant", "1", "--ttl", "forever"], capture_output=True, text=True)
+    bad_ttl = subprocess.run(
+        [
+            ORDERBUS,
+            "token",
+            "--data-dir",
+            str(tmp_path),
+            "--sub",
+            "x",
+            "--role",
+            "admin",
+            "--restaurant",
+            "1",
+            "--ttl",
+            "forever",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad_ttl.returncode == 2
 
 
 def test_config_file_and_environment_set_the_ports(tmp_path):
     http_port = free_port()
     config = tmp_path / "orderbus.toml"
-    config.write_text(f'http_port = {http_port}\nmqtt_port = {free_port()}\nws_port = {free_port()}\n')
+    config.write_text(f"http_port = {http_port}\nmqtt_port = {free_port()}\nws_port = {free_port()}\n")
     env = {"ORDERBUS_DATA_DIR": str(tmp_path / "envdata"), "PATH": "/usr/bin:/bin"}
-    process = subprocess.Popen([ORDERBUS, "up", "--config", str(config)], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(
+        [ORDERBUS, "up", "--config", str(config)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     try:
         wait_for(lambda: _healthy(http_port), timeout=30)
         assert (tmp_path / "envdata" / "orderbus.db").exists()
@@ -185,8 +273,27 @@ def test_the_key_file_is_private_and_tokens_survive_restarts(tmp_path):
     assert (data_dir / "jwt.key").stat().st_mode & 0o777 == 0o600
     up = start_up(data_dir)
     try:
-        check = subprocess.run(["mosquitto_sub", "-h", "127.0.0.1", "-p", str(up.mqtt_port), "-i", "a", "-u", "a",
-                                "-P", first, "-t", "restaurant/1/orders", "-W", "1"], capture_output=True, text=True)
+        check = subprocess.run(
+            [
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(up.mqtt_port),
+                "-i",
+                "a",
+                "-u",
+                "a",
+                "-P",
+                first,
+                "-t",
+                "restaurant/1/orders",
+                "-W",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert "not authorised" not in check.stderr.lower()  # timed out waiting: it was connected
     finally:
         up.stop()
@@ -201,6 +308,8 @@ def test_sigterm_stops_cleanly_and_every_committed_event_is_published(up: Up):
     assert "Traceback" not in up.output()
     with sqlite3.connect(up.data_dir / "orderbus.db") as db:
         pending = db.execute("select count(*) from outbox_event where published_at is null").fetchone()[0]
-        seqs = [row[0] for row in db.execute("select seq from outbox_event where restaurant_id = ? order by seq", (rid,))]
+        seqs = [
+            row[0] for row in db.execute("select seq from outbox_event where restaurant_id = ? order by seq", (rid,))
+        ]
     assert pending == 0
     assert seqs == list(range(1, len(seqs) + 1))

@@ -69,7 +69,10 @@ def test_an_admin_cannot_read_or_change_another_restaurant(stack: Stack, bistro)
     # B's admin using A's item id on B's own restaurant: not found, nothing written
     assert other_admin.post(f"/restaurants/{bistro['other']}/orders", json=order).status_code == 404
     damage = {"quantity": 1}
-    assert other_admin.post(f"/restaurants/{rid}/inventory/{bistro['burger']['id']}/damage", json=damage).status_code == 403
+    assert (
+        other_admin.post(f"/restaurants/{rid}/inventory/{bistro['burger']['id']}/damage", json=damage).status_code
+        == 403
+    )
     assert events(stack, rid) == before
     assert events(stack, bistro["other"]) == []
 
@@ -77,7 +80,9 @@ def test_an_admin_cannot_read_or_change_another_restaurant(stack: Stack, bistro)
 def test_staff_may_take_orders_but_not_change_the_menu(stack: Stack, bistro):
     rid = bistro["rid"]
     staff = stack.http(stack.api_token("user-s", "staff", rid))
-    order = staff.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["fries"]["id"], "quantity": 2}]})
+    order = staff.post(
+        f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["fries"]["id"], "quantity": 2}]}
+    )
     assert order.status_code == 201
     assert staff.post(f"/restaurants/{rid}/categories", json={"name": "X"}).status_code == 403
     refund = staff.post(f"/restaurants/{rid}/orders/{order.json()['id']}/refunds", json={"amount_cents": 100})
@@ -137,7 +142,9 @@ def test_an_order_takes_stock_and_alerts_once_when_crossing_the_threshold(stack:
     start = events(stack, rid)[-1]["seq"]
 
     def order(quantity: int) -> dict:
-        response = admin.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": burger_id, "quantity": quantity}]})
+        response = admin.post(
+            f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": burger_id, "quantity": quantity}]}
+        )
         assert response.status_code == 201, response.text
         return response.json()
 
@@ -158,7 +165,9 @@ def test_an_order_takes_stock_and_alerts_once_when_crossing_the_threshold(stack:
 
 def test_damaged_items_reduce_available_but_never_stock(stack: Stack, bistro):
     rid, admin, burger_id = bistro["rid"], bistro["admin"], bistro["burger"]["id"]
-    item = admin.post(f"/restaurants/{rid}/inventory/{burger_id}/damage", json={"quantity": 4, "reason": "dropped"}).json()
+    item = admin.post(
+        f"/restaurants/{rid}/inventory/{burger_id}/damage", json={"quantity": 4, "reason": "dropped"}
+    ).json()
     assert (item["stock_quantity"], item["damaged_quantity"], item["available_quantity"]) == (10, 4, 6)
     too_many = admin.post(f"/restaurants/{rid}/inventory/{burger_id}/damage", json={"quantity": 7})
     assert too_many.status_code == 409
@@ -170,7 +179,9 @@ def test_damaged_items_reduce_available_but_never_stock(stack: Stack, bistro):
 def test_adjust_and_threshold_and_untracked_items(stack: Stack, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
     burger_id, fries_id = bistro["burger"]["id"], bistro["fries"]["id"]
-    assert admin.post(f"/restaurants/{rid}/inventory/{burger_id}/adjust", json={"delta": 5}).json()["stock_quantity"] == 15
+    assert (
+        admin.post(f"/restaurants/{rid}/inventory/{burger_id}/adjust", json={"delta": 5}).json()["stock_quantity"] == 15
+    )
     assert admin.post(f"/restaurants/{rid}/inventory/{burger_id}/adjust", json={"delta": -16}).status_code == 409
     assert admin.post(f"/restaurants/{rid}/inventory/{fries_id}/adjust", json={"delta": 5}).status_code == 409
     assert admin.post(f"/restaurants/{rid}/inventory/9999/adjust", json={"delta": 5}).status_code == 404
@@ -183,7 +194,9 @@ def test_adjust_and_threshold_and_untracked_items(stack: Stack, bistro):
 
 def test_order_lifecycle_transitions_and_refunds(stack: Stack, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
-    order = admin.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["burger"]["id"], "quantity": 2}]}).json()
+    order = admin.post(
+        f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["burger"]["id"], "quantity": 2}]}
+    ).json()
     path = f"/restaurants/{rid}/orders/{order['id']}"
     assert admin.post(f"{path}/status", json={"status": "ready"}).status_code == 409  # pending -> ready skips a step
     assert admin.post(f"{path}/status", json={"status": "eaten"}).status_code == 422
@@ -201,7 +214,9 @@ def test_order_lifecycle_transitions_and_refunds(stack: Stack, bistro):
 
 def test_cancelling_gives_the_stock_back(stack: Stack, bistro):
     rid, admin, burger_id = bistro["rid"], bistro["admin"], bistro["burger"]["id"]
-    order = admin.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": burger_id, "quantity": 4}]}).json()
+    order = admin.post(
+        f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": burger_id, "quantity": 4}]}
+    ).json()
     assert admin.get(f"/restaurants/{rid}/menu-items/{burger_id}").json()["stock_quantity"] == 6
     admin.post(f"/restaurants/{rid}/orders/{order['id']}/status", json={"status": "cancelled"})
     assert admin.get(f"/restaurants/{rid}/menu-items/{burger_id}").json()["stock_quantity"] == 10
@@ -214,10 +229,18 @@ def test_items_not_available_today_are_refused(stack: Stack, bistro):
     not_today = [day for day in range(1, 8) if day != datetime.date.today().isoweekday()][:1]
     item = admin.patch(f"/restaurants/{rid}/menu-items/{bistro['fries']['id']}", json={"available_days": not_today})
     assert item.status_code == 200
-    response = admin.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["fries"]["id"], "quantity": 1}]})
+    response = admin.post(
+        f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["fries"]["id"], "quantity": 1}]}
+    )
     assert response.status_code == 409
-    assert admin.patch(f"/restaurants/{rid}/menu-items/{bistro['fries']['id']}", json={"available_days": [0]}).status_code == 422
-    assert admin.patch(f"/restaurants/{rid}/menu-items/{bistro['fries']['id']}", json={"available_days": []}).status_code == 200
+    assert (
+        admin.patch(f"/restaurants/{rid}/menu-items/{bistro['fries']['id']}", json={"available_days": [0]}).status_code
+        == 422
+    )
+    assert (
+        admin.patch(f"/restaurants/{rid}/menu-items/{bistro['fries']['id']}", json={"available_days": []}).status_code
+        == 200
+    )
 
 
 def test_menu_crud_and_delete_rules(stack: Stack, bistro):
@@ -229,7 +252,9 @@ def test_menu_crud_and_delete_rules(stack: Stack, bistro):
     assert admin.delete(f"/restaurants/{rid}/categories/{category_id}").status_code == 409  # still has items
     assert other_admin.get(f"/restaurants/{bistro['other']}/categories/{category_id}").status_code == 404
     foreign_menu = other_admin.post(f"/restaurants/{bistro['other']}/menus", json={"name": "B"}).json()
-    cross = admin.post(f"/restaurants/{rid}/menu-items", json={"menu_id": foreign_menu["id"], "name": "X", "price_cents": 1})
+    cross = admin.post(
+        f"/restaurants/{rid}/menu-items", json={"menu_id": foreign_menu["id"], "name": "X", "price_cents": 1}
+    )
     assert cross.status_code == 404
     admin.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["fries"]["id"], "quantity": 1}]})
     assert admin.delete(f"/restaurants/{rid}/menu-items/{bistro['fries']['id']}").status_code == 409

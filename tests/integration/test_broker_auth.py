@@ -67,8 +67,15 @@ def test_a_dashboard_gets_its_restaurant_and_nothing_else(stack: Stack, subscrib
     dashboard, code = connect(stack, subscribers, "dash", stack.mqtt_token("dash", "admin", 7))
     assert code == 0
     before = ACL_DENIALS.labels(action="subscribe", role="admin")._value.get()
-    for refused in ("#", "+/#", "restaurant/#", "restaurant/+/orders", "restaurant/8/orders", "restaurant/8/#",
-                    "$SYS/#"):
+    for refused in (
+        "#",
+        "+/#",
+        "restaurant/#",
+        "restaurant/+/orders",
+        "restaurant/8/orders",
+        "restaurant/8/#",
+        "$SYS/#",
+    ):
         assert dashboard.subscribe(refused) == REFUSED, refused
     assert ACL_DENIALS.labels(action="subscribe", role="admin")._value.get() >= before + 7
     assert dashboard.subscribe("restaurant/7/#") == 1
@@ -127,7 +134,9 @@ def test_subscription_churn_never_loses_a_delivery(stack: Stack, subscribers):
 
     steady, _ = connect(stack, subscribers, "steady", stack.mqtt_token("steady", "admin", 7))
     steady.subscribe("restaurant/7/#")
-    churners = [connect(stack, subscribers, f"churn{i}", stack.mqtt_token(f"churn{i}", "admin", 7))[0] for i in range(8)]
+    churners = [
+        connect(stack, subscribers, f"churn{i}", stack.mqtt_token(f"churn{i}", "admin", 7))[0] for i in range(8)
+    ]
     for churner in churners:  # many matching subscriptions: the delivery loop awaits once per each
         churner.subscribe("restaurant/7/#")
     stop = threading.Event()

@@ -70,7 +70,7 @@ def test_closed_orders_are_final(status):
 
 @pytest.mark.parametrize(("current", "new"), [("pending", "shipped"), ("lost", "pending"), ("Pending", "preparing")])
 def test_unknown_statuses_are_refused(current, new):
-    with pytest.raises(ValueError):
+    with pytest.raises(DomainError, match="unknown order status"):
         check_transition(current, new)
 
 
@@ -278,3 +278,14 @@ def test_refundable(total, refunded, amount):
 def test_not_refundable(total, refunded, amount):
     with pytest.raises(DomainError, match=f"exceeds the {total - refunded} cents left"):
         refundable(total, refunded, amount)
+
+
+@pytest.mark.parametrize("quantity", [0, -1, -50])
+def test_non_positive_quantities_are_refused(quantity):
+    stock = Stock(10, 2, 3)
+    with pytest.raises(DomainError, match="positive"):
+        take(stock, quantity, "Burger")
+    with pytest.raises(DomainError, match="positive"):
+        mark_damaged(stock, quantity, "Burger")
+    with pytest.raises(DomainError, match="positive"):
+        refundable(1000, 0, quantity)
