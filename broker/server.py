@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ from broker.policy import Policy
 from broker.stats import ACL_DENIALS
 
 log = logging.getLogger("orderbus.broker")
+HANDLER_STOP_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -51,6 +53,27 @@ class OrderbusBroker(Broker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._subscriptions = _SnapshotSubscriptions()
+
+    async def shutdown(self) -> None:
+        """Stop accepting connections first: amqtt closes its listeners last, so a client could
+        reconnect to a broker that is shutting down and have its publishes acknowledged into the void."""
+        for server in self._servers.values():
+            if server.instance is not None:
+                server.instance.close()
+        await super().shutdown()
+
+    async def _stop_handler(self, handler: BrokerProtocolHandler) -> None:
+        """amqtt cancels the reader and waits for it; on Python 3.11 `asyncio.wait_for` can swallow
+        that cancellation and the wait never ends (seen: broker shutdown hung). Bound the wait,
+        then close the socket under the reader so it ends on EOF."""
+        try:
+            await asyncio.wait_for(super()._stop_handler(handler), HANDLER_STOP_SECONDS)
+        except TimeoutError:
+            client_id = handler.session.client_id if handler.session else None
+            log.warning("handler of %r did not stop in %ss; closing its connection", client_id, HANDLER_STOP_SECONDS)
+            if handler.writer is not None:
+                with contextlib.suppress(Exception):
+                    await handler.writer.close()
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
