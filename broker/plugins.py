@@ -6,7 +6,9 @@ The decisions themselves are made by `broker.policy`; this adapter only finds th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from amqtt.contexts import Action, BaseContext
@@ -14,12 +16,15 @@ from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
 from api.tokens import TokenError, TokenService
+from broker.limits import Limits
 from broker.policy import Grants, Policy
-from broker.stats import ACL_DENIALS, AUTH_FAILURES
+from broker.stats import ACL_DENIALS, AUTH_FAILURES, DROPPED
 
 log = logging.getLogger("orderbus.broker")
 GRANTS = "orderbus.grants"
 CLAIMS = "orderbus.claims"
+BUCKET = "orderbus.publish_bucket"
+DEVICE_ROLES = frozenset({"printer", "tablet", "scale"})
 
 
 def client_id_matches(client_id: str, sub: str) -> bool:
@@ -42,8 +47,9 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
     class Config:
         tokens: Any = None
         policy: Any = None
+        limits: Any = None
+        refuses: Any = None  # claims -> bool: a revoked device token
         audience: str = "mqtt"
-        extra: dict[str, Any] = field(default_factory=dict)
 
     def __init__(self, context: BaseContext) -> None:
         super().__init__(context)
@@ -51,12 +57,12 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
             raise ValueError("JwtAclPlugin needs a TokenService and a Policy")
         self.tokens: TokenService = self.config.tokens
         self.policy: Policy = self.config.policy
+        self.limits: Limits = self.config.limits or Limits()
+        self.refuses: Callable[[dict[str, Any]], bool] = self.config.refuses or (lambda _claims: False)
 
     async def authenticate(self, *, session: Session) -> bool:
         reason = self._refusal(session)
         if reason is None:
-            claims = session.attributes[CLAIMS]
-            log.info("connect client_id=%s role=%s rid=%s", session.client_id, claims["role"], claims.get("rid"))
             return True
         AUTH_FAILURES.labels(reason=reason).inc()
         log.warning("connect refused client_id=%r reason=%s", session.client_id, reason)
@@ -74,12 +80,26 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
             return exc.reason
         if not client_id_matches(session.client_id or "", claims["sub"]):
             return "client_id_mismatch"
+        if self.refuses(claims):
+            return "revoked"
         grants = self.policy.grants(claims)
         if session.will_flag and not grants.may_publish(session.will_topic or "", retain=bool(session.will_retain)):
             return "will_not_allowed"
         session.attributes[CLAIMS] = claims
         session.attributes[GRANTS] = grants
         return None
+
+    def _within_rate(self, session: Session) -> bool:
+        """A token bucket per device connection: `device_publish_burst` at once, then the steady rate."""
+        if role_of(session) not in DEVICE_ROLES:
+            return True
+        now = time.monotonic()
+        rate, burst = self.limits.device_publishes_per_second, self.limits.device_publish_burst
+        tokens, last = session.attributes.get(BUCKET, (float(burst), now))
+        tokens = min(float(burst), tokens + (now - last) * rate)
+        allowed = tokens >= 1.0
+        session.attributes[BUCKET] = (tokens - 1.0 if allowed else tokens, now)
+        return allowed
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
@@ -89,6 +109,10 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         if action == Action.SUBSCRIBE:
             allowed = grants.may_subscribe(topic)
         elif action == Action.PUBLISH:
+            if session is not None and not self._within_rate(session):
+                DROPPED.labels(cause="rate_limit").inc()
+                log.info("rate limit client_id=%r topic=%r", session.client_id, topic)
+                return False
             allowed = grants.may_publish(topic)
         elif action == Action.RECEIVE:
             allowed = grants.may_receive(topic)

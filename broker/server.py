@@ -1,4 +1,8 @@
-"""The embedded broker: amqtt with our JWT/ACL plugin, MQTT over TCP and over WebSocket."""
+"""The embedded broker: amqtt with our JWT/ACL plugin and the protections amqtt lacks.
+
+amqtt 0.12.1 is used as a library; `OrderbusBroker` overrides the few places where its
+behaviour is unsafe for a restaurant's network (see docs/security.md for the list).
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,49 @@ import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import Any
 
+import websockets
+from amqtt.adapters import (
+    ReaderAdapter,
+    StreamReaderAdapter,
+    StreamWriterAdapter,
+    WebSocketsReader,
+    WebSocketsWriter,
+    WriterAdapter,
+)
 from amqtt.broker import Broker
+from amqtt.contexts import ListenerType
+from amqtt.errors import AMQTTError, MQTTError, NoDataError
+from amqtt.mqtt.connack import NOT_AUTHORIZED, SERVER_UNAVAILABLE, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
+from websockets.http11 import Request, Response
 
 from api.tokens import TokenService
 from broker import topics
-from broker.plugins import grants_of, role_of
+from broker.guard import ConnectionGuard, GuardedReader, Refuses, abort
+from broker.limits import Limits
+from broker.plugins import CLAIMS, grants_of, role_of
 from broker.policy import Policy
-from broker.stats import ACL_DENIALS
+from broker.stats import ACL_DENIALS, DROPPED, REFUSED_CONNECTIONS
 
 log = logging.getLogger("orderbus.broker")
 HANDLER_STOP_SECONDS = 2.0
+WEBSOCKET_PATH = "/mqtt"
+# what a reconnecting persistent session takes from its new CONNECT (amqtt's own list, plus the retain flag)
+_RECONNECT_FIELDS = (
+    "will_flag",
+    "will_message",
+    "will_topic",
+    "will_qos",
+    "will_retain",
+    "keep_alive",
+    "username",
+    "password",
+)
 
 
 @dataclass(frozen=True)
@@ -27,6 +60,10 @@ class Listeners:
     host: str
     mqtt_port: int
     ws_port: int
+    tls_port: int | None = None
+    wss_port: int | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
 
 
 class _SnapshotSubscriptions(dict):
@@ -42,17 +79,26 @@ class _SnapshotSubscriptions(dict):
 
 
 class OrderbusBroker(Broker):
-    """amqtt's broker with the checks its plugin hooks cannot make.
+    """amqtt's broker with the checks its plugin hooks cannot make:
 
-    - retained publishes are refused unless the policy allows them (plugins never see the flag);
-    - retained messages are sent only for the session's own subscriptions and only where the
-      session may read the topic (amqtt sends them unchecked, and on connect for every filter
-      of every client).
+    - a CONNECT is authenticated before it may touch an existing session (no takeover or
+      Last-Will rewrite with a bad token), and a client beyond the limit gets CONNACK 3;
+    - CONNECT timeout, keepalive, packet size, token expiry and revocation (`broker.guard`);
+    - at most `max_pending_per_client` deliveries wait on one slow consumer, the rest are dropped;
+    - retained publishes only where the policy allows them (plugins never see the flag);
+    - retained messages only for the session's own subscriptions and only where it may read.
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: dict[str, Any], limits: Limits, guard: ConnectionGuard) -> None:
+        super().__init__(config)
+        self.limits = limits
+        self.guard = guard
         self._subscriptions = _SnapshotSubscriptions()
+        self._active = 0
+
+    async def start(self) -> None:
+        await super().start()
+        self.guard.start()
 
     async def shutdown(self) -> None:
         """Stop accepting connections first: amqtt closes its listeners last, so a client could
@@ -60,20 +106,130 @@ class OrderbusBroker(Broker):
         for server in self._servers.values():
             if server.instance is not None:
                 server.instance.close()
+        await self.guard.stop()
         await super().shutdown()
+
+    # --- connections -------------------------------------------------------------------------
+
+    async def stream_connected(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, listener_name: str
+    ) -> None:
+        await self._guarded(listener_name, StreamReaderAdapter(reader), StreamWriterAdapter(writer))
+
+    async def ws_connected(self, websocket: Any, listener_name: str) -> None:
+        await self._guarded(listener_name, WebSocketsReader(websocket), WebSocketsWriter(websocket))
+
+    async def _guarded(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
+        connection = self.guard.track(reader, writer)
+        try:
+            await self._client_connected(listener_name, connection.reader, writer)
+        except Exception:
+            log.exception("connection on %s failed", listener_name)
+        finally:
+            self.guard.forget(connection)
+            abort(writer)
+
+    async def _create_server_instance(
+        self, listener_name: str, listener_type: ListenerType, address: str | None, port: int, ssl_context: Any
+    ) -> Any:
+        if listener_type != ListenerType.WS:
+            return await super()._create_server_instance(listener_name, listener_type, address, port, ssl_context)
+        return await websockets.serve(
+            partial(self.ws_connected, listener_name=listener_name),
+            address,
+            port,
+            ssl=ssl_context,
+            subprotocols=[websockets.Subprotocol("mqtt")],
+            max_size=self.limits.max_packet_bytes + 16,
+            process_request=_only_mqtt_path,
+        )
+
+    async def _initialize_client_session(
+        self, reader: ReaderAdapter, writer: WriterAdapter, remote_address: str, remote_port: int
+    ) -> tuple[BrokerProtocolHandler, Session]:
+        try:
+            handler, session = await BrokerProtocolHandler.init_from_connect(reader, writer, self.plugins_manager)
+        except (AMQTTError, MQTTError, NoDataError) as exc:
+            REFUSED_CONNECTIONS.labels(reason="bad_connect").inc()
+            log.warning("connect refused from %s:%s reason=bad_connect (%s)", remote_address, remote_port, exc)
+            raise AMQTTError(exc) from exc
+        if not await self._authenticate(session, None):
+            await _refuse(writer, NOT_AUTHORIZED)
+            raise AMQTTError("not authorized")
+        existing = self._sessions.get(session.client_id or "")
+        if existing is None and self._active >= self.limits.max_connections:
+            REFUSED_CONNECTIONS.labels(reason="max_connections").inc()
+            log.warning("connect refused client_id=%r reason=max_connections", session.client_id)
+            await _refuse(writer, SERVER_UNAVAILABLE)
+            raise AMQTTError("too many connections")
+        if existing is not None and existing[0].transitions.is_connected():
+            log.info("client_id=%r connected again; closing its previous connection", session.client_id)
+            if existing[1].writer is not None:
+                abort(existing[1].writer)
+        if session.clean_session:
+            await self._delete_session(session.client_id or "")
+            session.parent = 0
+        elif existing is not None:
+            previous, _ = existing
+            for name in _RECONNECT_FIELDS:
+                setattr(previous, name, getattr(session, name))
+            previous.attributes.update(session.attributes)  # this token's claims and grants
+            session, session.parent = previous, 1
+        else:
+            session.parent = 0
+        if isinstance(reader, GuardedReader):
+            self.guard.connected(reader.connection, session, session.keep_alive)
+        claims = session.attributes[CLAIMS]
+        log.info(
+            "connect client_id=%s role=%s rid=%s from=%s",
+            session.client_id,
+            claims["role"],
+            claims.get("rid"),
+            remote_address,
+        )
+        return handler, session
+
+    async def _handle_client_session(
+        self,
+        reader: Any,
+        writer: Any,
+        session: Session,
+        handler: BrokerProtocolHandler,
+        server: Any,
+        listener_name: str,
+    ) -> None:
+        _bound_deliveries(handler, self.limits.max_pending_per_client)
+        self._active += 1
+        try:
+            await super()._handle_client_session(reader, writer, session, handler, server, listener_name)
+        finally:
+            self._active -= 1
 
     async def _stop_handler(self, handler: BrokerProtocolHandler) -> None:
         """amqtt cancels the reader and waits for it; on Python 3.11 `asyncio.wait_for` can swallow
         that cancellation and the wait never ends (seen: broker shutdown hung). Bound the wait,
-        then close the socket under the reader so it ends on EOF."""
+        then abort the socket under the reader so it ends."""
         try:
             await asyncio.wait_for(super()._stop_handler(handler), HANDLER_STOP_SECONDS)
         except TimeoutError:
             client_id = handler.session.client_id if handler.session else None
-            log.warning("handler of %r did not stop in %ss; closing its connection", client_id, HANDLER_STOP_SECONDS)
+            log.warning("handler of %r did not stop in %ss; aborting its connection", client_id, HANDLER_STOP_SECONDS)
             if handler.writer is not None:
-                with contextlib.suppress(Exception):
-                    await handler.writer.close()
+                abort(handler.writer)
+
+    # --- messages ----------------------------------------------------------------------------
+
+    async def _handle_message_delivery(
+        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: Any
+    ) -> bool:
+        message = wait_deliver.result()
+        packet = getattr(message, "publish_packet", None)
+        retained = message is not None and packet is not None and packet.retain_flag
+        if retained and not grants_of(client_session).may_publish(message.topic or "", retain=True):
+            ACL_DENIALS.labels(action="retain", role=role_of(client_session)).inc()
+            log.info("acl denied retained publish client_id=%r topic=%r", client_session.client_id, message.topic)
+            return True
+        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
 
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
@@ -95,30 +251,71 @@ class OrderbusBroker(Broker):
         if sends:
             await asyncio.gather(*sends, return_exceptions=True)
 
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: Any
-    ) -> bool:
-        message = wait_deliver.result()
-        packet = getattr(message, "publish_packet", None)
-        retained = message is not None and packet is not None and packet.retain_flag
-        if retained and not grants_of(client_session).may_publish(message.topic or "", retain=True):
-            ACL_DENIALS.labels(action="retain", role=role_of(client_session)).inc()
-            log.info("acl denied retained publish client_id=%r topic=%r", client_session.client_id, message.topic)
-            return True
-        return await super()._handle_message_delivery(client_session, handler, wait_deliver)
+
+def _bound_deliveries(handler: BrokerProtocolHandler, limit: int) -> None:
+    """amqtt starts one task per delivery; a consumer that stops reading would pile them up without
+    end. Past `limit` waiting deliveries to this client, further ones are dropped and counted."""
+    publish = handler.mqtt_publish
+    pending = 0
+
+    async def bounded(*args: Any, **kwargs: Any) -> Any:
+        nonlocal pending
+        if pending >= limit:
+            DROPPED.labels(cause="queue_full").inc()
+            return None
+        pending += 1
+        try:
+            return await publish(*args, **kwargs)
+        finally:
+            pending -= 1
+
+    handler.mqtt_publish = bounded  # type: ignore[method-assign]
 
 
-def broker_config(listeners: Listeners, tokens: TokenService, policy: Policy) -> dict[str, Any]:
-    return {
+async def _refuse(writer: WriterAdapter, return_code: int) -> None:
+    with contextlib.suppress(Exception):
+        await ConnackPacket.build(0, return_code).to_stream(writer)
+        await asyncio.wait_for(writer.close(), 2)
+
+
+def _only_mqtt_path(connection: Any, request: Request) -> Response | None:
+    if request.path.split("?")[0] != WEBSOCKET_PATH:
+        REFUSED_CONNECTIONS.labels(reason="ws_path").inc()
+        return connection.respond(404, f"MQTT over WebSocket is served at {WEBSOCKET_PATH}\n")
+    return None
+
+
+def broker_config(
+    listeners: Listeners, tokens: TokenService, policy: Policy, limits: Limits, refuses: Refuses | None = None
+) -> dict[str, Any]:
+    config: dict[str, Any] = {
         "listeners": {
             "default": {"type": "tcp", "bind": f"{listeners.host}:{listeners.mqtt_port}"},
             "ws": {"type": "ws", "bind": f"{listeners.host}:{listeners.ws_port}"},
         },
-        "plugins": {"broker.plugins.JwtAclPlugin": {"tokens": tokens, "policy": policy}},
+        "plugins": {
+            "broker.plugins.JwtAclPlugin": {"tokens": tokens, "policy": policy, "limits": limits, "refuses": refuses}
+        },
     }
+    tls = {"ssl": True, "certfile": str(listeners.certfile), "keyfile": str(listeners.keyfile)}
+    if listeners.certfile and listeners.keyfile:
+        if listeners.tls_port:
+            config["listeners"]["tls"] = {"type": "tcp", "bind": f"{listeners.host}:{listeners.tls_port}", **tls}
+        if listeners.wss_port:
+            config["listeners"]["wss"] = {"type": "ws", "bind": f"{listeners.host}:{listeners.wss_port}", **tls}
+    return config
 
 
-async def start_broker(listeners: Listeners, tokens: TokenService, policy: Policy) -> OrderbusBroker:
-    broker = OrderbusBroker(broker_config(listeners, tokens, policy))
+async def start_broker(
+    listeners: Listeners,
+    tokens: TokenService,
+    policy: Policy,
+    limits: Limits | None = None,
+    refuses: Refuses | None = None,
+) -> OrderbusBroker:
+    """Start the broker; `refuses(claims)` says whether a token was revoked (checked at CONNECT and while connected)."""
+    limits = limits or Limits()
+    config = broker_config(listeners, tokens, policy, limits, refuses)
+    broker = OrderbusBroker(config, limits, ConnectionGuard(limits, refuses))
     await broker.start()
     return broker

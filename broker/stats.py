@@ -6,3 +6,8 @@ AUTH_FAILURES = Counter("orderbus_broker_auth_failures", "CONNECT attempts refus
 ACL_DENIALS = Counter(
     "orderbus_broker_acl_denials", "SUBSCRIBE, PUBLISH or delivery refused by the topic ACL", ["action", "role"]
 )
+DROPPED = Counter("orderbus_broker_dropped_messages", "messages dropped by the broker, by cause", ["cause"])
+DISCONNECTS = Counter("orderbus_broker_forced_disconnects", "connections closed by the broker, by reason", ["reason"])
+REFUSED_CONNECTIONS = Counter(
+    "orderbus_broker_refused_connections", "connections refused before a session, by reason", ["reason"]
+)

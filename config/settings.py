@@ -27,6 +27,10 @@ class Settings(BaseSettings):
     http_port: int = 8000
     mqtt_port: int = 1883
     ws_port: int = 8083
+    tls_port: int | None = None  # MQTT over TLS (usually 8883); needs tls_certfile and tls_keyfile
+    wss_port: int | None = None  # MQTT over secure WebSocket (usually 8084)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
     demo: bool = False
     database_url: str | None = None
     jwt_key: SecretStr | None = None

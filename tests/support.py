@@ -153,7 +153,7 @@ class Subscriber:
         while len(got) < count:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise AssertionError(f"expected {count} messages, got {len(got)}: {[m.topic for m in got]}")
+                raise AssertionError(f"expected {count} messages, got {len(got)}: {sorted({m.topic for m in got})}")
             try:
                 got.append(self.messages.get(timeout=remaining))
             except queue.Empty:
