@@ -127,7 +127,8 @@ class OrderbusBroker(Broker):
             log.exception("connection on %s failed", listener_name)
         finally:
             self.guard.forget(connection)
-            abort(writer)
+            with contextlib.suppress(RuntimeError):  # the loop may already be closing
+                abort(writer)
 
     async def _create_server_instance(
         self, listener_name: str, listener_type: ListenerType, address: str | None, port: int, ssl_context: Any
