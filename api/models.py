@@ -119,6 +119,10 @@ class Device(SQLModel, table=True):
     presence: str = "unknown"  # online | offline | lost | unknown
     last_seen: datetime | None = None
     revoked: bool = False
+    revoked_at: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    token_jti: str | None = None  # jti of the one token the broker accepts for it; the token itself is never stored
+    token_expires_at: datetime | None = None
 
 
 class OutboxEvent(SQLModel, table=True):

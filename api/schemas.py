@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated
+from datetime import UTC, datetime
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 from api.domain import OrderStatus
 
@@ -179,10 +188,65 @@ class NotificationOut(BaseModel):
     created_at: datetime
 
 
+DeviceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
+DeviceKind = Literal["printer", "tablet", "scale"]
+TokenDays = Annotated[int, Field(ge=1, le=3650)]
+# Client ids the bus and the dashboards connect with: a device holding one could take their sessions over.
+RESERVED_DEVICE_ID_PREFIXES = ("orderbus-", "user-")
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; every one we store is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class DeviceIn(Strict):
+    id: DeviceId
+    kind: DeviceKind
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+    station: Station | None = None
+    ttl_days: TokenDays = 365
+
+    @field_validator("id")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.startswith(RESERVED_DEVICE_ID_PREFIXES):
+            raise ValueError(f"device ids may not start with {' or '.join(RESERVED_DEVICE_ID_PREFIXES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _station_fits_kind(self) -> DeviceIn:
+        if self.kind == "printer" and self.station is None:
+            raise ValueError("a printer needs the station whose tickets it prints")
+        if self.kind == "scale" and self.station is not None:
+            raise ValueError("a scale has no station")
+        return self
+
+
+class DeviceTokenIn(Strict):
+    ttl_days: TokenDays = 365
+
+
 class DeviceOut(BaseModel):
     id: str
     kind: str
     name: str
     station: str | None
     presence: str
-    last_seen: datetime | None
+    last_seen: UtcDatetime | None
+    revoked: bool
+    revoked_at: UtcDatetime | None
+    created_at: UtcDatetime
+    token_expires_at: UtcDatetime | None
+
+
+class DeviceCredentialsOut(BaseModel):
+    """Shown once: the token is not stored and cannot be read back."""
+
+    device: DeviceOut
+    token: str
+    client_id: str
+    expires_at: UtcDatetime

@@ -10,7 +10,7 @@ class Limits:
     connect_timeout_seconds: float = 10.0  # from TCP accept to a complete CONNECT
     keepalive_factor: float = 1.5  # a client silent for 1.5 x its keepalive is dropped (MQTT 3.1.1 §3.1.2.10)
     max_packet_bytes: int = 256 * 1024  # any single packet, TCP and WebSocket
-    max_pending_per_client: int = 1000  # deliveries waiting on one slow consumer before we drop
+    max_client_backlog_bytes: int = 1024 * 1024  # bytes waiting for a client that stopped reading
     max_connections: int = 10_000  # beyond this, CONNACK 3 (server unavailable)
     device_publishes_per_second: float = 20.0
     device_publish_burst: int = 60

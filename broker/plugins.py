@@ -111,7 +111,7 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         elif action == Action.PUBLISH:
             if session is not None and not self._within_rate(session):
                 DROPPED.labels(cause="rate_limit").inc()
-                log.info("rate limit client_id=%r topic=%r", session.client_id, topic)
+                log.info("rate limit client_id=%r topic=%.200r", session.client_id, topic)
                 return False
             allowed = grants.may_publish(topic)
         elif action == Action.RECEIVE:
@@ -120,5 +120,5 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
             allowed = False
         if not allowed:
             ACL_DENIALS.labels(action=str(action), role=role_of(session)).inc()
-            log.info("acl denied client_id=%r action=%s topic=%r", session and session.client_id, action, topic)
+            log.info("acl denied client_id=%r action=%s topic=%.200r", session and session.client_id, action, topic)
         return allowed

@@ -29,11 +29,12 @@ from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, SERVER_UNAVAILABLE, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
 from amqtt.session import Session
+from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
 from api.tokens import TokenService
 from broker import topics
-from broker.guard import ConnectionGuard, GuardedReader, Refuses, abort
+from broker.guard import ConnectionGuard, GuardedReader, Refuses, abort, stalled
 from broker.limits import Limits
 from broker.plugins import CLAIMS, grants_of, role_of
 from broker.policy import Policy
@@ -84,7 +85,7 @@ class OrderbusBroker(Broker):
     - a CONNECT is authenticated before it may touch an existing session (no takeover or
       Last-Will rewrite with a bad token), and a client beyond the limit gets CONNACK 3;
     - CONNECT timeout, keepalive, packet size, token expiry and revocation (`broker.guard`);
-    - at most `max_pending_per_client` deliveries wait on one slow consumer, the rest are dropped;
+    - at most `max_client_backlog_bytes` wait for a consumer that stopped reading; the rest are dropped;
     - retained publishes only where the policy allows them (plugins never see the flag);
     - retained messages only for the session's own subscriptions and only where it may read.
     """
@@ -118,6 +119,12 @@ class OrderbusBroker(Broker):
 
     async def ws_connected(self, websocket: Any, listener_name: str) -> None:
         await self._guarded(listener_name, WebSocketsReader(websocket), WebSocketsWriter(websocket))
+        sent = websocket.protocol.close_sent  # websockets itself closes on a message over max_size: count it
+        if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+            DROPPED.labels(cause="size").inc()
+            log.warning(
+                "disconnect websocket from %s reason=packet_too_large (%s)", websocket.remote_address, sent.reason
+            )
 
     async def _guarded(self, listener_name: str, reader: ReaderAdapter, writer: WriterAdapter) -> None:
         connection = self.guard.track(reader, writer)
@@ -199,12 +206,58 @@ class OrderbusBroker(Broker):
         server: Any,
         listener_name: str,
     ) -> None:
-        _bound_deliveries(handler, self.limits.max_pending_per_client)
+        _bound_deliveries(handler, self.limits.max_client_backlog_bytes)
         self._active += 1
         try:
             await super()._handle_client_session(reader, writer, session, handler, server, listener_name)
         finally:
             self._active -= 1
+
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        """amqtt's per-client loop, in an order that loses nothing: a message the client sent before
+        it left was accepted (TCP-acknowledged, or PUBACKed), so it is routed before the disconnect
+        is handled. amqtt handled the disconnect first and discarded what was still queued."""
+        disconnected = asyncio.ensure_future(handler.wait_disconnect())
+        subscription = asyncio.ensure_future(handler.get_next_pending_subscription())
+        unsubscription = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+        delivery = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+        try:
+            while True:
+                done, _ = await asyncio.wait(
+                    [disconnected, subscription, unsubscription, delivery], return_when=asyncio.FIRST_COMPLETED
+                )
+                if subscription in done:
+                    await self._handle_subscription(client_session, handler, subscription)
+                    subscription = asyncio.ensure_future(handler.get_next_pending_subscription())
+                if unsubscription in done:
+                    await self._handle_unsubscription(client_session, handler, unsubscription)
+                    unsubscription = asyncio.ensure_future(handler.get_next_pending_unsubscription())
+                if delivery in done:
+                    if not await self._handle_message_delivery(client_session, handler, delivery):
+                        break
+                    delivery = asyncio.ensure_future(handler.mqtt_deliver_next_message())
+                if disconnected in done:
+                    await self._deliver_queued(client_session, handler)
+                    await self._handle_disconnect(client_session, handler, disconnected)
+                    break
+        except asyncio.CancelledError:
+            log.debug("message loop of %r cancelled", client_session.client_id)
+        finally:
+            waiters = [disconnected, subscription, unsubscription, delivery]
+            for waiter in waiters:
+                waiter.cancel()
+            await asyncio.gather(*waiters, return_exceptions=True)
+
+    async def _deliver_queued(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        queue = client_session.delivered_message_queue
+        accepted = []
+        while not queue.empty():  # taken without yielding, so no waiting reader can take one first
+            accepted.append(queue.get_nowait())
+        for message in accepted:
+            done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+            done.set_result(message)
+            if not await self._handle_message_delivery(client_session, handler, done):
+                return
 
     async def _stop_handler(self, handler: BrokerProtocolHandler) -> None:
         """amqtt cancels the reader and waits for it; on Python 3.11 `asyncio.wait_for` can swallow
@@ -219,6 +272,21 @@ class OrderbusBroker(Broker):
                 abort(handler.writer)
 
     # --- messages ----------------------------------------------------------------------------
+
+    async def add_subscription(self, subscription: tuple[str, int], session: Session) -> int:
+        """amqtt grants any requested QoS (a SUBSCRIBE asking QoS 3 got SUBACK 3, and every delivery
+        to it then failed) and refuses a malformed filter before our plugin sees it, uncounted."""
+        topic_filter, qos = subscription
+        if qos not in (0, 1, 2) or not topics.is_valid_filter(topic_filter):
+            ACL_DENIALS.labels(action="subscribe", role=role_of(session)).inc()
+            log.info(
+                "subscribe refused client_id=%r filter=%.200r qos=%s reason=malformed",
+                session.client_id,
+                topic_filter,
+                qos,
+            )
+            return 0x80
+        return await super().add_subscription(subscription, session)
 
     async def _handle_message_delivery(
         self, client_session: Session, handler: BrokerProtocolHandler, wait_deliver: Any
@@ -253,22 +321,25 @@ class OrderbusBroker(Broker):
             await asyncio.gather(*sends, return_exceptions=True)
 
 
-def _bound_deliveries(handler: BrokerProtocolHandler, limit: int) -> None:
-    """amqtt starts one task per delivery; a consumer that stops reading would pile them up without
-    end. Past `limit` waiting deliveries to this client, further ones are dropped and counted."""
+def _bound_deliveries(handler: BrokerProtocolHandler, limit_bytes: int) -> None:
+    """amqtt starts one task per delivery, each holding its message until the client's write lock
+    is free; a client that stops reading piles them up without end. Once the client's socket is
+    stalled and more than `limit_bytes` wait for it, further deliveries to it are dropped and
+    counted. A fast client in a burst is never stalled, so it loses nothing however deep the burst."""
     publish = handler.mqtt_publish
-    pending = 0
+    waiting = 0
 
-    async def bounded(*args: Any, **kwargs: Any) -> Any:
-        nonlocal pending
-        if pending >= limit:
+    async def bounded(topic: str, data: bytes, *args: Any, **kwargs: Any) -> Any:
+        nonlocal waiting
+        size = len(data or b"")
+        if waiting + size > limit_bytes and stalled(handler.writer):
             DROPPED.labels(cause="queue_full").inc()
             return None
-        pending += 1
+        waiting += size
         try:
-            return await publish(*args, **kwargs)
+            return await publish(topic, data, *args, **kwargs)
         finally:
-            pending -= 1
+            waiting -= size
 
     handler.mqtt_publish = bounded  # type: ignore[method-assign]
 
@@ -280,10 +351,18 @@ async def _refuse(writer: WriterAdapter, return_code: int) -> None:
 
 
 def _only_mqtt_path(connection: Any, request: Request) -> Response | None:
+    """The WebSocket handshake: only at WEBSOCKET_PATH and with the `mqtt` subprotocol (without this check
+    websockets refuses a missing subprotocol itself, with a traceback and no count)."""
+    offered = {p.strip() for value in request.headers.get_all("Sec-WebSocket-Protocol") for p in value.split(",")}
     if request.path.split("?")[0] != WEBSOCKET_PATH:
-        REFUSED_CONNECTIONS.labels(reason="ws_path").inc()
-        return connection.respond(404, f"MQTT over WebSocket is served at {WEBSOCKET_PATH}\n")
-    return None
+        reason, status, text = "ws_path", 404, f"MQTT over WebSocket is served at {WEBSOCKET_PATH}\n"
+    elif "mqtt" not in offered:
+        reason, status, text = "ws_subprotocol", 400, "MQTT over WebSocket needs the `mqtt` subprotocol\n"
+    else:
+        return None
+    REFUSED_CONNECTIONS.labels(reason=reason).inc()
+    log.warning("websocket refused from %s reason=%s path=%.200r", connection.remote_address, reason, request.path)
+    return connection.respond(status, text)
 
 
 def broker_config(

@@ -15,6 +15,7 @@ from sqlalchemy import Engine
 
 from api.db import create_schema, make_engine
 from api.main import create_app
+from api.services.devices import DeviceDenylist, token_denylist
 from api.tokens import TokenService, load_or_create_key
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
@@ -65,6 +66,43 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
                 raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); check {flag} and --host") from exc
 
 
+class RevocationWatch:
+    """The device denylist, re-read from the database twice a second so that a revoked device is
+    refused at CONNECT and disconnected while connected, whichever process revoked it."""
+
+    def __init__(self, engine: Engine, interval_seconds: float = 0.5) -> None:
+        self._engine = engine
+        self._interval = interval_seconds
+        self._denylist = DeviceDenylist(frozenset(), {})
+        self._task: asyncio.Task[None] | None = None
+
+    def refuses(self, claims: dict) -> bool:
+        return self._denylist.refuses(claims)
+
+    def refresh(self) -> None:
+        self._denylist = token_denylist(self._engine)
+
+    def start(self) -> None:
+        self.refresh()
+        self._task = asyncio.create_task(self._run(), name="orderbus-revocation-watch")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await loop.run_in_executor(None, self.refresh)
+            except Exception:
+                log.exception("could not refresh the device denylist; keeping the previous one")
+
+
 class _ApiServer(uvicorn.Server):
     """uvicorn without its own signal handling: the runtime decides when to stop."""
 
@@ -83,12 +121,14 @@ class Runtime:
         self.broker: OrderbusBroker | None = None
         self.relay: Relay | None = None
         self.ingest: Ingest | None = None
+        self.revocations = RevocationWatch(parts.engine)
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
 
     @property
     def listeners(self) -> Listeners:
-        return Listeners(self.settings.host, self.settings.mqtt_port, self.settings.ws_port)
+        s = self.settings
+        return Listeners(s.host, s.mqtt_port, s.ws_port, s.tls_port, s.wss_port, s.tls_certfile, s.tls_keyfile)
 
     def wake_relay(self) -> None:
         if self.relay is not None:
@@ -98,6 +138,9 @@ class Runtime:
         ports: dict[str, int] = {}
         if self.with_broker:
             ports |= {"--mqtt-port": self.settings.mqtt_port, "--ws-port": self.settings.ws_port}
+            if self.settings.tls_certfile and self.settings.tls_keyfile:
+                tls = {"tls_port": self.settings.tls_port, "wss_port": self.settings.wss_port}
+                ports |= {f"ORDERBUS_{name.upper()}": port for name, port in tls.items() if port}
         if self.with_api:
             ports["--http-port"] = self.settings.http_port
         check_ports(self.settings.host, ports)
@@ -109,12 +152,16 @@ class Runtime:
             await self._start_api()
 
     async def start_broker(self) -> None:
-        self.broker = await start_broker(self.listeners, self.parts.tokens, self.parts.policy)
+        self.revocations.start()
+        self.broker = await start_broker(
+            self.listeners, self.parts.tokens, self.parts.policy, refuses=self.revocations.refuses
+        )
 
     async def stop_broker(self) -> None:
         if self.broker is not None:
             await self.broker.shutdown()
             self.broker = None
+        await self.revocations.stop()
 
     def _start_bridge(self) -> None:
         host, port = self.settings.mqtt_host, self.settings.mqtt_port

@@ -1,17 +1,55 @@
+"""Devices of a restaurant: presence for staff; credentials (create, re-issue, revoke) for admins."""
+
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response, status
 from sqlmodel import select
 
-from api.deps import StaffScope, UowDep
+from api.deps import AdminScope, StaffScope, UowDep
 from api.models import Device
-from api.schemas import DeviceOut
+from api.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut, DeviceTokenIn
+from api.services import devices
 
 router = APIRouter(prefix="/restaurants/{rid}/devices", tags=["devices"])
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.get("")
 def list_devices(rid: StaffScope, uow: UowDep) -> list[DeviceOut]:
-    """Devices with their last known presence and when the bus last heard from them."""
+    """Devices with their last known presence and when the bus last heard from them (never their tokens)."""
     rows = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id))
-    return [DeviceOut.model_validate(row, from_attributes=True) for row in rows]
+    return [devices.device_out(row) for row in rows]
+
+
+@router.post("", status_code=status.HTTP_201_CREATED)
+def create_device(
+    rid: AdminScope, body: DeviceIn, uow: UowDep, request: Request, response: Response
+) -> DeviceCredentialsOut:
+    """Register a device and return its broker token: this response is the only time the token is shown.
+
+    The device connects with client id = its id and the token as the MQTT password.
+    """
+    response.headers.update(NO_STORE)
+    return devices.create_device(uow, request.app.state.tokens, rid, body)
+
+
+@router.post("/{device_id}/token")
+def reissue_token(
+    rid: AdminScope,
+    device_id: str,
+    uow: UowDep,
+    request: Request,
+    response: Response,
+    body: DeviceTokenIn | None = None,
+) -> DeviceCredentialsOut:
+    """A new token for the device, shown once; the broker stops accepting its previous token."""
+    response.headers.update(NO_STORE)
+    ttl_days = (body or DeviceTokenIn()).ttl_days
+    return devices.reissue_token(uow, request.app.state.tokens, rid, device_id, ttl_days)
+
+
+@router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
+def revoke_device(rid: AdminScope, device_id: str, uow: UowDep) -> None:
+    """Revoke the device: the broker refuses its tokens from now on. Revoking again is harmless."""
+    devices.revoke_device(uow, rid, device_id)

@@ -1,18 +1,139 @@
-"""Device presence, as reported by the devices' retained status messages."""
+"""Devices: their credentials (create, re-issue, revoke), their presence, and the broker's denylist."""
 
 from __future__ import annotations
 
-from api.domain import NotFound
-from api.models import Device, utcnow
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, select
+from sqlalchemy.exc import IntegrityError
+
+from api.domain import DomainError, NotFound
+from api.models import Device, Restaurant, utcnow
+from api.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut
+from api.tokens import TokenService
 from api.unit_of_work import UnitOfWork
 
 PRESENCE_STATES = frozenset({"online", "offline", "lost"})
+DEVICE_ROLES = frozenset({"printer", "tablet", "scale"})
+DEVICE_UPDATED = "device_updated"
+SECONDS_PER_DAY = 86_400
 
 
-def record_presence(uow: UnitOfWork, restaurant_id: int, device_id: str, state: str) -> Device:
+def device_out(device: Device) -> DeviceOut:
+    return DeviceOut.model_validate(device, from_attributes=True)
+
+
+def get_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
     device = uow.session.get(Device, device_id)
     if device is None or device.restaurant_id != restaurant_id:
         raise NotFound(f"device {device_id} not found in restaurant {restaurant_id}")
+    return device
+
+
+def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, data: DeviceIn) -> DeviceCredentialsOut:
+    """Register a device and issue its first broker token, which is returned here and nowhere else."""
+    if uow.session.get(Restaurant, restaurant_id) is None:  # only a super_admin can name an unknown one
+        raise NotFound(f"restaurant {restaurant_id} not found")
+    if uow.session.get(Device, data.id) is not None:
+        # Ids are MQTT client ids, so they are unique across restaurants; say nothing about whose it is.
+        raise DomainError(f"device id {data.id} is already taken; choose another")
+    device = Device(id=data.id, restaurant_id=restaurant_id, kind=data.kind, name=data.name, station=data.station)
+    token = _issue(tokens, device, data.ttl_days)
+    uow.session.add(device)
+    try:
+        uow.session.flush()
+    except IntegrityError as exc:  # a concurrent create of the same id won the race
+        raise DomainError(f"device id {data.id} is already taken; choose another") from exc
+    return _commit_with_token(uow, device, token, "created")
+
+
+def reissue_token(
+    uow: UnitOfWork, tokens: TokenService, restaurant_id: int, device_id: str, ttl_days: int
+) -> DeviceCredentialsOut:
+    """A new token for the device; the broker stops accepting the previous one (its jti no longer matches)."""
+    device = get_device(uow, restaurant_id, device_id)
+    if device.revoked:
+        raise DomainError(f"device {device_id} is revoked; register a new device instead")
+    token = _issue(tokens, device, ttl_days)
+    uow.session.add(device)
+    return _commit_with_token(uow, device, token, "token_reissued")
+
+
+def revoke_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
+    """Mark the device revoked; revoking it again changes nothing."""
+    device = get_device(uow, restaurant_id, device_id)
+    if device.revoked:
+        return device
+    device.revoked = True
+    device.revoked_at = utcnow()
+    uow.session.add(device)
+    uow.session.flush()
+    uow.emit(restaurant_id, DEVICE_UPDATED, {"action": "revoked", "device": device_out(device).model_dump(mode="json")})
+    uow.commit()
+    return device
+
+
+def _issue(tokens: TokenService, device: Device, ttl_days: int) -> str:
+    """Sign a token for the device and remember its jti and expiry on the row (not yet flushed)."""
+    token = tokens.issue(
+        sub=device.id,
+        role=device.kind,
+        rid=device.restaurant_id,
+        audience="mqtt",
+        ttl_seconds=ttl_days * SECONDS_PER_DAY,
+        extra={"station": device.station} if device.station else None,
+    )
+    claims = tokens.verify(token, audience="mqtt")
+    device.token_jti = claims["jti"]
+    device.token_expires_at = datetime.fromtimestamp(claims["exp"], UTC)
+    return token
+
+
+def _commit_with_token(uow: UnitOfWork, device: Device, token: str, action: str) -> DeviceCredentialsOut:
+    uow.session.flush()
+    out = device_out(device)
+    uow.emit(device.restaurant_id, DEVICE_UPDATED, {"action": action, "device": out.model_dump(mode="json")})
+    uow.commit()
+    assert device.token_expires_at is not None
+    return DeviceCredentialsOut(device=out, token=token, client_id=device.id, expires_at=device.token_expires_at)
+
+
+@dataclass(frozen=True)
+class DeviceDenylist:
+    """What the broker refuses beyond a token's signature and expiry, from one snapshot of the device table.
+
+    `revoked`: ids of revoked devices. `jti`: the current token's jti of each registered, unrevoked
+    device that has one. Subjects that are not registered devices are not refused here (tokens the
+    CLI mints for unregistered devices keep working).
+    """
+
+    revoked: frozenset[str]
+    jti: dict[str, str]
+
+    def refuses(self, claims: dict[str, Any]) -> bool:
+        if claims.get("role") not in DEVICE_ROLES:
+            return False
+        sub = claims.get("sub")
+        if sub in self.revoked:
+            return True
+        current = self.jti.get(sub) if isinstance(sub, str) else None
+        return current is not None and claims.get("jti") != current
+
+
+def token_denylist(engine: Engine) -> DeviceDenylist:
+    """One small query; the broker calls this every half second."""
+    with engine.connect() as connection:
+        rows = connection.execute(select(Device.id, Device.revoked, Device.token_jti)).all()
+    return DeviceDenylist(
+        revoked=frozenset(device_id for device_id, revoked, _ in rows if revoked),
+        jti={device_id: jti for device_id, revoked, jti in rows if not revoked and jti is not None},
+    )
+
+
+def record_presence(uow: UnitOfWork, restaurant_id: int, device_id: str, state: str) -> Device:
+    device = get_device(uow, restaurant_id, device_id)
     if state not in PRESENCE_STATES:
         raise ValueError(f"unknown presence state {state!r}")
     device.presence = state

@@ -101,7 +101,7 @@ def _accepts(broker, client_id: str) -> bool:
 
 
 def test_a_frozen_subscriber_is_bounded_and_others_keep_receiving(make_broker):
-    broker = make_broker(max_pending_per_client=50)
+    broker = make_broker(max_client_backlog_bytes=256 * 1024)
     before = count(DROPPED, cause="queue_full")
     frozen = raw.open_socket(broker.port)
     frozen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
@@ -115,8 +115,9 @@ def test_a_frozen_subscriber_is_bounded_and_others_keep_receiving(make_broker):
     bus = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
     assert bus.connect() == 0
     body = b"z" * 4096  # 5,000 x 4 KiB: far more than the frozen client's socket buffers hold
-    for i in range(5000):
+    for i in range(5000):  # ~2,000/s: a pace a healthy client keeps up with, a frozen one never does
         bus.client.publish("restaurant/7/orders", body + str(i).encode(), qos=0)
+        time.sleep(0.0005)
     got = healthy.collect(5000, timeout=60)
     assert [int(m.payload[4096:]) for m in got] == list(range(5000))
     assert count(DROPPED, cause="queue_full") > before
@@ -193,3 +194,17 @@ def test_the_same_subject_reconnecting_replaces_its_old_connection(broker):
     assert raw.closed_by_peer(first, within=3.0)
     second.sendall(raw.PINGREQ)
     assert raw.read_packet(second) == (13, b"")
+
+
+def test_messages_sent_just_before_disconnect_are_all_delivered(broker):
+    """amqtt dropped what a client had sent but it had not yet routed when DISCONNECT arrived."""
+    watcher = Subscriber(broker.port, "dash", broker.token("dash", "admin"))
+    assert watcher.connect() == 0
+    watcher.subscribe("restaurant/7/orders", qos=0)
+    burst = b"".join(raw.publish("restaurant/7/orders", str(i).encode()) for i in range(2000))
+    sender = connected(broker, "svc", "service", rid=None)
+    sender.sendall(burst + raw.DISCONNECT)
+    sender.close()
+    got = watcher.collect(2000, timeout=30)
+    assert [int(m.payload) for m in got] == list(range(2000))
+    watcher.close()
