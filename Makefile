@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-# Debian packages the tests drive: the mosquitto CLIs (real MQTT clients).
-APT_PACKAGES := mosquitto-clients
+# Debian packages the tests drive: the mosquitto CLIs (real MQTT clients), Chromium (driven by
+# Playwright, which is told to use /usr/bin/chromium: no browser download), Mosquitto for benchmarks.
+APT_PACKAGES := mosquitto-clients mosquitto chromium
 
 .PHONY: demo test setup system-deps lint clean
 
