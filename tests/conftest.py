@@ -35,3 +35,12 @@ def subscribers(stack: Stack) -> Iterator[list[Subscriber]]:
     yield made
     for subscriber in made:
         subscriber.close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole run; each test opens its own context."""
+    from tests.browser import chromium
+
+    with chromium() as running:
+        yield running
