@@ -29,8 +29,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.tokens import TokenService  # noqa: E402
-from tests.security import raw  # noqa: E402
+from api.tokens import TokenService
+from tests.security import raw
 
 KEY = b"bench-key-not-a-secret-0123456789abcdef"
 TOPIC = "restaurant/7/orders"
@@ -112,8 +112,25 @@ class BrokerProcess:
 def deliveries_per_second(broker: BrokerProcess, messages: int, subscribers: int, qos: int) -> float:
     subs = [
         subprocess.Popen(
-            ["taskset", "-c", "1", "mosquitto_sub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", str(qos),
-             "-t", TOPIC, "-C", str(messages), "-W", "300", *broker.credentials(f"sub-{i}", "admin")],
+            [
+                "taskset",
+                "-c",
+                "1",
+                "mosquitto_sub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(broker.port),
+                "-q",
+                str(qos),
+                "-t",
+                TOPIC,
+                "-C",
+                str(messages),
+                "-W",
+                "300",
+                *broker.credentials(f"sub-{i}", "admin"),
+            ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -123,8 +140,22 @@ def deliveries_per_second(broker: BrokerProcess, messages: int, subscribers: int
     payload = ("x" * 99 + "\n") * messages
     started = time.perf_counter()
     publisher = subprocess.run(
-        ["taskset", "-c", "1", "mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", str(qos),
-         "-t", TOPIC, "-l", *broker.credentials("bench-pub", "service")],
+        [
+            "taskset",
+            "-c",
+            "1",
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-q",
+            str(qos),
+            "-t",
+            TOPIC,
+            "-l",
+            *broker.credentials("bench-pub", "service"),
+        ],
         input=payload.encode(),
         capture_output=True,
         timeout=600,
@@ -183,7 +214,7 @@ def main() -> None:
     parser.add_argument("--idle", type=int, default=5000)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per broker; the median is kept")
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     print(f"machine: {os.cpu_count()} cores, Python {sys.version.split()[0]}; broker on core 0, clients on core 1")
 

@@ -14,6 +14,7 @@ A measurement, not a test: it prints numbers and exits 0 even when a target is m
      medians reported.
 
 Run: python scripts/bench_core.py [--orders 1000] [--rate 20] [--throughput-orders 500] [--concurrency 4]
+                                  [--rounds 2] [--warmup 20] [--keep]
 """
 
 from __future__ import annotations
@@ -61,6 +62,21 @@ def orderbus_command() -> list[str]:
     if found:
         return [found]
     return [sys.executable, "-m", "cli.main"]
+
+
+def code_under_test() -> str:
+    """Where the `orderbus` subprocesses import the project from, and its git state (the install is editable)."""
+    probe = "import pathlib, cli.main; print(pathlib.Path(cli.main.__file__).resolve().parents[1])"
+    try:
+        root = subprocess.run(
+            [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60, cwd="/"
+        ).stdout.strip()
+        state = subprocess.run(
+            ["git", "-C", root, "describe", "--always", "--dirty"], capture_output=True, text=True, timeout=30
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"unknown ({exc})"
+    return f"{root} (git {state.stdout.strip()})" if state.returncode == 0 else f"{root} (not a git checkout)"
 
 
 def free_ports(count: int) -> list[int]:
@@ -114,7 +130,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 def orderbus(mode: str, data_dir: Path, *, demo: bool = False):
     """Run `orderbus up` or `orderbus api` on free ports; yield once /healthz answers; always stop it."""
     http_port, mqtt_port, ws_port = free_ports(3)
-    args = orderbus_command() + [mode, "--data-dir", str(data_dir), "--http-port", str(http_port)]
+    args = [*orderbus_command(), mode, "--data-dir", str(data_dir), "--http-port", str(http_port)]
     if mode == "up":
         args += ["--mqtt-port", str(mqtt_port), "--ws-port", str(ws_port)]
         if demo:
@@ -278,11 +294,8 @@ def run_latency(args, workdir: Path) -> dict:
             headers = {"Authorization": f"Bearer {session.access_token}"}
             body = order_body(session.item_id)
             with httpx.Client(base_url=server.base_url, headers=headers, timeout=30.0) as http:
-                warm_ids = set()
                 for _ in range(args.warmup):
-                    r = http.post(url, json=body)
-                    r.raise_for_status()
-                    warm_ids.add(r.json()["id"])
+                    http.post(url, json=body).raise_for_status()
                 time.sleep(0.5)
 
                 t_response: dict[int, float] = {}
@@ -353,6 +366,22 @@ def run_latency(args, workdir: Path) -> dict:
 # ---------------------------------------------------------------- B) throughput
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) used so far by a process, from /proc; NaN where there is no /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
+def load_average() -> str:
+    try:
+        return "/".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
 def unpublished(data_dir: Path) -> int:
     """Outbox rows not yet stamped published (read-only, beside the server's WAL)."""
     db = sqlite3.connect(f"file:{data_dir / 'orderbus.db'}?mode=ro", uri=True, timeout=5)
@@ -362,8 +391,11 @@ def unpublished(data_dir: Path) -> int:
         db.close()
 
 
-def burst(server: Server, session: Session, total: int, concurrency: int, warmup: int) -> tuple[float, int]:
-    """POST `total` orders from `concurrency` threads as fast as possible; returns (orders/s, errors)."""
+def burst(server: Server, session: Session, total: int, concurrency: int, warmup: int) -> tuple[float, int, float]:
+    """POST `total` orders from `concurrency` threads as fast as possible (after an unmeasured warm-up).
+
+    Returns (orders/s, errors, server CPU seconds while the measured orders ran).
+    """
     url = f"{API}/restaurants/{session.restaurant_id}/orders"
     headers = {"Authorization": f"Bearer {session.access_token}"}
     body = order_body(session.item_id)
@@ -400,25 +432,34 @@ def burst(server: Server, session: Session, total: int, concurrency: int, warmup
     for t in threads:
         t.start()
     barrier.wait()
+    cpu0 = process_cpu(server.proc.pid)
     t0 = time.perf_counter()
     for t in threads:
         t.join()
+    cpu = process_cpu(server.proc.pid) - cpu0
     elapsed = max(finish_times) - t0
-    return done[0] / elapsed, errors[0]
+    return done[0] / elapsed, errors[0], cpu
 
 
 def throughput_on(args, data_dir: Path) -> dict:
     with orderbus("up", data_dir, demo=True) as server:
         session = login(server)
         time.sleep(0.5)
-        t0 = time.perf_counter()
-        rate, errors = burst(server, session, args.throughput_orders, args.concurrency, args.warmup)
+        rate, errors, cpu = burst(server, session, args.throughput_orders, args.concurrency, args.warmup)
         t_end = time.perf_counter()
+        cpu_end = process_cpu(server.proc.pid)
         backlog = unpublished(data_dir)
         while unpublished(data_dir) and time.perf_counter() - t_end < 30:
             time.sleep(0.02)
         drained = time.perf_counter() - t_end
-    return {"rate": rate, "errors": errors, "backlog": backlog, "drain_s": drained, "burst_s": t_end - t0}
+        cpu += process_cpu(server.proc.pid) - cpu_end  # the relay's work left after the last response
+    return {
+        "rate": rate,
+        "errors": errors,
+        "backlog": backlog,
+        "drain_s": drained,
+        "cpu_ms": cpu / args.throughput_orders * 1000,
+    }
 
 
 def throughput_off(args, data_dir: Path) -> dict:
@@ -427,8 +468,8 @@ def throughput_off(args, data_dir: Path) -> dict:
     with orderbus("api", data_dir) as server:
         session = login(server)
         time.sleep(0.5)
-        rate, errors = burst(server, session, args.throughput_orders, args.concurrency, args.warmup)
-    return {"rate": rate, "errors": errors}
+        rate, errors, cpu = burst(server, session, args.throughput_orders, args.concurrency, args.warmup)
+    return {"rate": rate, "errors": errors, "cpu_ms": cpu / args.throughput_orders * 1000}
 
 
 def run_throughput(args, workdir: Path) -> dict:
@@ -437,17 +478,20 @@ def run_throughput(args, workdir: Path) -> dict:
         for mode, fn, bucket in (("on", throughput_on, on), ("off", throughput_off, off)):
             result = fn(args, workdir / f"tp-{mode}-{rnd}")
             bucket.append(result)
-            extra = ""
+            extra = f", server CPU {result['cpu_ms']:.2f} ms/order"
             if mode == "on":
-                extra = f", outbox backlog at end {result['backlog']}, drained {result['drain_s']:.2f} s later"
+                extra += f", outbox backlog at end {result['backlog']}, drained {result['drain_s']:.2f} s later"
             print(
-                f"  round {rnd + 1} {mode:>3}: {result['rate']:7.1f} orders/s "
-                f"(errors {result['errors']}{extra})",
+                f"  round {rnd + 1} {mode:>3}: {result['rate']:7.1f} orders/s (errors {result['errors']}{extra})",
                 flush=True,
             )
     on_rate = statistics.median(r["rate"] for r in on)
     off_rate = statistics.median(r["rate"] for r in off)
+    on_cpu = statistics.median(r["cpu_ms"] for r in on)
+    off_cpu = statistics.median(r["cpu_ms"] for r in off)
     return {
+        "on_cpu": on_cpu,
+        "off_cpu": off_cpu,
         "on": on,
         "off": off,
         "on_rate": on_rate,
@@ -473,6 +517,7 @@ def main() -> int:
     args.rounds = max(2, args.rounds)
 
     print(f"orderbus core benchmark — {datetime.now(UTC).isoformat(timespec='seconds')}")
+    print(f"code under test: {code_under_test()}")
     print(
         f"machine: {os.cpu_count()} cpus, Python {platform.python_version()}, {platform.platform()}; "
         f"orderbus = {' '.join(orderbus_command())}"
@@ -484,6 +529,7 @@ def main() -> int:
         else:
             print(f"work dir: {workdir}")
 
+        print(f"load average at start: {load_average()} (other work on this machine skews the numbers)")
         print(f"\nA) latency: {args.orders} orders at {args.rate:g}/s (+{args.warmup} warm-up), QoS 1 subscriber")
         lat = run_latency(args, workdir)
         print(
@@ -497,6 +543,7 @@ def main() -> int:
         )
         tp = run_throughput(args, workdir)
 
+    print(f"\nload average at end: {load_average()}")
     p99_ok = lat["p99"] <= P99_TARGET_MS / 1000 and lat["lost"] == 0
     cost_ok = tp["cost"] <= RELAY_COST_TARGET
     print("\nResults")
@@ -515,15 +562,21 @@ def main() -> int:
         ("throughput off (api alone)", f"{tp['off_rate']:.1f} orders/s (median)"),
         ("ratio on/off", f"{tp['ratio']:.3f}"),
         ("relay cost 1 - on/off", f"{tp['cost'] * 100:.1f} %"),
+        ("server CPU per order on / off", f"{tp['on_cpu']:.2f} / {tp['off_cpu']:.2f} ms (median)"),
+        ("CPU-only relay cost 1 - off/on", f"{(1 - tp['off_cpu'] / tp['on_cpu']) * 100:.1f} %"),
     ]
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     print("\nTargets")
-    print(f"  p99 <= {P99_TARGET_MS:g} ms, nothing lost   : {ms(lat['p99'])} ms, lost {lat['lost']}  "
-          f"{'PASS' if p99_ok else 'MISS'}")
-    print(f"  relay cost <= {RELAY_COST_TARGET * 100:g} % of orders/s: {tp['cost'] * 100:.1f} %  "
-          f"{'PASS' if cost_ok else 'MISS'}")
+    print(
+        f"  p99 <= {P99_TARGET_MS:g} ms, nothing lost   : {ms(lat['p99'])} ms, lost {lat['lost']}  "
+        f"{'PASS' if p99_ok else 'MISS'}"
+    )
+    print(
+        f"  relay cost <= {RELAY_COST_TARGET * 100:g} % of orders/s: {tp['cost'] * 100:.1f} %  "
+        f"{'PASS' if cost_ok else 'MISS'}"
+    )
     return 0
 
 
