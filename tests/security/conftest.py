@@ -6,6 +6,7 @@ import asyncio
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,11 +23,14 @@ from tests.support import free_port
 class BrokerUnderTest:
     limits: Limits
     revoked: set[str] = field(default_factory=set)
+    tls: tuple[Path, Path] | None = None  # (certfile, keyfile): adds MQTT over TLS and secure WebSocket
 
     def __post_init__(self) -> None:
         self.tokens = TokenService(b"security-test-key-0123456789abcdef")
         self.policy = Policy.load(DEFAULT_ACL_POLICY)
-        self.listeners = Listeners("127.0.0.1", free_port(), free_port())
+        certfile, keyfile = self.tls or (None, None)
+        tls_ports = (free_port(), free_port()) if self.tls else (None, None)
+        self.listeners = Listeners("127.0.0.1", free_port(), free_port(), *tls_ports, certfile, keyfile)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.broker: OrderbusBroker | None = None
@@ -60,8 +64,8 @@ class BrokerUnderTest:
 def make_broker() -> Iterator[Callable[..., BrokerUnderTest]]:
     started: list[BrokerUnderTest] = []
 
-    def make(**limits: Any) -> BrokerUnderTest:
-        broker = BrokerUnderTest(Limits(**limits)).start()
+    def make(tls: tuple[Path, Path] | None = None, **limits: Any) -> BrokerUnderTest:
+        broker = BrokerUnderTest(Limits(**limits), tls=tls).start()
         started.append(broker)
         return broker
 

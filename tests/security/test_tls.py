@@ -1,0 +1,94 @@
+"""TLS listeners from config: MQTT over TLS and secure WebSocket, with a certificate the test makes."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import ssl
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.security import raw
+from tests.support import Subscriber
+
+
+@pytest.fixture
+def certificate(tmp_path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "orderbus test")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(key, hashes.SHA256())
+    )
+    certfile, keyfile = tmp_path / "cert.pem", tmp_path / "key.pem"
+    certfile.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    keyfile.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return certfile, keyfile
+
+
+def tls_client(broker, client_id: str, certfile: Path, *, websocket: bool) -> Subscriber:
+    subscriber = Subscriber(
+        broker.listeners.wss_port if websocket else broker.listeners.tls_port,
+        client_id,
+        broker.token(client_id, "admin"),
+    )
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=mqtt.MQTTv311,
+        transport="websockets" if websocket else "tcp",
+    )
+    if websocket:
+        client.ws_set_options(path="/mqtt")
+    client.tls_set(ca_certs=str(certfile), cert_reqs=ssl.CERT_REQUIRED)
+    client.username_pw_set(client_id, subscriber.token)
+    client.on_message = subscriber.client.on_message
+    client.on_connect = subscriber.client.on_connect
+    client.on_subscribe = subscriber.client.on_subscribe
+    subscriber.client = client
+    return subscriber
+
+
+@pytest.mark.parametrize("websocket", [False, True], ids=["mqtts", "wss"])
+def test_tls_listeners_carry_authenticated_traffic(make_broker, certificate, websocket):
+    broker = make_broker(tls=certificate)
+    secure = tls_client(broker, "dash", certificate[0], websocket=websocket)
+    assert secure.connect() == 0
+    assert secure.subscribe("restaurant/7/orders") == 1
+    bus = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
+    assert bus.connect() == 0
+    bus.client.publish("restaurant/7/orders", b"over tls", qos=1).wait_for_publish(5)
+    assert secure.collect(1)[0].payload == b"over tls"
+    for client in (secure, bus):
+        client.close()
+
+
+def test_the_tls_port_refuses_plain_mqtt_and_still_checks_tokens(make_broker, certificate):
+    broker = make_broker(tls=certificate)
+    plain = raw.open_socket(broker.listeners.tls_port)
+    plain.sendall(raw.connect("dash", broker.token("dash", "admin")))
+    assert raw.closed_by_peer(plain, within=5.0)
+    forged = tls_client(broker, "dash", certificate[0], websocket=False)
+    forged.token = "forged"
+    forged.client.username_pw_set("dash", "forged")
+    assert forged.connect() == 135

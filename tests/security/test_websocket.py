@@ -1,0 +1,66 @@
+"""MQTT over WebSocket: served at /mqtt only, with the same packet size limit as TCP."""
+
+from __future__ import annotations
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from broker.stats import REFUSED_CONNECTIONS
+from tests.support import Subscriber, wait_for
+
+
+def ws_client(broker, client_id: str, path: str) -> Subscriber:
+    subscriber = Subscriber(broker.listeners.ws_port, client_id, broker.token(client_id, "admin"))
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, transport="websockets"
+    )
+    client.ws_set_options(path=path)
+    client.username_pw_set(client_id, subscriber.token)
+    client.on_message = subscriber.client.on_message
+    client.on_connect = subscriber.client.on_connect
+    client.on_subscribe = subscriber.client.on_subscribe
+    subscriber.client = client
+    return subscriber
+
+
+def test_websocket_clients_connect_at_mqtt_path(broker):
+    dashboard = ws_client(broker, "dash", "/mqtt")
+    assert dashboard.connect() == 0
+    assert dashboard.subscribe("restaurant/7/orders") == 1
+    bus = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
+    assert bus.connect() == 0
+    bus.client.publish("restaurant/7/orders", b"hello", qos=1).wait_for_publish(5)
+    assert dashboard.collect(1)[0].payload == b"hello"
+    for client in (dashboard, bus):
+        client.close()
+
+
+@pytest.mark.parametrize("path", ["/", "/mqttx", "/ws"])
+def test_other_paths_are_refused(broker, path):
+    before = REFUSED_CONNECTIONS.labels(reason="ws_path")._value.get()
+    stray = ws_client(broker, "dash", path)
+    stray.client.connect_async("127.0.0.1", broker.listeners.ws_port)
+    stray.client.loop_start()
+    try:
+        wait_for(lambda: REFUSED_CONNECTIONS.labels(reason="ws_path")._value.get() > before, timeout=5)
+        assert stray.connack.empty()
+    finally:
+        stray.close()
+
+
+def test_an_oversized_websocket_message_closes_the_connection(make_broker):
+    broker = make_broker(max_packet_bytes=4096)
+    watcher = Subscriber(broker.port, "watch", broker.token("watch", "admin"))
+    assert watcher.connect() == 0
+    watcher.subscribe("restaurant/7/#")
+    sender = ws_client(broker, "svc", "/mqtt")
+    sender.client.username_pw_set("svc", broker.token("svc", "service", None))
+    assert sender.connect() == 0
+    disconnected: list[int] = []
+    sender.client.on_disconnect = lambda *args: disconnected.append(1)
+    sender.client.publish("restaurant/7/orders", b"x" * 10_000, qos=0)
+    wait_for(lambda: disconnected, timeout=5)
+    assert watcher.drain(quiet=0.5) == []
+    sender.close()
+    watcher.close()
