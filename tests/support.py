@@ -116,6 +116,8 @@ class Subscriber:
     client_id: str
     token: str
     clean_session: bool = True
+    transport: str = "tcp"  # or "websockets" (path /mqtt)
+    ca_certs: Path | None = None  # set: TLS, verifying the broker against this certificate
     messages: queue.Queue[Received] = field(default_factory=queue.Queue)
     connack: queue.Queue[int] = field(default_factory=queue.Queue)
     subacks: queue.Queue[list[int]] = field(default_factory=queue.Queue)
@@ -126,7 +128,12 @@ class Subscriber:
             client_id=self.client_id,
             clean_session=self.clean_session,
             protocol=mqtt.MQTTv311,
+            transport=self.transport,
         )
+        if self.transport == "websockets":
+            self.client.ws_set_options(path="/mqtt")
+        if self.ca_certs is not None:
+            self.client.tls_set(ca_certs=str(self.ca_certs))
         self.client.username_pw_set(self.client_id, self.token)
         self.client.reconnect_delay_set(1, 2)
         self.client.on_message = lambda _c, _u, m: self.messages.put(Received(m.topic, m.payload, m.retain))

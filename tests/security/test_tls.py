@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import ssl
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.security import raw
 from tests.support import Subscriber
@@ -46,27 +43,15 @@ def certificate(tmp_path) -> tuple[Path, Path]:
     return certfile, keyfile
 
 
-def tls_client(broker, client_id: str, certfile: Path, *, websocket: bool) -> Subscriber:
-    subscriber = Subscriber(
-        broker.listeners.wss_port if websocket else broker.listeners.tls_port,
+def tls_client(broker, client_id: str, certfile: Path, *, websocket: bool, token: str | None = None) -> Subscriber:
+    port = broker.listeners.wss_port if websocket else broker.listeners.tls_port
+    return Subscriber(
+        port,
         client_id,
-        broker.token(client_id, "admin"),
-    )
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        protocol=mqtt.MQTTv311,
+        token or broker.token(client_id, "admin"),
         transport="websockets" if websocket else "tcp",
+        ca_certs=certfile,
     )
-    if websocket:
-        client.ws_set_options(path="/mqtt")
-    client.tls_set(ca_certs=str(certfile), cert_reqs=ssl.CERT_REQUIRED)
-    client.username_pw_set(client_id, subscriber.token)
-    client.on_message = subscriber.client.on_message
-    client.on_connect = subscriber.client.on_connect
-    client.on_subscribe = subscriber.client.on_subscribe
-    subscriber.client = client
-    return subscriber
 
 
 @pytest.mark.parametrize("websocket", [False, True], ids=["mqtts", "wss"])
@@ -88,7 +73,5 @@ def test_the_tls_port_refuses_plain_mqtt_and_still_checks_tokens(make_broker, ce
     plain = raw.open_socket(broker.listeners.tls_port)
     plain.sendall(raw.connect("dash", broker.token("dash", "admin")))
     assert raw.closed_by_peer(plain, within=5.0)
-    forged = tls_client(broker, "dash", certificate[0], websocket=False)
-    forged.token = "forged"
-    forged.client.username_pw_set("dash", "forged")
+    forged = tls_client(broker, "dash", certificate[0], websocket=False, token="forged")
     assert forged.connect() == 135

@@ -2,25 +2,17 @@
 
 from __future__ import annotations
 
-import paho.mqtt.client as mqtt
 import pytest
-from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.stats import REFUSED_CONNECTIONS
 from tests.support import Subscriber, wait_for
 
 
-def ws_client(broker, client_id: str, path: str) -> Subscriber:
-    subscriber = Subscriber(broker.listeners.ws_port, client_id, broker.token(client_id, "admin"))
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, transport="websockets"
+def ws_client(broker, client_id: str, path: str, role: str = "admin", rid: int | None = 7) -> Subscriber:
+    subscriber = Subscriber(
+        broker.listeners.ws_port, client_id, broker.token(client_id, role, rid), transport="websockets"
     )
-    client.ws_set_options(path=path)
-    client.username_pw_set(client_id, subscriber.token)
-    client.on_message = subscriber.client.on_message
-    client.on_connect = subscriber.client.on_connect
-    client.on_subscribe = subscriber.client.on_subscribe
-    subscriber.client = client
+    subscriber.client.ws_set_options(path=path)
     return subscriber
 
 
@@ -54,8 +46,7 @@ def test_an_oversized_websocket_message_closes_the_connection(make_broker):
     watcher = Subscriber(broker.port, "watch", broker.token("watch", "admin"))
     assert watcher.connect() == 0
     watcher.subscribe("restaurant/7/#")
-    sender = ws_client(broker, "svc", "/mqtt")
-    sender.client.username_pw_set("svc", broker.token("svc", "service", None))
+    sender = ws_client(broker, "svc", "/mqtt", role="service", rid=None)
     assert sender.connect() == 0
     disconnected: list[int] = []
     sender.client.on_disconnect = lambda *args: disconnected.append(1)
