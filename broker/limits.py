@@ -11,6 +11,8 @@ class Limits:
     keepalive_factor: float = 1.5  # a client silent for 1.5 x its keepalive is dropped (MQTT 3.1.1 §3.1.2.10)
     max_packet_bytes: int = 256 * 1024  # any single packet, TCP and WebSocket
     max_client_backlog_bytes: int = 1024 * 1024  # bytes waiting for a client that stopped reading
+    max_offline_queue: int = 10_000  # messages kept for one disconnected persistent session
+    session_expiry_seconds: int = 7 * 24 * 3600  # a persistent session unused this long is forgotten
     max_connections: int = 10_000  # beyond this, CONNACK 3 (server unavailable)
     device_publishes_per_second: float = 20.0
     device_publish_burst: int = 60

@@ -104,6 +104,10 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None
     ) -> bool:
+        return self.allows(session, topic, action)
+
+    def allows(self, session: Session | None, topic: str | None, action: Action | None) -> bool:
+        """The ACL decision, synchronous so the broker can ask it once per delivery without a task."""
         grants = grants_of(session)
         topic = topic or ""
         if action == Action.SUBSCRIBE:

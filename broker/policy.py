@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ class Grants:
         )
 
     def may_receive(self, topic: str) -> bool:
-        return any(topics.matches(allowed, topic) for allowed in self.subscribe)
+        return _may_receive(self.subscribe, topic)
 
     def may_publish(self, topic: str, *, retain: bool = False) -> bool:
         allowed = self.retain if retain else self.publish
@@ -97,6 +98,12 @@ class Policy:
             publish=_fill_all(rules.publish, claims),
             retain=_fill_all(rules.retain, claims),
         )
+
+
+@lru_cache(maxsize=65536)
+def _may_receive(subscribe: tuple[str, ...], topic: str) -> bool:
+    """Asked once per delivery, for the same few topics again and again: worth remembering."""
+    return any(topics.matches(allowed, topic) for allowed in subscribe)
 
 
 def _fill_all(patterns: tuple[str, ...], claims: dict[str, Any]) -> tuple[str, ...]:

@@ -208,3 +208,27 @@ def test_messages_sent_just_before_disconnect_are_all_delivered(broker):
     got = watcher.collect(2000, timeout=30)
     assert [int(m.payload) for m in got] == list(range(2000))
     watcher.close()
+
+
+def test_an_offline_persistent_session_keeps_a_bounded_queue_and_gets_it_on_return(make_broker):
+    broker = make_broker(max_offline_queue=20)
+    before = count(DROPPED, cause="offline_queue_full")
+    printer = Subscriber(
+        broker.port, "printer-1", broker.token("printer-1", "printer", station="grill"), clean_session=False
+    )
+    assert printer.connect() == 0
+    printer.subscribe("restaurant/7/kitchen/grill/tickets", qos=1)
+    printer.close()
+    wait_for(lambda: not broker.broker._sessions["printer-1"][0].transitions.is_connected())
+    bus = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
+    assert bus.connect() == 0
+    for i in range(50):
+        bus.client.publish("restaurant/7/kitchen/grill/tickets", str(i).encode(), qos=1).wait_for_publish(5)
+    wait_for(lambda: count(DROPPED, cause="offline_queue_full") == before + 30)  # routing follows the PUBACK
+    back = Subscriber(
+        broker.port, "printer-1", broker.token("printer-1", "printer", station="grill"), clean_session=False
+    )
+    assert back.connect() == 0
+    assert [int(m.payload) for m in back.collect(20)] == list(range(20))
+    for client in (bus, back):
+        client.close()

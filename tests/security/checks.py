@@ -1,0 +1,130 @@
+"""What every attack test checks afterwards: the refusal was counted and logged with its reason,
+and the broker still serves a valid client (connect, subscribe, receive)."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import socket
+import struct
+import time
+from typing import Any
+
+import pytest
+
+from tests.security import raw
+from tests.support import Received, Subscriber, wait_for
+
+ACCEPTED, NOT_AUTHORIZED = 0, 5
+PUBACK, SUBACK, PINGRESP = 4, 9, 13
+REFUSED = 0x80
+BROKER_LOG = "orderbus.broker"
+
+_probes = itertools.count()
+
+
+@pytest.fixture(autouse=True)
+def broker_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The broker's own log at INFO (refusals are WARNING, ACL denials INFO). Import it into a test module."""
+    caplog.set_level(logging.INFO, logger=BROKER_LOG)
+    return caplog
+
+
+def count(counter: Any, **labels: str) -> float:
+    return counter.labels(**labels)._value.get()
+
+
+def logged(caplog: pytest.LogCaptureFixture, *fragments: str) -> int:
+    """How many broker log lines contain every fragment."""
+    return sum(
+        1
+        for record in list(caplog.records)
+        if record.name == BROKER_LOG and all(fragment in record.getMessage() for fragment in fragments)
+    )
+
+
+def assert_logged(caplog: pytest.LogCaptureFixture, *fragments: str, times: int = 1, timeout: float = 5.0) -> None:
+    """At least `times` broker log lines contain every fragment (waits: the broker logs from its own thread)."""
+    try:
+        wait_for(lambda: logged(caplog, *fragments) >= times, timeout=timeout)
+    except AssertionError:
+        lines = [r.getMessage()[:200] for r in caplog.records if r.name == BROKER_LOG][-10:]
+        raise AssertionError(f"no broker log line with {fragments} (x{times}); last lines: {lines}") from None
+
+
+def assert_counted(counter: Any, before: float, by: float = 1, timeout: float = 5.0, **labels: str) -> None:
+    """The counter moved by exactly `by` (waits for the broker thread, then checks it did not overshoot)."""
+    try:
+        wait_for(lambda: count(counter, **labels) >= before + by, timeout=timeout)
+    except AssertionError:
+        raise AssertionError(f"{labels}: {count(counter, **labels) - before} counted, expected {by}") from None
+    assert count(counter, **labels) == before + by, labels
+
+
+def connected(broker: Any, client_id: str, role: str = "admin", **claims: Any) -> socket.socket:
+    """A raw socket with an accepted CONNECT; `rid` defaults to 7 (pass rid=None for unscoped roles)."""
+    sock = raw.open_socket(broker.port)
+    sock.sendall(raw.connect(client_id, broker.token(client_id, role, **claims)))
+    assert raw.connack_code(sock) == ACCEPTED
+    return sock
+
+
+def suback_code(sock: socket.socket, topic_filter: str | bytes, qos: int = 1, packet_id: int = 1) -> int | None:
+    """SUBSCRIBE one filter; the SUBACK's return code, or None when the broker closed the connection."""
+    sock.sendall(raw.subscribe(topic_filter, packet_id=packet_id, qos=qos))
+    try:
+        answer = raw.read_packet(sock)
+    except ConnectionResetError:
+        return None
+    if answer is None:
+        return None
+    kind, body = answer
+    assert kind == SUBACK, f"expected SUBACK, got packet type {kind}"
+    assert struct.unpack("!H", body[:2])[0] == packet_id
+    return body[2]
+
+
+def watcher(broker: Any, topic_filter: str, role: str = "service") -> Subscriber:
+    """A legitimate subscriber (service or admin token) that would see an attack's message if it got through."""
+    client_id = f"watch-{next(_probes)}"
+    rid = None if role in ("service", "super_admin", "ops") else 7
+    sub = Subscriber(broker.port, client_id, broker.token(client_id, role, rid=rid))
+    assert sub.connect() == ACCEPTED
+    assert sub.subscribe(topic_filter) != REFUSED
+    return sub
+
+
+def publish_as_service(broker: Any, topic: str, payload: bytes, *, retain: bool = False) -> None:
+    """The bus publishes (QoS 1, waits for the PUBACK so the message is in the broker when this returns)."""
+    bus = connected(broker, f"bus-{next(_probes)}", "service", rid=None)
+    bus.sendall(raw.publish(topic, payload, qos=1, retain=retain))
+    answer = raw.read_packet(bus)
+    assert answer is not None and answer[0] == PUBACK
+    bus.sendall(raw.DISCONNECT)
+    bus.close()
+
+
+def never_delivered(sub: Subscriber, payload: bytes, quiet: float = 0.5) -> list[Received]:
+    """Everything `sub` got until quiet; asserts that `payload` is not among it."""
+    got = sub.drain(quiet=quiet)
+    assert payload not in [m.payload for m in got], f"{payload!r} was delivered on {[m.topic for m in got]}"
+    return got
+
+
+def assert_still_serves(broker: Any) -> None:
+    """A fresh valid client connects, subscribes and receives a message the bus publishes."""
+    n = next(_probes)
+    client_id = f"probe-{n}"
+    sub = Subscriber(broker.port, client_id, broker.token(client_id, "admin"))
+    try:
+        assert sub.connect() == ACCEPTED, "a valid client was refused"
+        assert sub.subscribe("restaurant/7/orders") == 1, "a valid subscription was refused"
+        payload = f"still serving {n} {time.monotonic()}".encode()
+        publish_as_service(broker, "restaurant/7/orders", payload)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if payload in [m.payload for m in sub.collect(1, timeout=deadline - time.monotonic())]:
+                return
+        raise AssertionError("the valid client never received the message")
+    finally:
+        sub.close()
