@@ -23,8 +23,8 @@ from amqtt.adapters import (
     WebSocketsWriter,
     WriterAdapter,
 )
-from amqtt.broker import Broker
-from amqtt.contexts import ListenerType
+from amqtt.broker import Broker, RetainedApplicationMessage
+from amqtt.contexts import Action, ListenerType
 from amqtt.errors import AMQTTError, MQTTError, NoDataError
 from amqtt.mqtt.connack import NOT_AUTHORIZED, SERVER_UNAVAILABLE, ConnackPacket
 from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
@@ -36,9 +36,10 @@ from api.tokens import TokenService
 from broker import topics
 from broker.guard import ConnectionGuard, GuardedReader, Refuses, abort, stalled
 from broker.limits import Limits
-from broker.plugins import CLAIMS, grants_of, role_of
+from broker.plugins import CLAIMS, JwtAclPlugin, grants_of, role_of
 from broker.policy import Policy
-from broker.stats import ACL_DENIALS, DROPPED, REFUSED_CONNECTIONS
+from broker.session_state import lighten
+from broker.stats import ACL_DENIALS, DROPPED, REFUSED_CONNECTIONS, REQUEUED
 
 log = logging.getLogger("orderbus.broker")
 HANDLER_STOP_SECONDS = 2.0
@@ -96,10 +97,19 @@ class OrderbusBroker(Broker):
         self.guard = guard
         self._subscriptions = _SnapshotSubscriptions()
         self._active = 0
+        acl = self.plugins_manager.get_plugin("JwtAclPlugin")
+        if not isinstance(acl, JwtAclPlugin):
+            raise RuntimeError("the broker needs broker.plugins.JwtAclPlugin in its config")
+        self._acl = acl
 
     async def start(self) -> None:
         await super().start()
         self.guard.start()
+
+    async def _topic_filtering(self, session: Session, topic: str, action: Action) -> bool:
+        """amqtt asks every topic plugin through a task per plugin per call, once per delivery; our
+        one ACL plugin answers synchronously, so ask it directly."""
+        return self._acl.allows(session, topic, action)
 
     async def shutdown(self) -> None:
         """Stop accepting connections first: amqtt closes its listeners last, so a client could
@@ -161,6 +171,7 @@ class OrderbusBroker(Broker):
             REFUSED_CONNECTIONS.labels(reason="bad_connect").inc()
             log.warning("connect refused from %s:%s reason=bad_connect (%s)", remote_address, remote_port, exc)
             raise AMQTTError(exc) from exc
+        lighten(session)
         if not await self._authenticate(session, None):
             await _refuse(writer, NOT_AUTHORIZED)
             raise AMQTTError("not authorized")
@@ -187,6 +198,10 @@ class OrderbusBroker(Broker):
             session.parent = 0
         if isinstance(reader, GuardedReader):
             self.guard.connected(reader.connection, session, session.keep_alive)
+        # The guard enforces keepalive. amqtt's own timer wraps every read in `asyncio.wait_for` (a task
+        # and a timer per packet, and the 3.11 cancellation bug `_stop_handler` works around) and then
+        # does nothing when it fires; with 0 it is never armed.
+        session.keep_alive = 0
         claims = session.attributes[CLAIMS]
         log.info(
             "connect client_id=%s role=%s rid=%s from=%s",
@@ -206,7 +221,7 @@ class OrderbusBroker(Broker):
         server: Any,
         listener_name: str,
     ) -> None:
-        _bound_deliveries(handler, self.limits.max_client_backlog_bytes)
+        _guard_deliveries(handler, self.limits.max_client_backlog_bytes)
         self._active += 1
         try:
             await super()._handle_client_session(reader, writer, session, handler, server, listener_name)
@@ -300,6 +315,31 @@ class OrderbusBroker(Broker):
             return True
         return await super()._handle_message_delivery(client_session, handler, wait_deliver)
 
+    async def _retain_broadcast_message(self, broadcast: dict[str, Any], qos: int, target_session: Session) -> None:
+        """amqtt queues for a disconnected persistent session without limit; a device that never
+        comes back (or a client opening many persistent sessions) would grow the broker without end."""
+        if target_session.retained_messages.qsize() >= self.limits.max_offline_queue:
+            DROPPED.labels(cause="offline_queue_full").inc()
+            log.warning("offline queue full client_id=%r topic=%.200r", target_session.client_id, broadcast["topic"])
+            return
+        await super()._retain_broadcast_message(broadcast, qos, target_session)
+
+    async def _publish_session_retained_messages(self, session: Session) -> None:
+        """What was queued for a persistent session while it was offline passed the grants it had then;
+        it may come back with a narrower token (a printer moved to another station). Check again."""
+        grants, queued = grants_of(session), session.retained_messages
+        kept = []
+        while not queued.empty():  # taken without yielding
+            message = queued.get_nowait()
+            if grants.may_receive(message.topic or ""):
+                kept.append(message)
+            else:
+                ACL_DENIALS.labels(action="receive", role=role_of(session)).inc()
+                log.info("acl denied client_id=%r action=receive topic=%.200r queued", session.client_id, message.topic)
+        for message in kept:
+            queued.put_nowait(message)
+        await super()._publish_session_retained_messages(session)
+
     async def _publish_retained_messages_for_subscription(
         self, subscription: tuple[str, int], session: Session
     ) -> None:
@@ -315,21 +355,28 @@ class OrderbusBroker(Broker):
                 continue
             if not grants.may_receive(topic):
                 ACL_DENIALS.labels(action="receive_retained", role=role_of(session)).inc()
+                log.info("acl denied client_id=%r action=receive_retained topic=%.200r", session.client_id, topic)
                 continue
             sends.append(handler.mqtt_publish(topic, retained.data, min(qos, retained.qos or qos), retain=True))
         if sends:
             await asyncio.gather(*sends, return_exceptions=True)
 
 
-def _bound_deliveries(handler: BrokerProtocolHandler, limit_bytes: int) -> None:
-    """amqtt starts one task per delivery, each holding its message until the client's write lock
-    is free; a client that stops reading piles them up without end. Once the client's socket is
-    stalled and more than `limit_bytes` wait for it, further deliveries to it are dropped and
-    counted. A fast client in a burst is never stalled, so it loses nothing however deep the burst."""
+def _guard_deliveries(handler: BrokerProtocolHandler, limit_bytes: int) -> None:
+    """Two fixes around amqtt's per-delivery task.
+
+    - Bound: each task holds its message until the client's write lock is free, so a client that
+      stops reading piles them up without end. Once its socket is stalled and more than
+      `limit_bytes` wait for it, further deliveries to it are dropped and counted. A fast client in
+      a burst is never stalled, so it loses nothing however deep the burst.
+    - Redeliver: amqtt forgets a QoS 1/2 delivery not acknowledged within 5 s, even for a persistent
+      session (a printer on flaky Wi-Fi). Such a message goes back to the session's queue and the
+      unresponsive connection is dropped, so the client gets it again when it reconnects.
+    """
     publish = handler.mqtt_publish
     waiting = 0
 
-    async def bounded(topic: str, data: bytes, *args: Any, **kwargs: Any) -> Any:
+    async def guarded(topic: str, data: bytes, qos: int | None = None, *args: Any, **kwargs: Any) -> Any:
         nonlocal waiting
         size = len(data or b"")
         if waiting + size > limit_bytes and stalled(handler.writer):
@@ -337,11 +384,26 @@ def _bound_deliveries(handler: BrokerProtocolHandler, limit_bytes: int) -> None:
             return None
         waiting += size
         try:
-            return await publish(topic, data, *args, **kwargs)
+            return await publish(topic, data, qos, *args, **kwargs)
+        except TimeoutError:
+            session = handler.session
+            if session is None or session.clean_session or not qos:
+                DROPPED.labels(cause="unacknowledged").inc()
+                raise
+            REQUEUED.inc()
+            log.warning(
+                "no PUBACK in time client_id=%r topic=%.200r; requeued, dropping the connection",
+                session.client_id,
+                topic,
+            )
+            await session.retained_messages.put(RetainedApplicationMessage(None, topic, data, qos))
+            if handler.writer is not None:
+                abort(handler.writer)
+            return None
         finally:
             waiting -= size
 
-    handler.mqtt_publish = bounded  # type: ignore[method-assign]
+    handler.mqtt_publish = guarded  # type: ignore[method-assign]
 
 
 async def _refuse(writer: WriterAdapter, return_code: int) -> None:
@@ -369,12 +431,14 @@ def broker_config(
     listeners: Listeners, tokens: TokenService, policy: Policy, limits: Limits, refuses: Refuses | None = None
 ) -> dict[str, Any]:
     config: dict[str, Any] = {
+        "session_expiry_interval": limits.session_expiry_seconds,
         "listeners": {
             "default": {"type": "tcp", "bind": f"{listeners.host}:{listeners.mqtt_port}"},
             "ws": {"type": "ws", "bind": f"{listeners.host}:{listeners.ws_port}"},
         },
         "plugins": {
-            "broker.plugins.JwtAclPlugin": {"tokens": tokens, "policy": policy, "limits": limits, "refuses": refuses}
+            "broker.plugins.JwtAclPlugin": {"tokens": tokens, "policy": policy, "limits": limits, "refuses": refuses},
+            "broker.metrics_plugin.MetricsPlugin": {},  # traffic counters, connection events, $SYS (docs/ops.md)
         },
     }
     tls = {"ssl": True, "certfile": str(listeners.certfile), "keyfile": str(listeners.keyfile)}

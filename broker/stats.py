@@ -11,3 +11,6 @@ DISCONNECTS = Counter("orderbus_broker_forced_disconnects", "connections closed 
 REFUSED_CONNECTIONS = Counter(
     "orderbus_broker_refused_connections", "connections refused before a session, by reason", ["reason"]
 )
+REQUEUED = Counter(
+    "orderbus_broker_requeued_deliveries", "QoS 1 deliveries not acknowledged in time, kept for the persistent session"
+)

@@ -232,3 +232,24 @@ def test_an_offline_persistent_session_keeps_a_bounded_queue_and_gets_it_on_retu
     assert [int(m.payload) for m in back.collect(20)] == list(range(20))
     for client in (bus, back):
         client.close()
+
+
+def test_a_delivery_never_acknowledged_is_kept_for_the_persistent_session(broker):
+    """amqtt forgot a QoS 1 delivery after 5 s without PUBACK; a printer would lose that ticket."""
+    token = broker.token("printer-1", "printer", station="grill")
+    mute = raw.open_socket(broker.port, timeout=15)
+    mute.sendall(raw.connect("printer-1", token, clean=False, keepalive=60))
+    assert raw.connack_code(mute) == ACCEPTED
+    mute.sendall(raw.subscribe("restaurant/7/kitchen/grill/tickets", qos=1))
+    assert raw.read_packet(mute)[0] == 9
+    bus = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
+    assert bus.connect() == 0
+    bus.client.publish("restaurant/7/kitchen/grill/tickets", b"ticket-311", qos=1).wait_for_publish(5)
+    kind, body = raw.read_packet(mute)  # the PUBLISH arrives, and the printer never acknowledges it
+    assert kind == 3 and body.endswith(b"ticket-311")
+    assert raw.closed_by_peer(mute, within=10.0)  # dropped once amqtt's 5 s PUBACK wait ran out
+    back = Subscriber(broker.port, "printer-1", token, clean_session=False)
+    assert back.connect() == 0
+    assert back.collect(1)[0].payload == b"ticket-311"
+    for client in (bus, back):
+        client.close()

@@ -1,0 +1,225 @@
+"""amqtt plugin: traffic counters, connection events, and the `$SYS/broker/...` topics.
+
+Counting every packet through amqtt's `on_mqtt_packet_received/sent` plugin events would cost a
+task per packet (amqtt schedules each plugin callback as its own task). Instead the plugin
+answers those two events itself inside the broker's `fire_event`, synchronously: a packet costs a
+couple of counter increments and no task. Connects and disconnects (rare) use the ordinary
+plugin events.
+
+`$SYS/broker/...` is published by this plugin every `sys_interval` seconds (10 by default), at
+QoS 0 and retained, so an MQTT tool that subscribes gets the current values at once. Who may
+read them is the topic ACL's business (`config/acl.toml`: the `ops` role only); deliveries and
+retained messages pass the same per-subscriber check as every other message. The list of
+topics is in docs/ops.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from amqtt import __version__ as amqtt_version
+from amqtt.events import MQTTEvents
+from amqtt.mqtt.packet import DISCONNECT, PUBLISH
+from amqtt.plugins.base import BasePlugin
+from amqtt.session import Session
+
+from api import metrics as m
+from broker.plugins import CLAIMS, role_of
+
+log = logging.getLogger("orderbus.broker")
+SYS_ROOT = "$SYS/broker/"
+
+
+def _packet_bytes(packet: Any) -> int:
+    """Size on the wire without re-encoding the packet (amqtt's `bytes_length` encodes it again)."""
+    header = getattr(packet, "fixed_header", None)
+    if header is None:
+        return 0
+    length = header.remaining_length or 0
+    return 2 + length + (length >= 128) + (length >= 16_384) + (length >= 2_097_152)
+
+
+def _count_received(packet: Any, session: Session | None) -> None:
+    if packet is None:
+        return
+    m.BROKER_PACKETS_RECEIVED.inc()
+    m.BROKER_BYTES_RECEIVED.inc(_packet_bytes(packet))
+    kind = packet.fixed_header.packet_type
+    if kind == PUBLISH:
+        m.BROKER_MESSAGES_RECEIVED.inc()
+    elif kind == DISCONNECT and session is not None:
+        session.attributes[m.DISCONNECT_REASON] = "client"
+
+
+def _count_sent(packet: Any) -> None:
+    if packet is None:
+        return
+    m.BROKER_PACKETS_SENT.inc()
+    m.BROKER_BYTES_SENT.inc(_packet_bytes(packet))
+    if packet.fixed_header.packet_type == PUBLISH:
+        m.BROKER_MESSAGES_SENT.inc()
+
+
+def count_packets(manager: Any) -> None:
+    """Answer the per-packet events inside `fire_event`, without scheduling a task per packet."""
+    fire = manager.fire_event
+    received, sent = MQTTEvents.PACKET_RECEIVED, MQTTEvents.PACKET_SENT
+
+    async def fire_event(event_name: Any, *, wait: bool = False, **kwargs: Any) -> None:
+        if event_name == received:
+            _count_received(kwargs.get("packet"), kwargs.get("session"))
+        elif event_name == sent:
+            _count_sent(kwargs.get("packet"))
+        else:
+            await fire(event_name, wait=wait, **kwargs)
+
+    manager.fire_event = fire_event
+
+
+def _claims(session: Session) -> dict[str, Any]:
+    return session.attributes.get(CLAIMS) or {}
+
+
+class MetricsPlugin(BasePlugin):
+    @dataclass
+    class Config:
+        sys_interval: float = 10.0  # seconds between $SYS publications; 0 turns them off
+
+    def __init__(self, context: Any) -> None:
+        super().__init__(context)
+        self.interval = float(self.config.sys_interval)
+        self.started = time.time()
+        self._task: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+
+    @property
+    def broker(self) -> Any:
+        return self.context._broker_instance  # amqtt's BrokerContext keeps the broker here
+
+    def set_interval(self, seconds: float) -> None:
+        """Change how often $SYS is published (takes effect at once)."""
+        self.interval = float(seconds)
+        if self._wake is not None:
+            self._wake.set()
+
+    # --- broker lifecycle --------------------------------------------------------------------
+
+    async def on_broker_pre_start(self) -> None:
+        try:
+            count_packets(self.broker.plugins_manager)
+        except AttributeError:  # a future amqtt without this seam: no traffic counts, everything else works
+            log.warning("cannot count MQTT packets with this amqtt version; traffic metrics stay at 0")
+
+    async def on_broker_post_start(self) -> None:
+        self.started = time.time()
+        self._wake = asyncio.Event()
+        self._task = asyncio.create_task(self._publish_loop(), name="orderbus-sys-topics")
+
+    async def on_broker_pre_shutdown(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    # --- connections -------------------------------------------------------------------------
+
+    async def on_broker_client_connected(self, client_id: str, client_session: Session) -> None:
+        entry = self.broker.sessions.get(client_id)
+        listener = m.listener_of(entry[1].writer) if entry and entry[1] is not None else "other"
+        client_session.attributes[m.LISTENER] = listener
+        client_session.attributes.pop(m.DISCONNECT_REASON, None)
+        m.BROKER_CONNECTS.labels(role=role_of(client_session), listener=listener).inc()
+
+    async def on_broker_client_disconnected(self, client_id: str, client_session: Session) -> None:
+        attributes = client_session.attributes
+        reason = attributes.pop(m.DISCONNECT_REASON, None) or "lost"
+        listener = attributes.get(m.LISTENER, "other")
+        role = role_of(client_session)
+        m.BROKER_DISCONNECTS.labels(role=role, listener=listener, reason=reason).inc()
+        claims = _claims(client_session)
+        log.info(
+            "disconnect client_id=%s role=%s rid=%s reason=%s",
+            client_id,
+            role,
+            claims.get("rid"),
+            reason,
+            extra={
+                "event": "disconnect",
+                "client_id": client_id,
+                "role": role,
+                "restaurant": claims.get("rid"),
+                "reason": reason,
+                "listener": listener,
+            },
+        )
+
+    # --- $SYS --------------------------------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        assert self._wake is not None
+        await self._retain(SYS_ROOT + "version", f"orderbus (amqtt {amqtt_version})")
+        while True:
+            if self.interval > 0:
+                try:
+                    for topic, value in self.sys_values().items():
+                        await self._retain(SYS_ROOT + topic, value)
+                except Exception:
+                    log.exception("could not publish $SYS topics")
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.interval if self.interval > 0 else None)
+
+    async def _retain(self, topic: str, value: object) -> None:
+        data = str(value).encode()
+        await self.broker.retain_message(None, topic, data, 0)
+        await self.broker.internal_message_broadcast(topic, data, 0)  # QoS 0: never queued for absent sessions
+
+    def sys_values(self) -> dict[str, object]:
+        figures = m.broker_figures(self.broker)
+
+        def value(counter: Any) -> int:
+            return int(
+                sum(s.value for metric in counter.collect() for s in metric.samples if s.name.endswith("_total"))
+            )
+
+        def by_label(counter: Any, label: str) -> dict[str, int]:
+            out: dict[str, int] = {}
+            for metric in counter.collect():
+                for s in metric.samples:
+                    if s.name.endswith("_total"):
+                        out[s.labels[label]] = out.get(s.labels[label], 0) + int(s.value)
+            return out
+
+        values: dict[str, object] = {
+            "uptime": f"{int(time.time() - self.started)} seconds",
+            "clients/connected": figures["connected"],
+            "clients/disconnected": figures["offline_sessions"],
+            "clients/total": figures["connected"] + figures["offline_sessions"],
+            "messages/received": value(m.BROKER_PACKETS_RECEIVED),
+            "messages/sent": value(m.BROKER_PACKETS_SENT),
+            "publish/messages/received": value(m.BROKER_MESSAGES_RECEIVED),
+            "publish/messages/sent": value(m.BROKER_MESSAGES_SENT),
+            "publish/messages/dropped": value(m.DROPPED),
+            "bytes/received": value(m.BROKER_BYTES_RECEIVED),
+            "bytes/sent": value(m.BROKER_BYTES_SENT),
+            "retained messages/count": figures["retained"],
+            "subscriptions/count": figures["subscriptions"],
+            "store/messages/count": figures["stored_messages"],
+            "orderbus/queue/deepest": max(figures["deepest_offline_queue"], figures["deepest_inflight"]),
+            "orderbus/auth/failures": value(m.AUTH_FAILURES),
+            "orderbus/acl/denials": value(m.ACL_DENIALS),
+        }
+        roles: dict[str, int] = {}
+        for (role, _listener), count in figures["connections"].items():
+            roles[role] = roles.get(role, 0) + count
+        for role in sorted(set(roles) | {"admin", "staff", "printer", "tablet", "scale", "ops", "service"}):
+            values[f"orderbus/clients/{role}"] = roles.get(role, 0)
+        for cause, count in sorted(by_label(m.DROPPED, "cause").items()):
+            values[f"orderbus/dropped/{cause}"] = count
+        return values
