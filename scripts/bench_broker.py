@@ -8,6 +8,8 @@
    Reported: deliveries/s for each broker and the ratio hardened / bare (target >= 0.8).
 2. Memory per idle connection: 5,000 authenticated MQTT connections held open; the broker's
    RSS growth divided by the count (target <= 40 KiB).
+3. A frozen subscriber: one client stops reading while 1 KiB messages flow at 1,000/s for
+   20 s; the broker's RSS growth (bare amqtt grows without bound; ours stops at the backlog limit).
 
 A measurement, not a test: it prints numbers and PASS/MISS against the targets and exits 0.
 """
@@ -204,6 +206,58 @@ def idle_connection_kib(broker: BrokerProcess, count: int) -> tuple[float, int]:
     return (after - before) / max(accepted, 1), accepted
 
 
+# --- 3. a frozen subscriber -------------------------------------------------------------------
+
+
+def frozen_subscriber_growth_mib(broker: BrokerProcess, seconds: float = 20.0, rate: int = 1000) -> float:
+    """RSS growth while one subscriber stops reading and 1 KiB messages flow at `rate`/s."""
+    password = None
+    if broker.kind == "hardened":
+        password = TokenService(KEY).issue(sub="frozen", role="staff", rid=7, audience="mqtt", ttl_seconds=3600)
+    frozen = socket.create_connection(("127.0.0.1", broker.port))
+    frozen.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    frozen.sendall(raw.connect("frozen", password, keepalive=600))
+    raw.read_packet(frozen)
+    frozen.sendall(raw.subscribe(TOPIC, qos=0))
+    raw.read_packet(frozen)  # SUBACK; it reads nothing from here on
+    before = broker.rss_kib()
+    publisher = subprocess.Popen(
+        [
+            "taskset",
+            "-c",
+            "1",
+            "mosquitto_pub",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(broker.port),
+            "-q",
+            "0",
+            "-t",
+            TOPIC,
+            "-l",
+            *broker.credentials("bench-pub", "service"),
+        ],
+        stdin=subprocess.PIPE,
+    )
+    line = ("x" * 1023 + "\n").encode()
+    started = time.monotonic()
+    sent = 0
+    assert publisher.stdin is not None
+    while (elapsed := time.monotonic() - started) < seconds:
+        due = int(elapsed * rate)
+        if due > sent:
+            publisher.stdin.write(line * (due - sent))
+            publisher.stdin.flush()
+            sent = due
+        time.sleep(0.01)
+    after = broker.rss_kib()
+    publisher.stdin.close()
+    publisher.wait(timeout=30)
+    frozen.close()
+    return (after - before) / 1024
+
+
 # --- main ---------------------------------------------------------------------------------------
 
 
@@ -212,6 +266,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--subscribers", type=int, default=10)
     parser.add_argument("--idle", type=int, default=5000)
+    parser.add_argument("--frozen-seconds", type=float, default=20.0)
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds per broker; the median is kept")
     args = parser.parse_args()
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -239,6 +294,15 @@ def main() -> None:
             broker.stop()
         print(f"  idle {kind:>8}: {memory[kind][0]:.1f} KiB per connection ({memory[kind][1]} connected)", flush=True)
 
+    growth: dict[str, float] = {}
+    for kind in ("bare", "hardened"):
+        broker = BrokerProcess(kind)
+        try:
+            growth[kind] = frozen_subscriber_growth_mib(broker, args.frozen_seconds)
+        finally:
+            broker.stop()
+        print(f"  frozen subscriber {kind:>8}: +{growth[kind]:.1f} MiB in {args.frozen_seconds:.0f} s", flush=True)
+
     print("\nresults (median of rounds)")
     print(f"{'':24}{'bare amqtt':>14}{'hardened':>14}{'ratio':>9}  target")
     for qos in (0, 1):
@@ -250,6 +314,7 @@ def main() -> None:
     per_conn = memory["hardened"][0]
     verdict = "PASS" if per_conn <= 40 else "MISS"
     print(f"{'KiB per idle connection':24}{memory['bare'][0]:14.1f}{per_conn:14.1f}{'':9}  <= 40 KiB {verdict}")
+    print(f"{'MiB growth, frozen sub':24}{growth['bare']:14.1f}{growth['hardened']:14.1f}{'':9}  bounded")
     print(f"(connections held: bare {memory['bare'][1]}, hardened {memory['hardened'][1]} of {args.idle})")
 
 
