@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
+from api.metrics import RELAY_EVENTS_PUBLISHED, RELAY_PUBLISH_SECONDS
 from api.models import OutboxEvent
 from bridge.routing import publications
 
@@ -86,6 +88,7 @@ class Relay:
             ).all()
         if not rows:
             return 0
+        started = time.monotonic()
         infos = [
             self._client.publish(pub.topic, pub.payload, qos=1, retain=pub.retain)
             for _row_id, envelope in rows
@@ -94,6 +97,7 @@ class Relay:
         for info in infos:
             if not self._wait_for_ack(info):
                 return 0
+            RELAY_PUBLISH_SECONDS.observe(time.monotonic() - started)  # publish → PUBACK (outages included)
         with Session(self._engine) as session:
             session.execute(
                 update(OutboxEvent)
@@ -101,6 +105,7 @@ class Relay:
                 .values(published_at=datetime.now(UTC))
             )
             session.commit()
+        RELAY_EVENTS_PUBLISHED.inc(len(rows))
         return len(rows)
 
     def _wait_for_ack(self, info: mqtt.MQTTMessageInfo) -> bool:

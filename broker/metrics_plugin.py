@@ -35,34 +35,33 @@ log = logging.getLogger("orderbus.broker")
 SYS_ROOT = "$SYS/broker/"
 
 
-def _packet_bytes(packet: Any) -> int:
-    """Size on the wire without re-encoding the packet (amqtt's `bytes_length` encodes it again)."""
-    header = getattr(packet, "fixed_header", None)
-    if header is None:
-        return 0
-    length = header.remaining_length or 0
+def _packet_bytes(length: int) -> int:
+    """Size on the wire from the remaining length (amqtt's `bytes_length` would encode the packet again)."""
     return 2 + length + (length >= 128) + (length >= 16_384) + (length >= 2_097_152)
 
 
 def _count_received(packet: Any, session: Session | None) -> None:
-    if packet is None:
+    header = getattr(packet, "fixed_header", None)
+    if header is None:
         return
-    m.BROKER_PACKETS_RECEIVED.inc()
-    m.BROKER_BYTES_RECEIVED.inc(_packet_bytes(packet))
-    kind = packet.fixed_header.packet_type
-    if kind == PUBLISH:
-        m.BROKER_MESSAGES_RECEIVED.inc()
-    elif kind == DISCONNECT and session is not None:
+    traffic = m.TRAFFIC
+    traffic.packets_received += 1
+    traffic.bytes_received += _packet_bytes(header.remaining_length or 0)
+    if header.packet_type == PUBLISH:
+        traffic.messages_received += 1
+    elif header.packet_type == DISCONNECT and session is not None:
         session.attributes[m.DISCONNECT_REASON] = "client"
 
 
 def _count_sent(packet: Any) -> None:
-    if packet is None:
+    header = getattr(packet, "fixed_header", None)
+    if header is None:
         return
-    m.BROKER_PACKETS_SENT.inc()
-    m.BROKER_BYTES_SENT.inc(_packet_bytes(packet))
-    if packet.fixed_header.packet_type == PUBLISH:
-        m.BROKER_MESSAGES_SENT.inc()
+    traffic = m.TRAFFIC
+    traffic.packets_sent += 1
+    traffic.bytes_sent += _packet_bytes(header.remaining_length or 0)
+    if header.packet_type == PUBLISH:
+        traffic.messages_sent += 1
 
 
 def count_packets(manager: Any) -> None:
@@ -181,7 +180,7 @@ class MetricsPlugin(BasePlugin):
         await self.broker.internal_message_broadcast(topic, data, 0)  # QoS 0: never queued for absent sessions
 
     def sys_values(self) -> dict[str, object]:
-        figures = m.broker_figures(self.broker)
+        figures, traffic = m.broker_figures(self.broker), m.TRAFFIC
 
         def value(counter: Any) -> int:
             return int(
@@ -201,13 +200,13 @@ class MetricsPlugin(BasePlugin):
             "clients/connected": figures["connected"],
             "clients/disconnected": figures["offline_sessions"],
             "clients/total": figures["connected"] + figures["offline_sessions"],
-            "messages/received": value(m.BROKER_PACKETS_RECEIVED),
-            "messages/sent": value(m.BROKER_PACKETS_SENT),
-            "publish/messages/received": value(m.BROKER_MESSAGES_RECEIVED),
-            "publish/messages/sent": value(m.BROKER_MESSAGES_SENT),
+            "messages/received": traffic.packets_received,
+            "messages/sent": traffic.packets_sent,
+            "publish/messages/received": traffic.messages_received,
+            "publish/messages/sent": traffic.messages_sent,
             "publish/messages/dropped": value(m.DROPPED),
-            "bytes/received": value(m.BROKER_BYTES_RECEIVED),
-            "bytes/sent": value(m.BROKER_BYTES_SENT),
+            "bytes/received": traffic.bytes_received,
+            "bytes/sent": traffic.bytes_sent,
             "retained messages/count": figures["retained"],
             "subscriptions/count": figures["subscriptions"],
             "store/messages/count": figures["stored_messages"],

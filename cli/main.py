@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
 import signal
 from pathlib import Path
@@ -15,7 +14,9 @@ from rich.console import Console
 
 from api.demo import ensure_demo
 from api.tokens import ROLES, TokenService, load_or_create_key
+from cli import logs
 from cli.runtime import Parts, PortInUse, Runtime
+from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
 
 app = typer.Typer(no_args_is_help=True, help="orderbus: an MQTT event bus for restaurant devices.")
@@ -28,6 +29,10 @@ Host = Annotated[str | None, typer.Option(help="Address to listen on [default: 1
 HttpPort = Annotated[int | None, typer.Option(help="HTTP port of the API and dashboard [default: 8000].")]
 MqttPort = Annotated[int | None, typer.Option(help="MQTT over TCP [default: 1883].")]
 WsPort = Annotated[int | None, typer.Option(help="MQTT over WebSocket, path /mqtt [default: 8083].")]
+LogJson = Annotated[
+    bool | None,
+    typer.Option("--log-json", help="Log one JSON object per line (ORDERBUS_LOG_JSON).", show_default=False),
+]
 
 
 def _settings(config: Path | None, **flags: object) -> Settings:
@@ -38,14 +43,8 @@ def _settings(config: Path | None, **flags: object) -> Settings:
         raise typer.Exit(2) from exc
 
 
-def _logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("amqtt", "transitions", "websockets", "uvicorn.error"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
 def _run(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
-    _logging()
+    logs.configure(json_lines=settings.log_json)
     try:
         asyncio.run(_serve(settings, broker=broker, api=api, bridge=bridge))
     except PortInUse as exc:
@@ -114,10 +113,18 @@ def up(
     mqtt_port: MqttPort = None,
     ws_port: WsPort = None,
     demo: Annotated[bool | None, typer.Option("--demo", help="Create a demo restaurant (once).")] = None,
+    log_json: LogJson = None,
 ) -> None:
     """Run broker, API, outbox relay and device ingest in one process (SQLite by default)."""
     settings = _settings(
-        config, data_dir=data_dir, host=host, http_port=http_port, mqtt_port=mqtt_port, ws_port=ws_port, demo=demo
+        config,
+        data_dir=data_dir,
+        host=host,
+        http_port=http_port,
+        mqtt_port=mqtt_port,
+        ws_port=ws_port,
+        demo=demo,
+        log_json=log_json,
     )
     _run(settings, broker=True, api=True, bridge=True)
 
@@ -129,10 +136,11 @@ def broker(
     host: Host = None,
     mqtt_port: MqttPort = None,
     ws_port: WsPort = None,
+    log_json: LogJson = None,
 ) -> None:
     """Run only the embedded broker."""
     _run(
-        _settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, ws_port=ws_port),
+        _settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, ws_port=ws_port, log_json=log_json),
         broker=True,
         api=False,
         bridge=False,
@@ -140,15 +148,29 @@ def broker(
 
 
 @app.command()
-def api(data_dir: DataDir = None, config: ConfigFile = None, host: Host = None, http_port: HttpPort = None) -> None:
+def api(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    host: Host = None,
+    http_port: HttpPort = None,
+    log_json: LogJson = None,
+) -> None:
     """Run only the HTTP API (a separate `orderbus bridge` publishes its events)."""
-    _run(_settings(config, data_dir=data_dir, host=host, http_port=http_port), broker=False, api=True, bridge=False)
+    settings = _settings(config, data_dir=data_dir, host=host, http_port=http_port, log_json=log_json)
+    _run(settings, broker=False, api=True, bridge=False)
 
 
 @app.command()
-def bridge(data_dir: DataDir = None, config: ConfigFile = None, host: Host = None, mqtt_port: MqttPort = None) -> None:
+def bridge(
+    data_dir: DataDir = None,
+    config: ConfigFile = None,
+    host: Host = None,
+    mqtt_port: MqttPort = None,
+    log_json: LogJson = None,
+) -> None:
     """Run only the outbox relay and device ingest, against the broker at --host:--mqtt-port."""
-    _run(_settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port), broker=False, api=False, bridge=True)
+    settings = _settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, log_json=log_json)
+    _run(settings, broker=False, api=False, bridge=True)
 
 
 _TTL = re.compile(r"^(\d+)([smhd]?)$")
@@ -195,6 +217,8 @@ def token(
     err.print(f"{role} token for {sub}, restaurant {restaurant}, valid {ttl}; MQTT client id: {sub}[:suffix]")
     print(signed)
 
+
+app.command()(status)  # `orderbus status`: the live terminal view (cli/status.py)
 
 if __name__ == "__main__":
     app()

@@ -9,10 +9,12 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
 
+from api import metrics
 from api.db import create_schema, make_engine
 from api.main import create_app
 from api.services.devices import DeviceDenylist, token_denylist
@@ -22,6 +24,7 @@ from bridge.mqtt import service_client
 from bridge.relay import Relay
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
+from cli import logs
 from config.settings import Settings
 
 log = logging.getLogger("orderbus")
@@ -43,6 +46,7 @@ class Parts:
     def build(cls, settings: Settings) -> Parts:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
+        logs.add_secret(key)  # never in a log line, whatever logs it
         engine = make_engine(settings.db_url)
         create_schema(engine)
         return cls(settings, engine, TokenService(key), Policy.load(settings.acl_policy))
@@ -124,6 +128,7 @@ class Runtime:
         self.revocations = RevocationWatch(parts.engine)
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
+        self._metrics_server: Any = None
 
     @property
     def listeners(self) -> Listeners:
@@ -143,6 +148,8 @@ class Runtime:
                 ports |= {f"ORDERBUS_{name.upper()}": port for name, port in tls.items() if port}
         if self.with_api:
             ports["--http-port"] = self.settings.http_port
+        elif self.settings.metrics_port:
+            ports["ORDERBUS_METRICS_PORT"] = self.settings.metrics_port
         check_ports(self.settings.host, ports)
         if self.with_broker:
             await self.start_broker()
@@ -150,12 +157,23 @@ class Runtime:
             self._start_bridge()
         if self.with_api:
             await self._start_api()
+        elif self.settings.metrics_port:  # no API in this process: /metrics on a port of its own
+            self._metrics_server, _thread = metrics.serve_metrics(
+                self.settings.metrics_port, self.settings.host, self.metrics_state()
+            )
+
+    def metrics_state(self) -> metrics.StateCollector:
+        """The state gauges of this process: its database, and its broker when it runs one."""
+        return metrics.StateCollector(self.parts.engine, (lambda: self.broker) if self.with_broker else None)
 
     async def start_broker(self) -> None:
         self.revocations.start()
         self.broker = await start_broker(
             self.listeners, self.parts.tokens, self.parts.policy, refuses=self.revocations.refuses
         )
+        sys_topics = self.broker.plugins_manager.get_plugin("MetricsPlugin")
+        if sys_topics is not None:
+            sys_topics.set_interval(self.settings.sys_interval_seconds)
 
     async def stop_broker(self) -> None:
         if self.broker is not None:
@@ -176,8 +194,14 @@ class Runtime:
 
     async def _start_api(self) -> None:
         app = create_app(self.settings, self.parts.engine, self.parts.tokens, self.wake_relay)
+        app.state.broker = (lambda: self.broker) if self.with_broker else None  # for /metrics
         config = uvicorn.Config(
-            app, host=self.settings.host, port=self.settings.http_port, log_level="warning", lifespan="off"
+            app,
+            host=self.settings.host,
+            port=self.settings.http_port,
+            log_level="warning",
+            log_config=None,  # uvicorn logs through the root handler: JSON lines, redaction
+            lifespan="off",
         )
         self._api_server = _ApiServer(config)
         self._api_task = asyncio.create_task(self._api_server.serve())
@@ -198,4 +222,7 @@ class Runtime:
         if self.relay is not None:
             await loop.run_in_executor(None, self.relay.stop)
         await self.stop_broker()
+        if self._metrics_server is not None:
+            await loop.run_in_executor(None, self._metrics_server.shutdown)
+            self._metrics_server = None
         self.parts.engine.dispose()

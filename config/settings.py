@@ -37,6 +37,11 @@ class Settings(BaseSettings):
     acl_policy: Path = DEFAULT_ACL_POLICY
     api_token_ttl_seconds: int = 8 * 3600
     mqtt_token_ttl_seconds: int = 15 * 60
+    # ops (docs/ops.md)
+    log_json: bool = False  # one JSON object per log line
+    sys_interval_seconds: float = 10.0  # how often the broker publishes $SYS/broker/...; 0 turns it off
+    ready_max_outbox_lag_seconds: float = 30.0  # /readyz fails when the oldest unpublished event is older
+    metrics_port: int | None = None  # /metrics on its own port, for processes without the API
 
     @property
     def db_url(self) -> str:
