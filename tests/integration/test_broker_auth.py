@@ -126,4 +126,3 @@ def test_retained_messages_never_cross_restaurants(stack: Stack, subscribers):
     got = eight.drain(quiet=0.5)
     assert [m.topic for m in got] == ["restaurant/8/orders/open/2"]
     assert seven.drain(quiet=0.2) == []
-
