@@ -9,7 +9,9 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
 from api.domain import DomainError
-from api.routers import auth, categories, devices, events, inventory, menu_items, menus, notifications, orders
+from api.metrics import HttpMetricsMiddleware
+from api.routers import auth, categories, devices, events, inventory, menu_items, menus, notifications, ops, orders
+from api.routers.dashboard import mount as mount_dashboard
 from api.tokens import TokenService
 from config.settings import Settings
 
@@ -35,13 +37,13 @@ def create_app(
     for module in (auth, categories, menus, menu_items, inventory, orders, notifications, events, devices):
         api.include_router(module.router)
     app.include_router(api)
+    mount_dashboard(app, API_PREFIX)  # the browser dashboard: /, /debug.html, /static/, GET /api/v1/config
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=exc.code)
 
-    @app.get("/healthz", include_in_schema=False)
-    def healthz() -> dict:
-        return {"status": "ok"}
+    app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
+    app.add_middleware(HttpMetricsMiddleware)
 
     return app

@@ -1,0 +1,102 @@
+// The REST API as the dashboard uses it. Every request has a timeout: a hung poll must never stall
+// the loop that keeps the screen current.
+
+export const API_PREFIX = "/api/v1";
+const TIMEOUT_MS = 10_000;
+
+export class ApiError extends Error {
+  constructor(status, detail) {
+    super(typeof detail === "string" ? detail : `HTTP ${status}`);
+    this.status = status;
+    this.detail = detail;
+  }
+}
+
+function describe(detail) {
+  if (typeof detail === "string") return detail;
+  if (Array.isArray(detail)) {
+    return detail.map((d) => (d && typeof d.msg === "string" ? d.msg : JSON.stringify(d))).join("; ");
+  }
+  return detail === undefined ? "" : JSON.stringify(detail);
+}
+
+export class Api {
+  /** `token()` returns the current API token (or null); `onUnauthorized()` is called on a 401. */
+  constructor({ token = () => null, onUnauthorized = () => {}, base = API_PREFIX, fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
+    this.token = token;
+    this.onUnauthorized = onUnauthorized;
+    this.base = base;
+    this.fetch = fetchImpl;
+  }
+
+  async request(method, path, body = undefined, { auth = true, timeoutMs = TIMEOUT_MS } = {}) {
+    const headers = { accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    const token = auth ? this.token() : null;
+    if (token) headers.authorization = `Bearer ${token}`;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), timeoutMs);
+    let response;
+    try {
+      response = await this.fetch(this.base + path, {
+        method,
+        headers,
+        body: body === undefined ? undefined : JSON.stringify(body),
+        signal: controller.signal,
+        cache: "no-store",
+        credentials: "omit",
+      });
+    } catch (error) {
+      throw new ApiError(0, controller.signal.aborted ? "the server did not answer in time" : "cannot reach the server");
+    } finally {
+      clearTimeout(timer);
+    }
+    let payload = null;
+    const type = response.headers.get("content-type") ?? "";
+    if (response.status !== 204 && type.includes("application/json")) {
+      try {
+        payload = await response.json();
+      } catch {
+        payload = null;
+      }
+    }
+    if (!response.ok) {
+      const error = new ApiError(response.status, describe(payload?.detail) || `HTTP ${response.status}`);
+      if (response.status === 401 && auth) this.onUnauthorized(error);
+      throw error;
+    }
+    return payload;
+  }
+
+  config() {
+    return this.request("GET", "/config", undefined, { auth: false });
+  }
+
+  login(email, password) {
+    return this.request("POST", "/auth/login", { email, password }, { auth: false });
+  }
+
+  mqttToken() {
+    return this.request("POST", "/auth/mqtt-token");
+  }
+
+  snapshot(rid) {
+    return this.request("GET", `/restaurants/${rid}/dashboard`);
+  }
+
+  eventsAfter(rid, after, limit = 100) {
+    return this.request("GET", `/restaurants/${rid}/events?after=${encodeURIComponent(after)}&limit=${limit}`);
+  }
+
+  setStatus(rid, orderId, status) {
+    return this.request("POST", `/restaurants/${rid}/orders/${orderId}/status`, { status });
+  }
+
+  refund(rid, orderId, amountCents, reason) {
+    return this.request("POST", `/restaurants/${rid}/orders/${orderId}/refunds`, { amount_cents: amountCents, reason });
+  }
+
+  markRead(rid, notificationId) {
+    return this.request("POST", `/restaurants/${rid}/notifications/${notificationId}/read`);
+  }
+}

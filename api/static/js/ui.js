@@ -1,0 +1,435 @@
+// Rendering of the dashboard. Text goes in through textContent only (order notes and names are user
+// input). Lists are updated in place by key, so a button keeps its focus while events arrive.
+
+import { NEXT_STATUS, OPEN_STATUSES, formatCents, isLow, orderLabel } from "./state.js";
+
+const NEXT_LABEL = { preparing: "Start preparing", ready: "Mark ready", completed: "Complete" };
+const STATE_LABEL = {
+  "signed-out": "Signed out",
+  connecting: "Connecting…",
+  "catching-up": "Catching up…",
+  live: "Live",
+  reconnecting: "Reconnecting…",
+  polling: "Polling",
+  offline: "Offline",
+  refused: "Token refused",
+  stopped: "Stopped",
+};
+
+/** `h("li", {class: "x", dataset: {id: 1}}, "text", child)`: a DOM element, children as text or nodes. */
+export function h(tag, attrs = {}, ...children) {
+  const el = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs)) {
+    if (value === null || value === undefined || value === false) continue;
+    if (key === "class") el.className = value;
+    else if (key === "dataset") Object.assign(el.dataset, value);
+    else if (key.startsWith("on") && typeof value === "function") el.addEventListener(key.slice(2), value);
+    else if (value === true) el.setAttribute(key, "");
+    else el.setAttribute(key, String(value));
+  }
+  for (const child of children.flat()) {
+    if (child === null || child === undefined || child === false) continue;
+    el.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+  return el;
+}
+
+function setText(el, value) {
+  const next = String(value ?? "");
+  if (el.textContent !== next) el.textContent = next;
+}
+
+function timeOf(iso) {
+  if (!iso) return "";
+  const date = new Date(iso.endsWith("Z") || /[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`);
+  return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+}
+
+/** Put `elements` into `list` in this order, moving only what is out of place; remove the rest. */
+function arrange(list, elements) {
+  const wanted = new Set(elements);
+  for (const child of [...list.children]) if (!wanted.has(child)) child.remove();
+  let cursor = list.firstElementChild;
+  for (const el of elements) {
+    if (el === cursor) {
+      cursor = cursor.nextElementSibling;
+    } else {
+      list.insertBefore(el, cursor);
+    }
+  }
+}
+
+export class DashboardUi {
+  /** `actions`: advance(orderId, status), cancel(orderId), refund(orderId, cents, reason), markRead(id), seen(orderId), dismissAlert(key). */
+  constructor(doc, actions) {
+    this.doc = doc;
+    this.actions = actions;
+    this.$ = (id) => doc.getElementById(id);
+    this.cards = new Map(); // order id -> card
+    this.alertKeys = new Set();
+    this.dismissed = new Set();
+    this.role = "staff";
+    this.connection = null;
+    this.ticker = setInterval(() => this._renderConnectionDetail(), 1000);
+  }
+
+  /** Forget everything shown (sign-out). */
+  reset() {
+    for (const id of ["order-list", "closed-list", "alert-list", "activity-list", "notification-list", "device-list", "stock-rows"]) {
+      this.$(id).replaceChildren();
+    }
+    delete this.$("activity-list").dataset.lastSeq;
+    this.cards.clear();
+    this.alertKeys.clear();
+    this._noteEls?.clear();
+    this.$("refused-banner").hidden = true;
+  }
+
+  showLogin({ message = "", needRestaurant = false } = {}) {
+    this.$("dashboard-view").hidden = true;
+    this.$("session-controls").hidden = true;
+    this.$("login-view").hidden = false;
+    this.$("restaurant-field").hidden = !needRestaurant;
+    this.$("restaurant-name").textContent = "";
+    setText(this.$("login-message"), message);
+    this.renderConnection({ state: "signed-out" });
+    this.$(needRestaurant ? "restaurant" : "email").focus();
+  }
+
+  showDashboard({ role }) {
+    this.role = role;
+    this.$("login-view").hidden = true;
+    this.$("dashboard-view").hidden = false;
+    this.$("session-controls").hidden = false;
+  }
+
+  setRestaurant(label) {
+    setText(this.$("restaurant-name"), label);
+    this.doc.title = `${label} · orderbus`;
+  }
+
+  setSound(on) {
+    const button = this.$("sound-toggle");
+    button.setAttribute("aria-pressed", String(on));
+    setText(button, on ? "Sound: on" : "Sound: off");
+  }
+
+  announce(text) {
+    const region = this.$("announcer");
+    region.textContent = "";
+    setTimeout(() => {
+      region.textContent = text;
+    }, 50);
+  }
+
+  toast(text, { error = false } = {}) {
+    const box = this.$("action-status");
+    box.classList.toggle("is-error", error);
+    box.textContent = text;
+    clearTimeout(this._toastTimer);
+    this._toastTimer = setTimeout(() => {
+      box.textContent = "";
+    }, 8000);
+  }
+
+  // --- connection -------------------------------------------------------------------------------
+
+  renderConnection(info) {
+    this.connection = info;
+    const box = this.$("connection");
+    box.dataset.state = info.state;
+    setText(this.$("connection-label"), STATE_LABEL[info.state] ?? info.state);
+    const banner = this.$("refused-banner");
+    banner.hidden = info.state !== "refused";
+    if (info.state === "refused") setText(this.$("refused-detail"), info.lastError ? `(${info.lastError}.)` : "");
+    this._renderConnectionDetail();
+  }
+
+  _renderConnectionDetail() {
+    const info = this.connection;
+    const detail = this.$("connection-detail");
+    if (!info) return;
+    const parts = [];
+    const wait = info.nextAttemptAt ? Math.max(0, Math.ceil((info.nextAttemptAt - Date.now()) / 1000)) : 0;
+    if (info.state === "reconnecting" || info.state === "polling" || info.state === "offline") {
+      if (info.nextAttemptAt) parts.push(wait > 0 ? `next try in ${wait} s` : "trying now");
+      if (info.state === "polling") parts.push("checking the API every few seconds");
+      if (info.state === "offline") parts.push("the server cannot be reached");
+    }
+    if (info.state === "refused") parts.push("checking the API every few seconds");
+    if (Number.isInteger(info.lastSeq) && info.state !== "signed-out") parts.push(`event #${info.lastSeq}`);
+    setText(detail, parts.join(" · "));
+    detail.title = info.lastError ?? "";
+    detail.dataset.clientId = info.clientId ?? "";
+  }
+
+  // --- state --------------------------------------------------------------------------------------
+
+  render(state, lastSeq = null) {
+    if (this.connection && Number.isInteger(lastSeq) && lastSeq !== this.connection.lastSeq) {
+      this.connection = { ...this.connection, lastSeq };
+      this._renderConnectionDetail();
+    }
+    this._renderOrders(state);
+    this._renderStock(state);
+    this._renderDevices(state);
+    this._renderNotifications(state);
+    this._renderAlerts(state);
+    this._renderActivity(state);
+    const note = this.$("ignored-note");
+    note.hidden = state.ignored.total === 0;
+    const reasons = Object.entries(state.ignored.reasons).map(([reason, n]) => `${reason} ${n}`).join(", ");
+    setText(note, `Ignored ${state.ignored.total} malformed message${state.ignored.total === 1 ? "" : "s"} (${reasons}).`);
+    note.dataset.count = String(state.ignored.total);
+  }
+
+  _renderOrders(state) {
+    const open = state.openOrders();
+    const list = this.$("order-list");
+    const focused = this.doc.activeElement;
+    const cards = open.map((entry) => {
+      let card = this.cards.get(entry.order.id);
+      if (!card) {
+        card = this._createCard(entry.order.id);
+        this.cards.set(entry.order.id, card);
+      }
+      this._updateCard(card, entry);
+      return card.root;
+    });
+    const openIds = new Set(open.map((entry) => entry.order.id));
+    for (const [id, card] of this.cards) {
+      if (!openIds.has(id)) {
+        if (card.root.contains(focused)) this.$("orders-heading").focus();
+        this.cards.delete(id);
+      }
+    }
+    arrange(list, cards);
+    setText(this.$("open-count"), open.length);
+    this.$("orders-empty").hidden = open.length > 0;
+
+    const closed = state.closedOrders();
+    setText(this.$("closed-count"), closed.length);
+    const closedList = this.$("closed-list");
+    closedList.replaceChildren(
+      ...closed.map(({ order, cleared }) => {
+        const status = OPEN_STATUSES.has(order.status) && cleared ? "closed" : order.status;
+        return h(
+          "li",
+          { dataset: { orderId: order.id, status } },
+          h("span", { class: `badge status status-${status}` }, status),
+          `${orderLabel(order)} · ${formatCents(order.total_cents)}`,
+          order.refunded_cents ? ` · refunded ${formatCents(order.refunded_cents)}` : "",
+        );
+      }),
+    );
+  }
+
+  _createCard(orderId) {
+    const titleId = `order-${orderId}-title`;
+    const title = h("h3", { id: titleId });
+    const newBadge = h("span", { class: "badge badge-new" }, "New");
+    const status = h("span", { class: "badge status" });
+    const meta = h("p", { class: "meta" });
+    const lines = h("ul", { class: "lines", "aria-label": "Items" });
+    const notes = h("p", { class: "order-notes" });
+    const money = h("p", { class: "money" });
+    const advance = h("button", { type: "button", class: "primary", dataset: { action: "advance" } });
+    const cancel = h("button", { type: "button", class: "danger", dataset: { action: "cancel" } }, "Cancel order");
+    const amount = h("input", { type: "number", name: "amount", min: "0.01", step: "0.01", inputmode: "decimal", required: true });
+    const reason = h("input", { type: "text", name: "reason", maxlength: "200" });
+    const refundForm = h(
+      "form",
+      { class: "refund-form" },
+      h("label", {}, "Amount", amount),
+      h("label", {}, "Reason", reason),
+      h("button", { type: "submit" }, "Refund"),
+    );
+    const refund = h("details", { class: "refund" }, h("summary", {}, "Refund…"), refundForm);
+    const actions = h("div", { class: "actions" }, advance, cancel, refund);
+    const article = h("article", { "aria-labelledby": titleId },
+      h("div", { class: "order-head" }, title, newBadge, status), meta, lines, notes, money, actions);
+    const root = h("li", { class: "order-card", dataset: { orderId } }, article);
+    const card = { root, title, newBadge, status, meta, lines, notes, money, advance, cancel, refund, amount, reason, key: "" };
+
+    advance.addEventListener("click", () => {
+      const next = advance.dataset.next;
+      if (next) this.actions.advance(orderId, next, advance);
+    });
+    cancel.addEventListener("click", () => {
+      if (cancel.dataset.confirm === "true") {
+        cancel.dataset.confirm = "false";
+        setText(cancel, "Cancel order");
+        this.actions.cancel(orderId, cancel);
+        return;
+      }
+      cancel.dataset.confirm = "true";
+      setText(cancel, "Confirm cancel");
+      setTimeout(() => {
+        cancel.dataset.confirm = "false";
+        setText(cancel, "Cancel order");
+      }, 5000);
+    });
+    refundForm.addEventListener("submit", (event) => {
+      event.preventDefault();
+      const cents = Math.round(Number(amount.value) * 100);
+      if (!Number.isInteger(cents) || cents <= 0) {
+        this.toast("Enter a refund amount above zero.", { error: true });
+        amount.focus();
+        return;
+      }
+      this.actions.refund(orderId, cents, reason.value.trim(), () => {
+        amount.value = "";
+        reason.value = "";
+        refund.open = false;
+      });
+    });
+    root.addEventListener("focusin", () => this.actions.seen(orderId));
+    root.addEventListener("pointerdown", () => this.actions.seen(orderId));
+    return card;
+  }
+
+  _updateCard(card, entry) {
+    const { order } = entry;
+    card.root.dataset.new = String(entry.isNew === true);
+    card.newBadge.hidden = entry.isNew !== true;
+    const key = `${entry.seq}:${order.version}:${order.status}`;
+    if (card.key === key) return;
+    card.key = key;
+    card.root.dataset.status = order.status;
+    card.root.dataset.seq = String(entry.seq);
+    setText(card.title, `Order ${orderLabel(order)}`);
+    card.status.className = `badge status status-${order.status}`;
+    setText(card.status, order.status);
+    const meta = [
+      order.server_name ? `server ${order.server_name}` : "",
+      timeOf(order.created_at) ? `placed ${timeOf(order.created_at)}` : "",
+    ].filter(Boolean);
+    setText(card.meta, meta.join(" · "));
+    card.lines.replaceChildren(
+      ...order.items.map((item) =>
+        h(
+          "li",
+          {},
+          `${item.quantity} × ${item.name}`,
+          item.modifiers.length || item.notes
+            ? h("span", { class: "mods" }, [...item.modifiers, item.notes].filter(Boolean).join(", "))
+            : null,
+        ),
+      ),
+    );
+    setText(card.notes, order.notes);
+    card.notes.hidden = !order.notes;
+    const left = order.total_cents - order.refunded_cents;
+    setText(card.money, `Total ${formatCents(order.total_cents)}${order.refunded_cents ? ` · refunded ${formatCents(order.refunded_cents)}` : ""}`);
+    const next = NEXT_STATUS[order.status];
+    card.advance.hidden = !next;
+    card.advance.dataset.next = next ?? "";
+    setText(card.advance, NEXT_LABEL[next] ?? "");
+    card.advance.setAttribute("aria-label", next ? `${NEXT_LABEL[next]}: order ${order.id}` : "");
+    card.cancel.setAttribute("aria-label", `Cancel order ${order.id}`);
+    const mayRefund = (this.role === "admin" || this.role === "super_admin") && left > 0;
+    card.refund.hidden = !mayRefund;
+    card.amount.max = (left / 100).toFixed(2);
+    card.amount.setAttribute("aria-label", `Refund amount for order ${order.id}, up to ${formatCents(left)}`);
+  }
+
+  _renderStock(state) {
+    const items = state.stockItems();
+    this.$("stock-empty").hidden = items.length > 0;
+    this.$("stock-table").hidden = items.length === 0;
+    this.$("stock-rows").replaceChildren(
+      ...items.map((item) =>
+        h(
+          "tr",
+          { dataset: { itemId: item.id, low: String(isLow(item)) } },
+          h("td", {}, item.name),
+          h("td", { class: "num" }, item.available_quantity),
+          h("td", { class: "num" }, item.low_stock_threshold ?? "–"),
+        ),
+      ),
+    );
+  }
+
+  _renderDevices(state) {
+    const devices = state.deviceList();
+    this.$("devices-empty").hidden = devices.length > 0;
+    this.$("device-list").replaceChildren(
+      ...devices.map(({ device, presence }) =>
+        h(
+          "li",
+          { class: "device", dataset: { deviceId: device.id, presence } },
+          h("span", {}, device.name, device.kind ? h("span", { class: "meta" }, ` ${device.kind}${device.station ? ` · ${device.station}` : ""}`) : null),
+          h("span", { class: `presence presence-${presence}` }, device.revoked ? "revoked" : presence),
+        ),
+      ),
+    );
+  }
+
+  _renderNotifications(state) {
+    const notes = state.notificationList();
+    const list = this.$("notification-list");
+    this.$("notifications-empty").hidden = notes.length > 0;
+    setText(this.$("unread-count"), notes.filter((n) => !n.read).length);
+    this._noteEls ??= new Map();
+    const els = notes.map((note) => {
+      let el = this._noteEls.get(note.id);
+      if (!el) {
+        const button = h("button", { type: "button", "aria-label": `Mark "${note.title}" as read` }, "Mark read");
+        button.addEventListener("click", () => this.actions.markRead(note.id, button));
+        el = {
+          root: h("li", { class: "notification", dataset: { notificationId: note.id } },
+            h("div", {}, h("p", { class: "title" }, note.title), h("p", { class: "meta" }, [note.body, timeOf(note.created_at)].filter(Boolean).join(" · "))),
+            button),
+          button,
+        };
+        this._noteEls.set(note.id, el);
+      }
+      el.root.dataset.read = String(note.read);
+      el.button.hidden = note.read;
+      return el.root;
+    });
+    const ids = new Set(notes.map((n) => n.id));
+    for (const id of [...this._noteEls.keys()]) if (!ids.has(id)) this._noteEls.delete(id);
+    arrange(list, els);
+  }
+
+  _renderAlerts(state) {
+    const list = this.$("alert-list");
+    for (const alert of [...state.alerts].reverse()) {
+      if (this.alertKeys.has(alert.key)) continue;
+      this.alertKeys.add(alert.key);
+      const dismiss = h("button", { type: "button", "aria-label": `Dismiss low stock alert for ${alert.name}` }, "Dismiss");
+      const li = h(
+        "li",
+        { class: "alert", role: "alert", dataset: { itemId: alert.itemId, seq: alert.seq } },
+        h("span", {}, h("strong", {}, "Low stock: "), `${alert.name}, ${alert.available} left`,
+          alert.threshold !== null && alert.threshold !== undefined ? ` (alert at ${alert.threshold})` : ""),
+        dismiss,
+      );
+      dismiss.addEventListener("click", () => {
+        li.remove();
+        this.$("orders-heading").focus();
+      });
+      list.prepend(li);
+    }
+  }
+
+  _renderActivity(state) {
+    const list = this.$("activity-list");
+    const shown = Number(list.dataset.lastSeq ?? 0);
+    const fresh = state.activity.filter((a) => a.seq > shown).reverse();
+    for (const entry of fresh) {
+      list.prepend(
+        h(
+          "li",
+          { dataset: { seq: entry.seq, type: entry.type, source: entry.source } },
+          h("span", { class: "seq" }, `#${entry.seq}`),
+          h("span", {}, entry.summary),
+          h("span", { class: "meta" }, timeOf(entry.ts)),
+        ),
+      );
+    }
+    if (fresh.length) list.dataset.lastSeq = String(fresh.at(-1).seq);
+    while (list.children.length > 200) list.lastElementChild.remove();
+  }
+}

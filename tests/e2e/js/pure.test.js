@@ -1,0 +1,363 @@
+// Unit tests of the dashboard's pure modules, run in Chromium by tests/e2e/test_dashboard.py (no Node).
+// The test serves this file at /__tests__/pure.test.js and calls run().
+
+import { BoundedSet, Sequencer, classifyTopic, parseJson, validateEnvelope } from "/static/js/events.js";
+import { BASE_MS, CAP_MS, backoffCeiling, backoffDelay, jittered } from "/static/js/backoff.js";
+import { DashboardState, formatCents, isLow, sanitizeOrder } from "/static/js/state.js";
+import { grantedCodes, subscriptionFilters, websocketUrl } from "/static/js/connection.js";
+
+const tests = [];
+const test = (name, fn) => tests.push({ name, fn });
+
+function eq(actual, expected, message = "") {
+  const a = JSON.stringify(actual);
+  const e = JSON.stringify(expected);
+  if (a !== e) throw new Error(`${message} expected ${e}, got ${a}`);
+}
+
+function ok(value, message = "expected a truthy value") {
+  if (!value) throw new Error(message);
+}
+
+const RID = 7;
+const order = (id, status = "pending", version = 1) => ({ id, status, version, items: [{ name: "Burger", quantity: 1 }] });
+const env = (seq, extra = {}) => ({
+  v: 1,
+  id: `e${seq}`,
+  seq,
+  type: "new_order",
+  restaurant_id: RID,
+  ts: "2026-11-28T19:42:00.000Z",
+  data: { order: order(seq) },
+  ...extra,
+});
+
+function recorder() {
+  const applied = [];
+  const s = new Sequencer({ apply: (e, source) => applied.push([e.seq, source]) });
+  return { s, applied, seqs: () => applied.map(([seq]) => seq) };
+}
+
+// --- Sequencer ----------------------------------------------------------------------------------
+
+test("nothing is applied before the baseline; then in seq order", () => {
+  const { s, seqs } = recorder();
+  eq(s.offer(env(11)), "held");
+  eq(s.offer(env(12)), "held");
+  eq(seqs(), []);
+  s.baseline(10);
+  eq(seqs(), [11, 12]);
+  eq(s.lastSeq, 12);
+});
+
+test("the baseline drops held events it already covers", () => {
+  const { s, seqs } = recorder();
+  s.offer(env(9));
+  s.offer(env(10));
+  s.offer(env(11));
+  s.baseline(10);
+  eq(seqs(), [11]);
+});
+
+test("duplicates by id and by seq are applied once", () => {
+  const { s, seqs } = recorder();
+  s.baseline(0);
+  eq(s.offer(env(1)), "applied");
+  eq(s.offer(env(1)), "duplicate");
+  eq(s.offer({ ...env(2), id: "e1" }), "duplicate", "same id, other seq");
+  eq(s.offer({ ...env(1), id: "other" }), "duplicate", "seq already applied");
+  eq(seqs(), [1]);
+  eq(s.stats.duplicates, 3);
+});
+
+test("a gap holds later events and asks for a catch-up that fills it", () => {
+  const { s, seqs } = recorder();
+  s.baseline(5);
+  s.offer(env(6));
+  eq(s.offer(env(9)), "held");
+  ok(s.needsCatchUp(), "a gap needs a catch-up");
+  const { after, tick } = s.beginCatchUp();
+  eq(after, 6);
+  ok(!s.needsCatchUp(), "no second catch-up while one runs");
+  s.acceptCatchUp([env(7), env(8), env(9)]);
+  eq(s.endCatchUp({ complete: true, startedTick: tick }), 0);
+  eq(seqs(), [6, 7, 8, 9]);
+  ok(!s.needsCatchUp());
+});
+
+test("live events during a catch-up wait for it and come after the fetched ones", () => {
+  const { s, applied } = recorder();
+  s.baseline(1);
+  const { tick } = s.beginCatchUp();
+  eq(s.offer(env(2)), "held", "even the next seq waits");
+  eq(s.offer(env(5)), "held");
+  s.acceptCatchUp([env(2), env(3), env(4)]);
+  s.endCatchUp({ complete: true, startedTick: tick });
+  eq(applied, [[2, "catchup"], [3, "catchup"], [4, "catchup"], [5, "live"]]);
+});
+
+test("a live seq the complete fetch did not contain is dropped, not waited for forever", () => {
+  const { s, seqs } = recorder();
+  s.baseline(3);
+  s.offer(env(999)); // junk with a far seq, arrived before the fetch
+  ok(s.needsCatchUp());
+  const { tick } = s.beginCatchUp();
+  s.acceptCatchUp([]);
+  eq(s.endCatchUp({ complete: true, startedTick: tick }), 1);
+  eq(s.held.size, 0);
+  eq(s.lastSeq, 3, "lastSeq did not jump");
+  eq(s.offer(env(4)), "applied", "the stream goes on");
+  eq(seqs(), [4]);
+});
+
+test("a live event that arrived after the fetch started is kept for the next round", () => {
+  const { s, seqs } = recorder();
+  s.baseline(3);
+  const { tick } = s.beginCatchUp();
+  s.offer(env(6)); // committed after the fetch read the table
+  s.acceptCatchUp([env(4)]);
+  eq(s.endCatchUp({ complete: true, startedTick: tick }), 0);
+  ok(s.needsCatchUp(), "5 is still missing");
+  const second = s.beginCatchUp();
+  s.acceptCatchUp([env(5), env(6)]);
+  s.endCatchUp({ complete: true, startedTick: second.tick });
+  eq(seqs(), [4, 5, 6]);
+});
+
+test("an incomplete fetch drops nothing", () => {
+  const { s } = recorder();
+  s.baseline(1);
+  s.offer(env(50));
+  const { tick } = s.beginCatchUp();
+  eq(s.endCatchUp({ complete: false, startedTick: tick }), 0);
+  eq(s.held.size, 1);
+});
+
+test("the events endpoint is authoritative across a hole and over a conflicting live copy", () => {
+  const { s, applied } = recorder();
+  s.baseline(1);
+  s.offer({ ...env(3), id: "forged" });
+  const { tick } = s.beginCatchUp();
+  s.acceptCatchUp([env(3), env(4)]); // the server no longer has seq 2
+  s.endCatchUp({ complete: true, startedTick: tick });
+  eq(applied, [[3, "catchup"], [4, "catchup"]]);
+  eq(s.stats.dropped, 1);
+});
+
+test("out-of-order live delivery is reordered", () => {
+  const { s, seqs } = recorder();
+  s.baseline(0);
+  s.offer(env(2));
+  s.offer(env(3));
+  s.offer(env(1));
+  eq(seqs(), [1, 2, 3]);
+});
+
+test("BoundedSet forgets the oldest", () => {
+  const set = new BoundedSet(3);
+  for (const v of ["a", "b", "c", "d"]) set.add(v);
+  ok(!set.has("a") && set.has("b") && set.has("d"));
+  eq(set.size, 3);
+});
+
+// --- validation ---------------------------------------------------------------------------------
+
+test("malformed envelopes are refused with a reason, never thrown", () => {
+  const bad = [
+    null, 1, "x", [], {}, { id: 1 },
+    { ...env(1), id: "" },
+    { ...env(1), seq: "1" },
+    { ...env(1), seq: 0 },
+    { ...env(1), seq: 1.5 },
+    { ...env(1), seq: 2 ** 60 },
+    { ...env(1), type: 3 },
+    { ...env(1), restaurant_id: "7" },
+    { ...env(1), data: null },
+    { ...env(1), data: [] },
+    { ...env(1), v: 2 },
+  ];
+  for (const value of bad) eq(validateEnvelope(value, RID).ok, false, JSON.stringify(value));
+  eq(validateEnvelope({ ...env(1), restaurant_id: 8 }, RID), { ok: false, reason: "other_restaurant" });
+  eq(validateEnvelope(env(1), RID).ok, true);
+});
+
+test("parseJson handles text, bytes, junk and invalid UTF-8", () => {
+  eq(parseJson('{"a":1}'), { ok: true, value: { a: 1 } });
+  eq(parseJson(new TextEncoder().encode("[1]")), { ok: true, value: [1] });
+  eq(parseJson("not json").ok, false);
+  eq(parseJson(new Uint8Array([0xff, 0xfe, 0x7b])).ok, false);
+  eq(parseJson(new Uint8Array([])).ok, false);
+});
+
+test("topics are classified; other restaurants and unknown topics are not", () => {
+  eq(classifyTopic("restaurant/7/orders", 7), { kind: "channel" });
+  eq(classifyTopic("restaurant/7/inventory/low_stock", 7), { kind: "channel" });
+  eq(classifyTopic("restaurant/7/orders/open/12", 7), { kind: "order_state", id: 12 });
+  eq(classifyTopic("restaurant/7/inventory/items/3", 7), { kind: "item_state", id: 3 });
+  eq(classifyTopic("restaurant/7/devices/printer-1/status", 7), { kind: "presence", id: "printer-1" });
+  eq(classifyTopic("restaurant/8/orders", 7), null);
+  eq(classifyTopic("restaurant/70/orders", 7), null);
+  eq(classifyTopic("restaurant/7/orders/open/x", 7), null);
+  eq(classifyTopic("restaurant/7/kitchen/grill/tickets", 7), null);
+  eq(classifyTopic(null, 7), null);
+});
+
+test("the dashboard subscribes to its own restaurant only, no wildcard over other restaurants", () => {
+  for (const filter of subscriptionFilters(7)) ok(filter.startsWith("restaurant/7/"), filter);
+});
+
+test("SUBACK codes: all granted, some refused (MQTT.js reports that as an error), no SUBACK", () => {
+  eq(grantedCodes(["a", "b"], null), [0, 0]);
+  const partial = Object.assign(new Error("Subscribe error: Unspecified error"), { packet: { granted: [0, 128] } });
+  eq(grantedCodes(["a", "b"], partial), [0, 128]);
+  eq(grantedCodes(["a", "b"], new Error("client disconnecting")), null);
+  eq(grantedCodes(["a", "b"], Object.assign(new Error("x"), { packet: { granted: [0] } })), null);
+});
+
+test("the WebSocket URL follows the page's host and the configured port", () => {
+  eq(websocketUrl({ ws_port: 8083, ws_path: "/mqtt" }, { protocol: "http:", hostname: "10.0.0.5" }), "ws://10.0.0.5:8083/mqtt");
+  eq(websocketUrl({ ws_port: 8083, wss_port: 8084, ws_path: "/mqtt" }, { protocol: "https:", hostname: "x" }), "wss://x:8084/mqtt");
+});
+
+// --- backoff ------------------------------------------------------------------------------------
+
+test("backoff: first retry after the floor, doubling, capped", () => {
+  eq(backoffCeiling(0), BASE_MS);
+  eq(backoffCeiling(1), 2 * BASE_MS);
+  eq(backoffCeiling(5), 16_000);
+  eq(backoffCeiling(6), CAP_MS);
+  eq(backoffCeiling(1000), CAP_MS);
+  eq(backoffDelay(0, { random: () => 0.99 }), BASE_MS);
+});
+
+test("backoff: full jitter between the floor and the ceiling, never below the floor", () => {
+  for (let attempt = 0; attempt < 40; attempt += 1) {
+    for (const r of [0, 0.25, 0.5, 0.999, 1, -5, NaN]) {
+      const delay = backoffDelay(attempt, { random: () => r });
+      ok(delay >= BASE_MS && delay <= backoffCeiling(attempt), `attempt ${attempt} r ${r}: ${delay}`);
+    }
+  }
+  const spread = new Set(Array.from({ length: 50 }, () => backoffDelay(8)));
+  ok(spread.size > 10, "jitter spreads the delays");
+});
+
+test("backoff: ten failures in a row take at least five seconds even with the worst luck", () => {
+  let total = 0;
+  for (let attempt = 0; attempt < 10; attempt += 1) total += backoffDelay(attempt, { random: () => 0 });
+  ok(total >= 5000, `${total}`);
+});
+
+test("jittered polling stays within ±20 %", () => {
+  for (const r of [0, 0.5, 1]) {
+    const d = jittered(3000, { random: () => r });
+    ok(d >= 2400 && d <= 3600, `${d}`);
+  }
+});
+
+// --- state --------------------------------------------------------------------------------------
+
+test("an event and the retained state repeating it count once", () => {
+  const state = new DashboardState(RID);
+  const e = env(5);
+  state.applyEvent(e, "live");
+  state.applyOrderState(5, e);
+  eq(state.openOrders().length, 1);
+  eq(state.activity.length, 1);
+});
+
+test("state is applied by seq: an older retained message does not undo a newer event", () => {
+  const state = new DashboardState(RID);
+  state.applyEvent({ ...env(6, { type: "order_updated" }), data: { order: order(1, "preparing", 2) } }, "live");
+  state.applyOrderState(1, { ...env(5), data: { order: order(1, "pending", 1) } });
+  eq(state.orders.get(1).order.status, "preparing");
+});
+
+test("the snapshot's seq protects its state from older messages", () => {
+  const state = new DashboardState(RID);
+  state.applySnapshot({ seq: 10, orders: [order(1, "ready", 3)], items: [], devices: [], notifications: [] });
+  state.applyOrderState(1, { ...env(4), data: { order: order(1, "pending", 1) } });
+  eq(state.orders.get(1).order.status, "ready");
+  state.applyEvent({ ...env(11, { type: "order_updated" }), data: { order: order(1, "completed", 4) } }, "live");
+  eq(state.openOrders().length, 0);
+  eq(state.closedOrders()[0].order.status, "completed");
+});
+
+test("a cleared open-order topic closes the order", () => {
+  const state = new DashboardState(RID);
+  state.applyOrderState(3, { ...env(3), data: { order: order(3) } });
+  state.applyOrderState(3, null);
+  eq(state.openOrders().length, 0);
+});
+
+test("a long evening: closed orders are forgotten, open ones never", () => {
+  const state = new DashboardState(RID);
+  let seq = 0;
+  for (let id = 1; id <= 1000; id += 1) {
+    state.applyEvent({ ...env((seq += 1)), data: { order: order(id) } }, "live");
+    if (id % 10 !== 0) {
+      state.applyEvent({ ...env((seq += 1), { type: "order_updated" }), data: { order: order(id, "completed", 2) } }, "live");
+    }
+  }
+  ok(state.orders.size <= 400, `${state.orders.size} orders kept`);
+  eq(state.openOrders().length, 100);
+});
+
+test("malformed data is counted, never thrown", () => {
+  const state = new DashboardState(RID);
+  state.applyEvent({ ...env(1), data: {} }, "live");
+  state.applyEvent({ ...env(2), data: { order: { id: "x" } } }, "live");
+  state.applyEvent({ ...env(3, { type: "low_stock" }), data: { item: 5 } }, "live");
+  state.applyOrderState(4, { ...env(4), data: { order: order(5) } }); // topic and order disagree
+  state.applyPresence("p1", { state: "melted" });
+  state.applyPresence("p1", "online");
+  eq(state.ignored.total, 6);
+  eq(state.openOrders().length, 0);
+  eq(sanitizeOrder({ id: 1, status: "pending", items: "nope" }).items, []);
+});
+
+test("low stock raises an alert and marks the item", () => {
+  const state = new DashboardState(RID);
+  const item = { id: 2, name: "Burger", available_quantity: 1, low_stock_threshold: 2, stock_quantity: 1, damaged_quantity: 0 };
+  const result = state.applyEvent({ ...env(8, { type: "low_stock" }), data: { item, available_quantity: 1, low_stock_threshold: 2 } }, "live");
+  eq(result.lowStock.name, "Burger");
+  eq(state.alerts.length, 1);
+  ok(isLow(state.stockItems()[0]));
+});
+
+test("presence: online, lost, cleared", () => {
+  const state = new DashboardState(RID);
+  state.applyPresence("printer-1", { state: "online", boot_id: "b1" });
+  eq(state.devices.get("printer-1").presence, "online");
+  state.applyPresence("printer-1", { state: "lost" });
+  eq(state.devices.get("printer-1").presence, "lost");
+  state.applyPresence("printer-1", null);
+  eq(state.devices.get("printer-1").presence, "unknown");
+});
+
+test("a retained status that arrived before the snapshot is kept; the snapshot adds the name", () => {
+  const state = new DashboardState(RID);
+  state.applyPresence("printer-1", { state: "lost" });
+  state.applySnapshot({ seq: 1, devices: [{ id: "printer-1", kind: "printer", name: "Grill printer", presence: "online" }] });
+  eq(state.devices.get("printer-1").presence, "lost");
+  eq(state.devices.get("printer-1").device.name, "Grill printer");
+});
+
+test("money is formatted from cents", () => {
+  eq(formatCents(1200), "12.00");
+  eq(formatCents(5), "0.05");
+  eq(formatCents(-250), "-2.50");
+  eq(formatCents("x"), "0.00");
+});
+
+export async function run() {
+  const results = [];
+  for (const { name, fn } of tests) {
+    try {
+      await fn();
+      results.push({ name, ok: true });
+    } catch (error) {
+      results.push({ name, ok: false, error: String(error?.stack ?? error) });
+    }
+  }
+  return results;
+}
