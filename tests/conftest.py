@@ -1,12 +1,20 @@
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 
 import pytest
 
-from tests.support import Stack, Subscriber
+from tests.support import Stack, Subscriber, TokenScan
 
 _skipped: list[str] = []
+_token_scan = TokenScan()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(_token_scan)
+    root.setLevel(min(root.level, logging.INFO))
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:
@@ -19,6 +27,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _skipped and exitstatus == 0:
         session.exitstatus = 1
         print(f"\n{len(_skipped)} test(s) skipped, failing the run: {_skipped}")
+    if _token_scan.leaks:
+        session.exitstatus = 1
+        print(f"\n{len(_token_scan.leaks)} log record(s) carried a token, failing the run:")
+        for leak in _token_scan.leaks[:20]:
+            print("  " + leak)
 
 
 @pytest.fixture
