@@ -72,13 +72,17 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
 
 class RevocationWatch:
     """The device denylist, re-read from the database twice a second so that a revoked device is
-    refused at CONNECT and disconnected while connected, whichever process revoked it."""
+    refused at CONNECT and disconnected while connected, whichever process revoked it; a commit in
+    this process (`poke`) re-reads it at once. `on_refresh` runs after each read (the broker's sweep)."""
 
     def __init__(self, engine: Engine, interval_seconds: float = 0.5) -> None:
         self._engine = engine
         self._interval = interval_seconds
         self._denylist = DeviceDenylist(frozenset(), {})
         self._task: asyncio.Task[None] | None = None
+        self._poked: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.on_refresh: Callable[[], None] = lambda: None
 
     def refuses(self, claims: dict) -> bool:
         return self._denylist.refuses(claims)
@@ -86,8 +90,14 @@ class RevocationWatch:
     def refresh(self) -> None:
         self._denylist = token_denylist(self._engine)
 
+    def poke(self) -> None:
+        """Thread-safe: called after a commit in this process."""
+        if self._loop is not None and self._poked is not None:
+            self._loop.call_soon_threadsafe(self._poked.set)
+
     def start(self) -> None:
         self.refresh()
+        self._loop, self._poked = asyncio.get_running_loop(), asyncio.Event()
         self._task = asyncio.create_task(self._run(), name="orderbus-revocation-watch")
 
     async def stop(self) -> None:
@@ -98,11 +108,14 @@ class RevocationWatch:
             self._task = None
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
+        assert self._loop is not None and self._poked is not None
         while True:
-            await asyncio.sleep(self._interval)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poked.wait(), self._interval)
+            self._poked.clear()
             try:
-                await loop.run_in_executor(None, self.refresh)
+                await self._loop.run_in_executor(None, self.refresh)
+                self.on_refresh()
             except Exception:
                 log.exception("could not refresh the device denylist; keeping the previous one")
 
@@ -136,8 +149,10 @@ class Runtime:
         return Listeners(s.host, s.mqtt_port, s.ws_port, s.tls_port, s.wss_port, s.tls_certfile, s.tls_keyfile)
 
     def wake_relay(self) -> None:
+        """After every commit that wrote events: publish them, and re-read revocations."""
         if self.relay is not None:
             self.relay.wake()
+        self.revocations.poke()
 
     async def start(self) -> None:
         ports: dict[str, int] = {}
@@ -171,6 +186,7 @@ class Runtime:
         self.broker = await start_broker(
             self.listeners, self.parts.tokens, self.parts.policy, refuses=self.revocations.refuses
         )
+        self.revocations.on_refresh = self.broker.guard.sweep
         sys_topics = self.broker.plugins_manager.get_plugin("MetricsPlugin")
         if sys_topics is not None:
             sys_topics.set_interval(self.settings.sys_interval_seconds)
