@@ -70,9 +70,26 @@ class Stock:
         return self.low_stock_threshold is not None and self.available <= self.low_stock_threshold
 
 
-def crossed_into_low_stock(before: Stock, after: Stock) -> bool:
-    """An alert fires when available stock moves to at or below the threshold, once per crossing."""
-    return after.is_low() and not before.is_low()
+@dataclass(frozen=True)
+class LowStockAlarm:
+    """Whether to alert now, and whether the alarm stays raised afterwards."""
+
+    fire: bool
+    alerted: bool
+
+
+def low_stock_alarm(after: Stock, alerted: bool, clear_level: int | None = None) -> LowStockAlarm:
+    """Alert once when available stock is at or below the threshold; re-arm only above `clear_level`.
+
+    The gap between the two levels (hysteresis) keeps a scale that wobbles around the threshold
+    from alerting on every wobble; `clear_level` None means the threshold itself.
+    """
+    if after.low_stock_threshold is None:
+        return LowStockAlarm(fire=False, alerted=False)
+    if after.is_low():
+        return LowStockAlarm(fire=not alerted, alerted=True)
+    clear = after.low_stock_threshold if clear_level is None else max(clear_level, after.low_stock_threshold)
+    return LowStockAlarm(fire=False, alerted=alerted and after.available <= clear)
 
 
 def take(stock: Stock, quantity: int, item_name: str) -> Stock:
@@ -113,3 +130,11 @@ def refundable(total_cents: int, refunded_cents: int, amount_cents: int) -> None
     _positive(amount_cents)
     if amount_cents > total_cents - refunded_cents:
         raise DomainError(f"refund of {amount_cents} exceeds the {total_cents - refunded_cents} cents left to refund")
+
+
+def presence_applies(current_boot_id: str | None, state: str, boot_id: str) -> bool:
+    """`online` always applies (a new run); `offline`/`lost` only for the run that is current.
+
+    A Last Will of an earlier run can arrive after the device is back: it must not mark it lost.
+    """
+    return state == "online" or current_boot_id is None or current_boot_id == boot_id

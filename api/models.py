@@ -57,7 +57,10 @@ class MenuItem(SQLModel, table=True):
     enable_stock_tracking: bool = False
     stock_quantity: int = 0
     damaged_quantity: int = 0
-    low_stock_threshold: int | None = None
+    low_stock_threshold: int | None = None  # alert when available stock is at or below it
+    low_stock_clear_level: int | None = None  # re-arm the alert only above it (hysteresis); None = the threshold
+    low_stock_alerted: bool = False  # an alert was raised and has not been re-armed yet
+    unit_weight_grams: float | None = None  # what one unit weighs, for scales
 
 
 class Order(SQLModel, table=True):
@@ -117,12 +120,31 @@ class Device(SQLModel, table=True):
     name: str
     station: str | None = None
     presence: str = "unknown"  # online | offline | lost | unknown
-    last_seen: datetime | None = None
+    boot_id: str | None = None  # of the run that last said `online`; orders presence messages
+    last_seen: datetime | None = None  # last message of any kind from the device
+    item_id: int | None = Field(default=None, foreign_key="menu_item.id")  # a scale's item
+    tare_grams: float = 0.0  # a scale's container weight
     revoked: bool = False
     revoked_at: datetime | None = None
     created_at: datetime = Field(default_factory=utcnow)
     token_jti: str | None = None  # jti of the one token the broker accepts for it; the token itself is never stored
     token_expires_at: datetime | None = None
+
+
+class Ticket(SQLModel, table=True):
+    """One kitchen ticket for one station; its id is what printers dedupe by."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    order_id: int = Field(foreign_key="orders.id", index=True)
+    version: int  # the order's version it was cut from
+    station: str
+    kind: str  # new | void | reprint
+    state: str = Field(default="sent", index=True)  # sent | printed | failed | unacknowledged
+    device_id: str | None = None  # the printer that reported on it
+    detail: str = ""  # why it failed
+    created_at: datetime = Field(default_factory=utcnow)
+    printed_at: datetime | None = None
 
 
 class OutboxEvent(SQLModel, table=True):

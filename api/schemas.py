@@ -83,6 +83,8 @@ class MenuItemIn(Strict):
     enable_stock_tracking: bool = False
     stock_quantity: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     low_stock_threshold: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    low_stock_clear_level: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    unit_weight_grams: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
 
 class MenuItemUpdate(Strict):
@@ -93,6 +95,8 @@ class MenuItemUpdate(Strict):
     available: bool | None = None
     available_days: Annotated[list[Weekday], Field(max_length=7)] | None = None
     enable_stock_tracking: bool | None = None
+    low_stock_clear_level: Annotated[int, Field(ge=0, le=1_000_000)] | None = None
+    unit_weight_grams: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
 
 class MenuItemOut(BaseModel):
@@ -109,6 +113,9 @@ class MenuItemOut(BaseModel):
     stock_quantity: int
     damaged_quantity: int
     low_stock_threshold: int | None
+    low_stock_clear_level: int | None = None
+    low_stock_alerted: bool = False
+    unit_weight_grams: float | None = None
     available_quantity: int
 
 
@@ -209,6 +216,8 @@ class DeviceIn(Strict):
     name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
     station: Station | None = None
     ttl_days: TokenDays = 365
+    item_id: int | None = None  # a scale's item
+    tare_grams: Annotated[float, Field(ge=0, le=100_000)] = 0.0  # a scale's container weight
 
     @field_validator("id")
     @classmethod
@@ -223,6 +232,8 @@ class DeviceIn(Strict):
             raise ValueError("a printer needs the station whose tickets it prints")
         if self.kind == "scale" and self.station is not None:
             raise ValueError("a scale has no station")
+        if self.kind != "scale" and (self.item_id is not None or self.tare_grams):
+            raise ValueError("only a scale has an item and a tare")
         return self
 
 
@@ -236,7 +247,10 @@ class DeviceOut(BaseModel):
     name: str
     station: str | None
     presence: str
+    boot_id: str | None = None
     last_seen: UtcDatetime | None
+    item_id: int | None = None
+    tare_grams: float = 0.0
     revoked: bool
     revoked_at: UtcDatetime | None
     created_at: UtcDatetime

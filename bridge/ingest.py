@@ -1,72 +1,118 @@
-"""Device ingest: device messages → service-layer commands. Bad input is refused, counted, and changes nothing."""
+"""Device ingest: device messages → service-layer commands (docs/devices.md).
+
+One place parses and checks what every device message shares (topic, size, JSON object, a
+registered device of that restaurant), then hands it to the handler for its topic and device
+kind. Bad input is refused with an `error` reply on the device's commands topic, counted,
+logged, and changes nothing.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from prometheus_client import Counter
 from sqlalchemy import Engine
 
 from api.domain import DomainError
+from api.models import Device, utcnow
 from api.services import devices
 from api.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.ingest")
 
-STATUS_FILTER = "restaurant/+/devices/+/status"
-_STATUS_TOPIC = re.compile(r"^restaurant/(\d+)/devices/([^/]+)/status$")
+DEVICE_FILTERS = ("restaurant/+/devices/+/status", "restaurant/+/devices/+/events", "restaurant/+/devices/+/readings")
+_DEVICE_TOPIC = re.compile(r"^restaurant/(\d+)/devices/([^/]+)/(status|events|readings)$")
 MAX_PAYLOAD = 4096
+LAST_SEEN_RESOLUTION = timedelta(seconds=5)  # fewer writes: last_seen is kept to within this
 
 INGEST_PROCESSED = Counter("orderbus_ingest_processed", "device messages applied", ["kind"])
 INGEST_REJECTED = Counter("orderbus_ingest_rejected", "device messages refused", ["reason"])
 
 
 class Rejected(ValueError):
+    """A device message the bus refuses; `reason` is the metric label and the reply's `reason`."""
+
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
 
 
-def parse_status(topic: str, payload: bytes) -> tuple[int, str, str] | None:
-    """(restaurant id, device id, state) of a status message; None for a cleared retained topic."""
-    match = _STATUS_TOPIC.match(topic)
+@dataclass(frozen=True)
+class DeviceMessage:
+    restaurant_id: int
+    device_id: str
+    leaf: str  # status | events | readings
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def request_id(self) -> str | None:
+        value = self.body.get("request_id")
+        return value if isinstance(value, str) and len(value) <= 64 else None
+
+
+class Handler(Protocol):
+    """Applies one kind of device message through the service layer; may return a reply for the device."""
+
+    def __call__(self, uow: UnitOfWork, device: Device, message: DeviceMessage) -> dict[str, Any] | None: ...
+
+
+def parse(topic: str, payload: bytes) -> DeviceMessage | None:
+    """The message, or None for a cleared retained status topic; Rejected for anything malformed."""
+    match = _DEVICE_TOPIC.match(topic)
     if match is None:
-        raise Rejected("bad_topic", f"not a status topic: {topic!r}")
-    if not payload:
+        raise Rejected("bad_topic", f"not a device topic: {topic!r}")
+    rid, device_id, leaf = int(match.group(1)), match.group(2), match.group(3)
+    if not payload and leaf == "status":
         return None
     if len(payload) > MAX_PAYLOAD:
-        raise Rejected("too_large", f"{len(payload)} bytes")
+        raise Rejected("too_large", f"{len(payload)} bytes; the limit is {MAX_PAYLOAD}")
     try:
         body = json.loads(payload)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise Rejected("not_json", str(exc)) from exc
-    state = body.get("state") if isinstance(body, dict) else None
-    if state not in devices.PRESENCE_STATES:
-        raise Rejected("bad_state", f"state must be one of {sorted(devices.PRESENCE_STATES)}")
-    return int(match.group(1)), match.group(2), state
+        raise Rejected("not_json", f"payload is not JSON: {exc}") from exc
+    if not isinstance(body, dict):
+        raise Rejected("bad_type", "payload must be a JSON object")
+    return DeviceMessage(rid, device_id, leaf, body)
+
+
+def commands_topic(restaurant_id: int, device_id: str) -> str:
+    return f"restaurant/{restaurant_id}/devices/{device_id}/commands"
 
 
 class Ingest:
-    """Subscribes with a persistent session, so device messages sent while it was away still arrive."""
+    """Subscribes with a persistent session, so device messages sent while it was away still arrive.
+
+    `handlers` maps (topic leaf, device kind) to a Handler; kind "*" matches every kind.
+    """
 
     def __init__(
-        self, engine: Engine, client: mqtt.Client, host: str, port: int, wake_relay: Callable[[], None] | None = None
+        self,
+        engine: Engine,
+        client: mqtt.Client,
+        host: str,
+        port: int,
+        handlers: Mapping[tuple[str, str], Handler],
+        wake_relay: Callable[[], None] | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
         self._host, self._port = host, port
+        self._handlers = handlers
         self._wake_relay = wake_relay
-        client.on_message = self._on_message
+        client.on_message = lambda _c, _u, message: self.process(message.topic, message.payload)
         previous_on_connect = client.on_connect
 
         def on_connect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
             if previous_on_connect is not None:
                 previous_on_connect(c, userdata, flags, reason, props)
-            c.subscribe(STATUS_FILTER, qos=1)
+            c.subscribe([(topic_filter, 1) for topic_filter in DEVICE_FILTERS])
 
         client.on_connect = on_connect
 
@@ -78,21 +124,54 @@ class Ingest:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def _on_message(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+    def process(self, topic: str, payload: bytes) -> None:
+        """Apply one device message; never raises (a bad message must not stop the ingest)."""
+        message: DeviceMessage | None = None
         try:
-            parsed = parse_status(message.topic, message.payload)
-            if parsed is None:
+            message = parse(topic, payload)
+            if message is None:
                 return
-            rid, device_id, state = parsed
-            with UnitOfWork(self._engine, self._wake_relay) as uow:
-                devices.record_presence(uow, rid, device_id, state)
-            INGEST_PROCESSED.labels(kind="status").inc()
+            reply = self._apply(message)
+            INGEST_PROCESSED.labels(kind=message.leaf).inc()
+            if reply is not None:
+                self._reply(message, reply)
         except Rejected as exc:
-            INGEST_REJECTED.labels(reason=exc.reason).inc()
-            log.warning("rejected %s: %s (%s)", message.topic, exc.reason, exc)
+            self._refuse(topic, message, exc.reason, str(exc))
         except DomainError as exc:
-            INGEST_REJECTED.labels(reason="unknown_device").inc()
-            log.warning("rejected %s: %s", message.topic, exc)
+            self._refuse(topic, message, "refused", str(exc))
         except Exception:
             INGEST_REJECTED.labels(reason="internal").inc()
-            log.exception("ingest failed on %s", message.topic)
+            log.exception("ingest failed on %s", topic)
+
+    def _apply(self, message: DeviceMessage) -> dict[str, Any] | None:
+        with UnitOfWork(self._engine, self._wake_relay) as uow:
+            try:
+                device = devices.get_device(uow, message.restaurant_id, message.device_id)
+            except DomainError as exc:
+                raise Rejected("unknown_device", str(exc)) from exc
+            handler = self._handlers.get((message.leaf, device.kind)) or self._handlers.get((message.leaf, "*"))
+            if handler is None:
+                raise Rejected("unexpected", f"a {device.kind} does not publish {message.leaf}")
+            reply = handler(uow, device, message)
+            now = utcnow()
+            last_seen = device.last_seen
+            if last_seen is None or now - last_seen.replace(tzinfo=now.tzinfo) >= LAST_SEEN_RESOLUTION:
+                device.last_seen = now
+                uow.session.add(device)
+            uow.commit()
+        return reply
+
+    def _refuse(self, topic: str, message: DeviceMessage | None, reason: str, detail: str) -> None:
+        INGEST_REJECTED.labels(reason=reason).inc()
+        log.warning("rejected %s: %s (%s)", topic, reason, detail)
+        match = _DEVICE_TOPIC.match(topic)
+        if match is None:
+            return
+        reply: dict[str, Any] = {"type": "error", "reason": reason, "detail": detail, "topic": topic}
+        if message is not None and message.request_id is not None:
+            reply["request_id"] = message.request_id
+        self._reply(DeviceMessage(int(match.group(1)), match.group(2), match.group(3)), reply)
+
+    def _reply(self, message: DeviceMessage, reply: dict[str, Any]) -> None:
+        body = json.dumps(reply, separators=(",", ":"))
+        self._client.publish(commands_topic(message.restaurant_id, message.device_id), body, qos=1)

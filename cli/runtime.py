@@ -19,6 +19,7 @@ from api.db import create_schema, make_engine
 from api.main import create_app
 from api.services.devices import DeviceDenylist, token_denylist
 from api.tokens import TokenService, load_or_create_key
+from bridge.handlers import device_handlers
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
@@ -204,7 +205,9 @@ class Runtime:
         ingest_client = service_client(
             "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
         )
-        self.ingest = Ingest(self.parts.engine, ingest_client, host, port, self.wake_relay)
+        self.ingest = Ingest(
+            self.parts.engine, ingest_client, host, port, device_handlers(self.settings), self.wake_relay
+        )
         self.relay.start()
         self.ingest.start()
 

@@ -42,6 +42,14 @@ class Settings(BaseSettings):
     sys_interval_seconds: float = 10.0  # how often the broker publishes $SYS/broker/...; 0 turns it off
     ready_max_outbox_lag_seconds: float = 30.0  # /readyz fails when the oldest unpublished event is older
     metrics_port: int | None = None  # /metrics on its own port, for processes without the API
+    # devices (docs/devices.md)
+    default_station: str = "kitchen"  # where items of a category without a station print
+    ticket_ack_seconds: float = 30.0  # a ticket not printed by then is `unacknowledged`
+    scale_heartbeat_seconds: float = 10.0  # a scale repeats its latest stable reading this often
+    scale_stale_missed: int = 3  # heartbeats missed before a scale is stale
+    scale_dwell_seconds: float = 5.0  # a new lower count must hold this long before it becomes stock
+    scale_tolerance: float = 0.25  # of a unit: readings further from a whole count are refused
+    scale_restock_units: int = 5  # an upward jump of at least this many units is a restock, applied at once
 
     @property
     def db_url(self) -> str:

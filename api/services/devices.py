@@ -9,8 +9,9 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
+from api import domain
 from api.domain import DomainError, NotFound
-from api.models import Device, Restaurant, utcnow
+from api.models import Device, MenuItem, Restaurant, utcnow
 from api.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut
 from api.tokens import TokenService
 from api.unit_of_work import UnitOfWork
@@ -39,7 +40,19 @@ def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, dat
     if uow.session.get(Device, data.id) is not None:
         # Ids are MQTT client ids, so they are unique across restaurants; say nothing about whose it is.
         raise DomainError(f"device id {data.id} is already taken; choose another")
-    device = Device(id=data.id, restaurant_id=restaurant_id, kind=data.kind, name=data.name, station=data.station)
+    if data.item_id is not None:
+        item = uow.session.get(MenuItem, data.item_id)
+        if item is None or item.restaurant_id != restaurant_id:
+            raise NotFound(f"menu item {data.item_id} not found")
+    device = Device(
+        id=data.id,
+        restaurant_id=restaurant_id,
+        kind=data.kind,
+        name=data.name,
+        station=data.station,
+        item_id=data.item_id,
+        tare_grams=data.tare_grams,
+    )
     token = _issue(tokens, device, data.ttl_days)
     uow.session.add(device)
     try:
@@ -132,12 +145,13 @@ def token_denylist(engine: Engine) -> DeviceDenylist:
     )
 
 
-def record_presence(uow: UnitOfWork, restaurant_id: int, device_id: str, state: str) -> Device:
-    device = get_device(uow, restaurant_id, device_id)
+def record_presence(uow: UnitOfWork, device: Device, state: str, boot_id: str) -> bool:
+    """Apply a presence message; False when it is a leftover of an earlier run (see `domain.presence_applies`)."""
     if state not in PRESENCE_STATES:
-        raise ValueError(f"unknown presence state {state!r}")
+        raise DomainError(f"state must be one of {sorted(PRESENCE_STATES)}")
+    if not domain.presence_applies(device.boot_id, state, boot_id):
+        return False
     device.presence = state
-    device.last_seen = utcnow()
+    device.boot_id = boot_id
     uow.session.add(device)
-    uow.commit()
-    return device
+    return True

@@ -27,15 +27,16 @@ def get_item(uow: UnitOfWork, restaurant_id: int, item_id: int) -> MenuItem:
 
 
 def apply_stock(uow: UnitOfWork, item: MenuItem, after: Stock, reason: str) -> None:
-    """Store new stock figures and emit `inventory_updated`, plus `low_stock` on a downward crossing."""
-    before = stock_of(item)
+    """Store new stock figures and emit `inventory_updated`, plus `low_stock` when the alarm fires."""
+    alarm = domain.low_stock_alarm(after, item.low_stock_alerted, item.low_stock_clear_level)
+    item.low_stock_alerted = alarm.alerted and item.enable_stock_tracking
     item.stock_quantity = after.stock_quantity
     item.damaged_quantity = after.damaged_quantity
     item.low_stock_threshold = after.low_stock_threshold
     uow.session.add(item)
     state = item_out(item).model_dump(mode="json")
     uow.emit(item.restaurant_id, "inventory_updated", {"item": state, "reason": reason})
-    if item.enable_stock_tracking and domain.crossed_into_low_stock(before, after):
+    if item.enable_stock_tracking and alarm.fire:
         uow.emit(
             item.restaurant_id,
             "low_stock",

@@ -18,7 +18,7 @@ from api.domain import (
     adjust,
     available_on,
     check_transition,
-    crossed_into_low_stock,
+    low_stock_alarm,
     is_open,
     mark_damaged,
     refundable,
@@ -113,6 +113,28 @@ def test_available(stock, damaged, available):
 )
 def test_crossed_into_low_stock(before, after, fires):
     assert crossed_into_low_stock(before, after) is fires
+
+
+def crossed_into_low_stock(before: Stock, after: Stock) -> bool:
+    """Without a clear level the alarm is raised exactly on a downward crossing of the threshold."""
+    return low_stock_alarm(after, alerted=before.is_low()).fire
+
+
+def test_hysteresis_alerts_once_while_wobbling_inside_the_band():
+    alerted, fired = False, 0
+    for available in [6, 5, 6, 5, 6, 7, 5, 4, 7]:  # threshold 5, clear above 7
+        alarm = low_stock_alarm(Stock(available, 0, 5), alerted, clear_level=7)
+        fired += alarm.fire
+        alerted = alarm.alerted
+    assert fired == 1
+    alarm = low_stock_alarm(Stock(8, 0, 5), alerted, clear_level=7)  # above the clear level: re-armed
+    assert (alarm.fire, alarm.alerted) == (False, False)
+    assert low_stock_alarm(Stock(5, 0, 5), alarm.alerted, clear_level=7).fire
+
+
+def test_a_clear_level_below_the_threshold_counts_as_the_threshold():
+    assert low_stock_alarm(Stock(6, 0, 5), alerted=True, clear_level=2).alerted is False
+    assert low_stock_alarm(Stock(0, 0, None), alerted=True).alerted is False
 
 
 def test_is_low():

@@ -1,0 +1,20 @@
+"""Presence: a device's retained `online` / `offline` / `lost` status → the device row."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from api.models import Device
+from api.services import devices
+from api.unit_of_work import UnitOfWork
+from bridge.ingest import DeviceMessage, Rejected
+
+
+def record_status(uow: UnitOfWork, device: Device, message: DeviceMessage) -> dict[str, Any] | None:
+    state, boot_id = message.body.get("state"), message.body.get("boot_id")
+    if state not in devices.PRESENCE_STATES:
+        raise Rejected("bad_state", f"state must be one of {sorted(devices.PRESENCE_STATES)}")
+    if not isinstance(boot_id, str) or not 0 < len(boot_id) <= 64:
+        raise Rejected("bad_type", "boot_id must be a non-empty string of at most 64 characters")
+    devices.record_presence(uow, device, state, boot_id)
+    return None

@@ -1,0 +1,1 @@
+"""Device agents and simulators: ordinary MQTT clients of the bus (docs/devices.md)."""

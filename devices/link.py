@@ -1,0 +1,155 @@
+"""What every device agent shares: its identity from the token, its MQTT connection, and presence.
+
+Presence follows docs/devices.md: retained `online` with a fresh `boot_id` on every connect,
+`offline` before a clean disconnect, and the same document with `lost` as the Last Will.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import jwt
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+log = logging.getLogger("orderbus.devices")
+
+MessageHandler = Callable[[mqtt.MQTTMessage], None]
+
+
+def utc_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the device is, read from its token. Not verified here: the broker verifies it at CONNECT."""
+
+    device_id: str
+    restaurant_id: int
+    role: str
+    station: str | None = None
+
+    @classmethod
+    def from_token(cls, token: str) -> Identity:
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False, "verify_aud": False, "verify_exp": False})
+        except jwt.PyJWTError as exc:
+            raise ValueError(f"not a JWT: {exc}") from exc
+        sub, rid, role = claims.get("sub"), claims.get("rid"), claims.get("role")
+        if not isinstance(sub, str) or not isinstance(rid, int) or not isinstance(role, str):
+            raise ValueError("the token has no device identity (sub, rid, role)")
+        station = claims.get("station")
+        return cls(sub, rid, role, station if isinstance(station, str) else None)
+
+    def topic(self, leaf: str) -> str:
+        """This device's own topic: `status`, `events`, `readings` or `commands`."""
+        return f"restaurant/{self.restaurant_id}/devices/{self.device_id}/{leaf}"
+
+    @property
+    def tickets_topic(self) -> str:
+        return f"restaurant/{self.restaurant_id}/kitchen/{self.station}/tickets"
+
+
+class DeviceLink:
+    """One device's MQTT connection: `with DeviceLink(...) as link:` connects, publishes presence, subscribes.
+
+    `persistent=True` (printers, tablets) keeps the broker session across disconnects so QoS 1
+    messages sent while the device was away are delivered when it returns. `manual_ack=True`
+    lets the handler acknowledge a message only once it has acted on it (`link.ack(message)`).
+    """
+
+    def __init__(
+        self,
+        token: str,
+        host: str,
+        port: int,
+        *,
+        subscriptions: list[str],
+        on_message: MessageHandler,
+        persistent: bool,
+        manual_ack: bool = False,
+        keepalive: int = 30,
+        transport: str = "tcp",
+    ) -> None:
+        self.identity = Identity.from_token(token)
+        self.boot_id = uuid.uuid4().hex
+        self.connected = threading.Event()
+        self._subscriptions = subscriptions
+        self._on_message = on_message
+        self._host, self._port, self._keepalive = host, port, keepalive
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=self.identity.device_id,
+            clean_session=not persistent,  # paho's default would start clean and drop queued tickets
+            protocol=mqtt.MQTTv311,
+            transport=transport,  # type: ignore[arg-type]
+            manual_ack=manual_ack,
+        )
+        client.username_pw_set(self.identity.device_id, token)
+        client.will_set(self.identity.topic("status"), self._presence("lost"), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=8)
+        client.on_connect = self._connected
+        client.on_disconnect = self._disconnected
+        client.on_message = lambda _c, _u, message: self._handle(message)
+        self._client = client
+
+    def __enter__(self) -> DeviceLink:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
+        self._client.loop_start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Say `offline` (and wait for its PUBACK), then disconnect cleanly: no Last Will."""
+        if self._client.is_connected():
+            info = self._client.publish(self.identity.topic("status"), self._presence("offline"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError):
+                log.warning("%s: offline status not acknowledged", self.identity.device_id)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    def publish(self, leaf: str, body: dict[str, Any], qos: int = 1) -> mqtt.MQTTMessageInfo:
+        """Publish a JSON document on one of this device's own topics (`events`, `readings`)."""
+        return self._client.publish(self.identity.topic(leaf), json.dumps(body, separators=(",", ":")), qos=qos)
+
+    def ack(self, message: mqtt.MQTTMessage) -> None:
+        self._client.ack(message.mid, message.qos)
+
+    def _presence(self, state: str) -> bytes:
+        body = {"state": state, "boot_id": self.boot_id, "kind": self.identity.role, "ts": utc_iso()}
+        return json.dumps(body, separators=(",", ":")).encode()
+
+    def _connected(self, client: mqtt.Client, _u: object, _flags: object, reason: Any, _props: object) -> None:
+        if reason.is_failure:
+            log.error("%s: connection refused: %s", self.identity.device_id, reason)
+            return
+        client.publish(self.identity.topic("status"), self._presence("online"), qos=1, retain=True)
+        for topic_filter in [*self._subscriptions, self.identity.topic("commands")]:
+            client.subscribe(topic_filter, qos=1)
+        self.connected.set()
+        log.info("%s connected (boot %s)", self.identity.device_id, self.boot_id)
+
+    def _disconnected(self, _c: mqtt.Client, _u: object, _flags: object, reason: object, _props: object) -> None:
+        self.connected.clear()
+        log.warning("%s disconnected: %s", self.identity.device_id, reason)
+
+    def _handle(self, message: mqtt.MQTTMessage) -> None:
+        try:
+            self._on_message(message)
+        except Exception:  # a bad message must not stop the device's network loop
+            log.exception("%s: handler failed on %s", self.identity.device_id, message.topic)
