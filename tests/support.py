@@ -19,8 +19,10 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from api.models import Restaurant, User
+from api.models import Device, Restaurant, User
 from api.passwords import hash_password
+from api.schemas import DeviceIn
+from api.services import devices
 from api.unit_of_work import UnitOfWork
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
@@ -47,8 +49,10 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
 class Stack:
     """`orderbus up` in a background thread, so tests can stop and start its broker."""
 
-    def __init__(self, data_dir: Path) -> None:
-        self.settings = Settings(data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port())
+    def __init__(self, data_dir: Path, **overrides: Any) -> None:
+        self.settings = Settings(
+            data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port(), **overrides
+        )
         self.parts = Parts.build(self.settings)
         self.runtime = Runtime(self.parts)
         self.loop = asyncio.new_event_loop()
@@ -98,6 +102,20 @@ class Stack:
             uow.commit()
             assert restaurant.id is not None
             return restaurant.id
+
+    def add_device(self, rid: int, device_id: str, kind: str, **fields: Any) -> str:
+        """Register a device through the service layer; returns its broker token."""
+        with UnitOfWork(self.parts.engine) as uow:
+            created = devices.create_device(
+                uow, self.parts.tokens, rid, DeviceIn(id=device_id, kind=kind, name=device_id, **fields)
+            )
+        return created.token
+
+    def device(self, device_id: str) -> Device:
+        with UnitOfWork(self.parts.engine) as uow:
+            device = uow.session.get(Device, device_id)
+            assert device is not None
+            return device
 
 
 @dataclass
