@@ -36,6 +36,10 @@ TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.COMPLETED: frozenset(),
     OrderStatus.CANCELLED: frozenset(),
 }
+RECALLS: dict[OrderStatus, OrderStatus] = {  # a kitchen screen's "recall": one step back
+    OrderStatus.READY: OrderStatus.PREPARING,
+    OrderStatus.COMPLETED: OrderStatus.READY,
+}
 OPEN_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.PREPARING, OrderStatus.READY})
 
 
@@ -48,6 +52,14 @@ def check_transition(current: str, new: str) -> OrderStatus:
     if target not in TRANSITIONS[source]:
         raise DomainError(f"an order that is {source} cannot become {target}")
     return target
+
+
+def check_recall(current: str) -> OrderStatus:
+    """The status a recalled order goes back to, or DomainError if there is no step back."""
+    source = OrderStatus(current)
+    if source not in RECALLS:
+        raise DomainError(f"an order that is {source} cannot be recalled")
+    return RECALLS[source]
 
 
 def is_open(status: str) -> bool:

@@ -1,13 +1,25 @@
-"""Which handler applies which device message: (topic leaf, device kind) → Handler (bridge/ingest.py)."""
+"""The device rules of the bus: which handler applies which device message, and what runs on a timer."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from bridge.ingest import Handler
 from bridge.presence import record_status
+from bridge.sweeper import Sweep
 from config.settings import Settings
 
 
-def device_handlers(settings: Settings) -> dict[tuple[str, str], Handler]:
-    return {
-        ("status", "*"): record_status,
-    }
+@dataclass
+class DeviceRules:
+    handlers: dict[tuple[str, str], Handler]  # (topic leaf, device kind or "*") → handler
+    sweeps: list[Sweep] = field(default_factory=list)
+
+
+def device_rules(settings: Settings) -> DeviceRules:
+    return DeviceRules(
+        handlers={
+            ("status", "*"): record_status,
+        },
+        sweeps=[],
+    )

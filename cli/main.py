@@ -16,6 +16,7 @@ from rich.console import Console
 from api.demo import ensure_demo
 from api.tokens import ROLES, TokenService, load_or_create_key
 from cli import logs
+from cli.device import device_app
 from cli.runtime import Parts, PortInUse, Runtime
 from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
@@ -225,6 +226,7 @@ def token(
 
 
 app.command()(status)  # `orderbus status`: the live terminal view (cli/status.py)
+app.add_typer(device_app, name="device")
 
 if __name__ == "__main__":
     app()

@@ -19,10 +19,12 @@ from api.db import create_schema, make_engine
 from api.main import create_app
 from api.services.devices import DeviceDenylist, token_denylist
 from api.tokens import TokenService, load_or_create_key
-from bridge.handlers import device_handlers
+from api.unit_of_work import UnitOfWork
+from bridge.handlers import device_rules
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
+from bridge.sweeper import Sweeper
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
 from cli import logs
@@ -139,6 +141,7 @@ class Runtime:
         self.broker: OrderbusBroker | None = None
         self.relay: Relay | None = None
         self.ingest: Ingest | None = None
+        self.sweeper: Sweeper | None = None
         self.revocations = RevocationWatch(parts.engine)
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
@@ -205,11 +208,12 @@ class Runtime:
         ingest_client = service_client(
             "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
         )
-        self.ingest = Ingest(
-            self.parts.engine, ingest_client, host, port, device_handlers(self.settings), self.wake_relay
-        )
+        rules = device_rules(self.settings)
+        self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
+        self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
         self.relay.start()
         self.ingest.start()
+        self.sweeper.start()
 
     async def _start_api(self) -> None:
         app = create_app(self.settings, self.parts.engine, self.parts.tokens, self.wake_relay)
@@ -236,6 +240,8 @@ class Runtime:
             self._api_server.should_exit = True
             await self._api_task
         loop = asyncio.get_running_loop()
+        if self.sweeper is not None:
+            await loop.run_in_executor(None, self.sweeper.stop)
         if self.ingest is not None:
             await loop.run_in_executor(None, self.ingest.stop)
         if self.relay is not None:

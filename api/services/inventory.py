@@ -77,6 +77,15 @@ def adjust_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, delta: int, 
     return item_out(item)
 
 
+def count_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, counted: int, reason: str) -> MenuItemOut:
+    """A physical count (a scale): `stock_quantity` becomes what was counted."""
+    item = _tracked(uow, restaurant_id, item_id)
+    if counted != item.stock_quantity:
+        apply_stock(uow, item, domain.adjust(stock_of(item), counted - item.stock_quantity, item.name), reason)
+    uow.commit()
+    return item_out(item)
+
+
 def mark_damaged(uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str) -> MenuItemOut:
     item = _tracked(uow, restaurant_id, item_id)
     apply_stock(uow, item, domain.mark_damaged(stock_of(item), quantity, item.name), reason or "damaged")

@@ -94,14 +94,24 @@ def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, st
 
 def change_status(uow: UnitOfWork, restaurant_id: int, order_id: int, status: OrderStatus) -> OrderOut:
     order = get_order(uow, restaurant_id, order_id)
-    target = domain.check_transition(order.status, status)
+    return _move(uow, order, domain.check_transition(order.status, status), "status")
+
+
+def recall(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderOut:
+    """A kitchen screen takes back its last bump: the order goes one step back."""
+    order = get_order(uow, restaurant_id, order_id)
+    return _move(uow, order, domain.check_recall(order.status), "recall")
+
+
+def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str) -> OrderOut:
+    restaurant_id = order.restaurant_id
     order.status = target
     _touch(order)
     uow.session.add(order)
     if target == OrderStatus.CANCELLED:
         _restock(uow, order)
     result = order_out(uow, order)
-    uow.emit(restaurant_id, "order_updated", {"order": result.model_dump(mode="json"), "change": "status"})
+    uow.emit(restaurant_id, "order_updated", {"order": result.model_dump(mode="json"), "change": change})
     uow.commit()
     return result
 

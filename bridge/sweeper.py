@@ -1,0 +1,41 @@
+"""Time-driven device rules (tickets past their deadline, silent scales), run once a second."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from api.unit_of_work import UnitOfWork
+
+log = logging.getLogger("orderbus.sweeper")
+
+UowFactory = Callable[[], UnitOfWork]
+Sweep = Callable[[UowFactory], None]
+
+
+class Sweeper:
+    def __init__(self, uow_factory: UowFactory, sweeps: list[Sweep], interval_seconds: float = 1.0) -> None:
+        self._uow_factory = uow_factory
+        self._sweeps = sweeps
+        self._interval = interval_seconds
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="device-sweeper", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._thread.join()
+
+    def run_once(self) -> None:
+        for sweep in self._sweeps:
+            try:
+                sweep(self._uow_factory)
+            except Exception:  # one failing rule must not stop the others, nor the next second's run
+                log.exception("sweep %s failed", getattr(sweep, "__name__", sweep))
+
+    def _run(self) -> None:
+        while not self._stopping.wait(self._interval):
+            self.run_once()
