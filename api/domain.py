@@ -62,6 +62,13 @@ def check_recall(current: str) -> OrderStatus:
     return RECALLS[source]
 
 
+DEFAULT_STATION = "kitchen"  # where items of a category without a station print
+
+
+def station_of(category_station: str | None) -> str:
+    return category_station or DEFAULT_STATION
+
+
 def is_open(status: str) -> bool:
     return OrderStatus(status) in OPEN_STATUSES
 

@@ -264,3 +264,16 @@ class DeviceCredentialsOut(BaseModel):
     token: str
     client_id: str
     expires_at: UtcDatetime
+
+
+class TicketOut(BaseModel):
+    id: int
+    order_id: int
+    version: int
+    station: str
+    kind: str
+    state: str
+    device_id: str | None
+    detail: str
+    created_at: UtcDatetime
+    printed_at: UtcDatetime | None

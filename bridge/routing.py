@@ -36,9 +36,11 @@ def publications(envelope: dict[str, Any]) -> list[Publication]:
     base = f"restaurant/{rid}"
     kind = envelope["type"]
     payload = encode(envelope)
+    data = envelope.get("data", {})
+    if kind == "kitchen_ticket":  # only the station's printers and the tablets read tickets
+        return [Publication(f"{base}/kitchen/{data['ticket']['station']}/tickets", payload)]
     channel = CHANNEL_TOPICS.get(kind, "notifications")
     result = [Publication(f"{base}/{channel}", payload)]
-    data = envelope.get("data", {})
     if kind in ("new_order", "order_updated"):
         order = data["order"]
         state = payload if is_open(order["status"]) else b""

@@ -43,7 +43,6 @@ class Settings(BaseSettings):
     ready_max_outbox_lag_seconds: float = 30.0  # /readyz fails when the oldest unpublished event is older
     metrics_port: int | None = None  # /metrics on its own port, for processes without the API
     # devices (docs/devices.md)
-    default_station: str = "kitchen"  # where items of a category without a station print
     ticket_ack_seconds: float = 30.0  # a ticket not printed by then is `unacknowledged`
     scale_heartbeat_seconds: float = 10.0  # a scale repeats its latest stable reading this often
     scale_stale_missed: int = 3  # heartbeats missed before a scale is stale

@@ -18,11 +18,13 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlmodel import select
 
-from api.models import Device, Restaurant, User
+from api.models import Category, Device, Menu, Restaurant, User
 from api.passwords import hash_password
-from api.schemas import DeviceIn
+from api.schemas import CategoryIn, DeviceIn, MenuIn, MenuItemIn
 from api.services import devices
+from api.services import menu as menu_service
 from api.unit_of_work import UnitOfWork
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
@@ -111,10 +113,26 @@ class Stack:
             )
         return created.token
 
+    def add_menu_item(self, rid: int, name: str, *, station: str | None = None, **fields: Any) -> int:
+        """A menu item (in a category printing at `station`, when given) through the service layer."""
+        with UnitOfWork(self.parts.engine) as uow:
+            menu = uow.session.exec(select(Menu).where(Menu.restaurant_id == rid)).first()
+            menu_id = menu.id if menu else menu_service.create_row(uow, Menu, rid, MenuIn(name="Menu")).id
+            category_id = None
+            if station is not None:
+                category = menu_service.create_row(
+                    uow, Category, rid, CategoryIn(name=station.title(), station=station)
+                )
+                category_id = category.id
+        with UnitOfWork(self.parts.engine) as uow:
+            body = MenuItemIn(menu_id=menu_id, category_id=category_id, name=name, price_cents=500, **fields)
+            return menu_service.create_item(uow, rid, body).id
+
     def device(self, device_id: str) -> Device:
         with UnitOfWork(self.parts.engine) as uow:
             device = uow.session.get(Device, device_id)
             assert device is not None
+            uow.session.expunge(device)  # readable after the unit of work ends
             return device
 
 

@@ -6,8 +6,8 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import AdminScope, StaffScope, UowDep
 from api.domain import OrderStatus
-from api.schemas import OrderIn, OrderOut, RefundIn, StatusIn
-from api.services import orders
+from api.schemas import OrderIn, OrderOut, RefundIn, StatusIn, TicketOut
+from api.services import orders, tickets
 
 router = APIRouter(prefix="/restaurants/{rid}/orders", tags=["orders"])
 
@@ -35,6 +35,18 @@ def get_order(rid: StaffScope, order_id: int, uow: UowDep) -> OrderOut:
 @router.post("/{order_id}/status")
 def change_status(rid: StaffScope, order_id: int, body: StatusIn, uow: UowDep) -> OrderOut:
     return orders.change_status(uow, rid, order_id, body.status)
+
+
+@router.post("/{order_id}/reprint")
+def reprint(rid: StaffScope, order_id: int, uow: UowDep) -> OrderOut:
+    """Send the order's kitchen tickets again; printers mark them REPRINT."""
+    return orders.reprint(uow, rid, order_id)
+
+
+@router.get("/{order_id}/tickets")
+def order_tickets(rid: StaffScope, order_id: int, uow: UowDep) -> list[TicketOut]:
+    orders.get_order(uow, rid, order_id)
+    return [TicketOut.model_validate(t, from_attributes=True) for t in tickets.list_tickets(uow, rid, order_id, None)]
 
 
 @router.post("/{order_id}/refunds")

@@ -11,6 +11,7 @@ from api import domain
 from api.domain import NotFound, OrderStatus
 from api.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
 from api.schemas import OrderIn, OrderItemOut, OrderOut
+from api.services import tickets
 from api.services.inventory import apply_stock, stock_of
 from api.unit_of_work import UnitOfWork
 
@@ -76,6 +77,7 @@ def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date 
     uow.session.flush()
     result = order_out(uow, order)
     uow.emit(restaurant_id, "new_order", {"order": result.model_dump(mode="json")})
+    tickets.cut(uow, order, "new")
     for item_id, quantity in wanted.items():
         item = items[item_id]
         if item.enable_stock_tracking:
@@ -112,6 +114,8 @@ def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str) -> Or
         _restock(uow, order)
     result = order_out(uow, order)
     uow.emit(restaurant_id, "order_updated", {"order": result.model_dump(mode="json"), "change": change})
+    if target == OrderStatus.CANCELLED:
+        tickets.cut(uow, order, "void")
     uow.commit()
     return result
 
@@ -158,3 +162,10 @@ def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None,
         query = query.where(Order.status == status)
     rows = uow.session.exec(query.order_by(Order.id.desc()).limit(limit))  # type: ignore[union-attr]
     return [order_out(uow, order) for order in rows]
+
+
+def reprint(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderOut:
+    """Print the order's tickets again, marked REPRINT."""
+    order = get_order(uow, restaurant_id, order_id)
+    tickets.reprint(uow, order)
+    return order_out(uow, order)

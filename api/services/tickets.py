@@ -1,0 +1,150 @@
+"""Kitchen tickets: cut per station from an order, and tracked until a printer confirms them.
+
+A ticket is a row (its id is what printers dedupe by) and a `kitchen_ticket` event that the
+relay publishes to `restaurant/{rid}/kitchen/{station}/tickets`. Outcomes come back from the
+printers (`printed`, `failed`) or from the clock (`unacknowledged`); the two bad ones notify
+the restaurant once and count in `orderbus_tickets_total`.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlmodel import col, select
+
+from api import domain
+from api.domain import DomainError, NotFound
+from api.metrics import TICKETS
+from api.models import Order, OrderItem, Ticket, utcnow
+from api.services.inventory import notify
+from api.unit_of_work import UnitOfWork
+
+KITCHEN_TICKET = "kitchen_ticket"
+TICKET_KINDS = ("new", "void", "reprint")
+
+
+def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
+    """One ticket per station the order's items route to, each with its event, in the caller's transaction."""
+    assert kind in TICKET_KINDS
+    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id)))
+    by_station: dict[str, list[OrderItem]] = {}
+    for line in lines:
+        by_station.setdefault(domain.station_of(line.station), []).append(line)
+    tickets = []
+    for station, station_lines in by_station.items():
+        ticket = Ticket(
+            restaurant_id=order.restaurant_id,
+            order_id=order.id,  # type: ignore[arg-type]
+            version=order.version,
+            station=station,
+            kind=kind,
+        )
+        uow.session.add(ticket)
+        uow.session.flush()
+        uow.emit(order.restaurant_id, KITCHEN_TICKET, {"ticket": ticket_body(ticket, order, station_lines)})
+        tickets.append(ticket)
+    return tickets
+
+
+def ticket_body(ticket: Ticket, order: Order, lines: list[OrderItem]) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "kind": ticket.kind,
+        "order_id": order.id,
+        "version": ticket.version,
+        "station": ticket.station,
+        "created_at": _iso(ticket.created_at),
+        "table_name": order.table_name,
+        "pickup_name": order.pickup_name,
+        "server_name": order.server_name,
+        "notes": order.notes,
+        "items": [
+            {
+                "name": line.name,
+                "quantity": line.quantity,
+                "modifiers": list(line.modifiers),
+                "notes": line.notes,
+                "course": line.course,
+            }
+            for line in lines
+        ],
+    }
+
+
+def reprint(uow: UnitOfWork, order: Order) -> list[Ticket]:
+    if not domain.is_open(order.status):
+        raise DomainError(f"order {order.id} is {order.status}; only open orders are reprinted")
+    tickets = cut(uow, order, "reprint")
+    uow.commit()
+    return tickets
+
+
+def get_ticket(uow: UnitOfWork, restaurant_id: int, ticket_id: int) -> Ticket:
+    ticket = uow.session.get(Ticket, ticket_id)
+    if ticket is None or ticket.restaurant_id != restaurant_id:
+        raise NotFound(f"ticket {ticket_id} not found")
+    return ticket
+
+
+def record_printed(uow: UnitOfWork, ticket: Ticket, device_id: str) -> None:
+    """A printer confirmed it; late confirmations (after `failed` or `unacknowledged`) still count."""
+    if ticket.state == "printed":
+        return  # a repeated report: the printer dedupes, so do we
+    ticket.state, ticket.device_id, ticket.printed_at = "printed", device_id, utcnow()
+    uow.session.add(ticket)
+    TICKETS.labels(outcome="printed").inc()
+
+
+def record_failed(uow: UnitOfWork, ticket: Ticket, device_id: str, reason: str, detail: str) -> None:
+    """Notify once per ticket: a printer retrying the same ticket reports `failed` only once, but be sure."""
+    if ticket.state in ("printed", "failed"):
+        return
+    ticket.state, ticket.device_id, ticket.detail = "failed", device_id, f"{reason}: {detail}"[:200]
+    uow.session.add(ticket)
+    TICKETS.labels(outcome="failed").inc()
+    notify(
+        uow,
+        ticket.restaurant_id,
+        kind="ticket_failed",
+        title=f"Ticket for order {ticket.order_id} did not print at {ticket.station}",
+        body=f"{reason}: {detail}"[:500],
+    )
+
+
+def expire_unacknowledged(uow: UnitOfWork, deadline_seconds: float, now: datetime | None = None) -> int:
+    """Tickets still `sent` after the deadline: mark, notify, count. Returns how many."""
+    cutoff = (now or utcnow()) - timedelta(seconds=deadline_seconds)
+    late = uow.session.exec(
+        select(Ticket)
+        .where(Ticket.state == "sent", col(Ticket.created_at) < cutoff)
+        .order_by(col(Ticket.id))
+        .limit(500)
+    ).all()
+    for ticket in late:
+        ticket.state = "unacknowledged"
+        uow.session.add(ticket)
+        TICKETS.labels(outcome="unacknowledged").inc()
+        notify(
+            uow,
+            ticket.restaurant_id,
+            kind="ticket_unacknowledged",
+            title=f"Ticket for order {ticket.order_id} not confirmed at {ticket.station}",
+            body=f"no printer confirmed it within {deadline_seconds:g} s; check the {ticket.station} printer",
+        )
+    uow.commit()
+    return len(late)
+
+
+def list_tickets(uow: UnitOfWork, restaurant_id: int, order_id: int | None, state: str | None) -> list[Ticket]:
+    query = select(Ticket).where(Ticket.restaurant_id == restaurant_id)
+    if order_id is not None:
+        query = query.where(Ticket.order_id == order_id)
+    if state is not None:
+        query = query.where(Ticket.state == state)
+    return list(uow.session.exec(query.order_by(col(Ticket.id).desc()).limit(500)))
+
+
+def _iso(moment: datetime) -> str:
+    """UTC, as the envelope's `ts` (SQLite hands datetimes back without their zone)."""
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"
