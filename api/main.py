@@ -10,7 +10,19 @@ from sqlalchemy import Engine
 
 from api.domain import DomainError
 from api.metrics import HttpMetricsMiddleware
-from api.routers import auth, categories, devices, events, inventory, menu_items, menus, notifications, ops, orders
+from api.routers import (
+    auth,
+    categories,
+    devices,
+    events,
+    inventory,
+    menu_items,
+    menus,
+    notifications,
+    ops,
+    orders,
+    restaurants,
+)
 from api.routers.dashboard import mount as mount_dashboard
 from api.tokens import TokenService
 from config.settings import Settings
@@ -34,7 +46,7 @@ def create_app(
     app.state.wake_relay = wake_relay
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, categories, menus, menu_items, inventory, orders, notifications, events, devices):
+    for module in (auth, restaurants, categories, menus, menu_items, inventory, orders, notifications, events, devices):
         api.include_router(module.router)
     app.include_router(api)
     mount_dashboard(app, API_PREFIX)  # the browser dashboard: /, /debug.html, /static/, GET /api/v1/config

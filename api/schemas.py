@@ -50,6 +50,15 @@ class MqttTokenOut(BaseModel):
     restaurant_id: int | None
 
 
+class RestaurantIn(Strict):
+    name: Name
+
+
+class RestaurantOut(BaseModel):
+    id: int
+    name: str
+
+
 class CategoryIn(Strict):
     name: Name
     position: Annotated[int, Field(ge=0, le=10_000)] = 0

@@ -18,6 +18,7 @@ from api.tokens import ROLES, TokenService, load_or_create_key
 from cli import logs
 from cli.device import device_app
 from cli.runtime import Parts, PortInUse, Runtime
+from cli.simulate import simulate
 from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
 
@@ -227,6 +228,7 @@ def token(
 
 app.command()(status)  # `orderbus status`: the live terminal view (cli/status.py)
 app.add_typer(device_app, name="device")
+app.command()(simulate)  # `orderbus simulate`: the fleet simulator and load generator (cli/simulate.py)
 
 if __name__ == "__main__":
     app()

@@ -290,3 +290,14 @@ def test_mqtt_token_exchange(stack: Stack, bistro):
 def test_openapi_docs_are_served(stack: Stack):
     spec = stack.http().get("/openapi.json").json()
     assert "/api/v1/restaurants/{rid}/events" in spec["paths"]
+
+
+def test_only_a_super_admin_adds_restaurants_and_admins_see_their_own(stack: Stack, bistro):
+    operator = stack.http(stack.api_token("operator", "super_admin", None))
+    created = operator.post("/restaurants", json={"name": "  Chain 3  "})
+    assert created.status_code == 201 and created.json()["name"] == "Chain 3"
+    for bad in ({}, {"name": ""}, {"name": "x" * 121}, {"name": 7}, {"name": "ok", "extra": 1}):
+        assert operator.post("/restaurants", json=bad).status_code == 422, bad
+    assert bistro["admin"].post("/restaurants", json={"name": "Mine"}).status_code == 403
+    assert [r["id"] for r in bistro["admin"].get("/restaurants").json()] == [bistro["rid"]]
+    assert created.json()["id"] in [r["id"] for r in operator.get("/restaurants").json()]

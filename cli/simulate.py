@@ -1,0 +1,141 @@
+"""`orderbus simulate`: seed a simulated chain, connect its devices, place orders, report what arrived."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Annotated
+
+import httpx
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.tokens import TokenService, load_or_create_key
+from config.settings import load_settings
+from devices.fleet import Endpoints, FleetRun, per_kind, summary
+from devices.fleet_setup import FleetSetup, FleetShape, SetupFailed
+
+console = Console(stderr=True, soft_wrap=True)
+
+
+def simulate(
+    restaurants: Annotated[int, typer.Option(min=1, max=500, help="Simulated restaurants.")] = 2,
+    printers: Annotated[
+        int, typer.Option(min=0, max=20, help="Kitchen printers per restaurant (one per station).")
+    ] = 2,
+    tablets: Annotated[int, typer.Option(min=0, max=20, help="KDS tablets per restaurant.")] = 1,
+    scales: Annotated[int, typer.Option(min=0, max=200, help="Stock scales per restaurant.")] = 2,
+    dashboards: Annotated[int, typer.Option(min=0, max=20, help="Dashboards (WebSocket) per restaurant.")] = 1,
+    orders_per_minute: Annotated[float, typer.Option(min=0.1, max=60_000, help="Orders across the chain.")] = 60.0,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds of ordering.")] = 30.0,
+    readings_per_second: Annotated[float, typer.Option(min=0, help="Scale readings across the chain.")] = 100.0,
+    drain: Annotated[float, typer.Option(min=0, help="Seconds to wait for the last deliveries.")] = 20.0,
+    url: Annotated[str, typer.Option(help="The bus's HTTP address.")] = "http://127.0.0.1:8000",
+    mqtt_host: Annotated[str, typer.Option(help="Broker host.")] = "127.0.0.1",
+    mqtt_port: Annotated[int, typer.Option(help="Broker MQTT/TCP port.")] = 1883,
+    ws_port: Annotated[int, typer.Option(help="Broker MQTT/WebSocket port (dashboards).")] = 8083,
+    data_dir: Annotated[Path | None, typer.Option(help="The bus's data directory (its signing key).")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here as JSON.")] = None,
+) -> None:
+    """Run a fleet of simulated devices against a running bus; exit 1 if anything was lost or duplicated."""
+    settings = load_settings(None, data_dir=data_dir)
+    key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
+    shape = FleetShape(restaurants, printers, tablets, scales, dashboards)
+    try:
+        report = asyncio.run(
+            _simulate(
+                TokenService(key),
+                shape,
+                url,
+                Endpoints(mqtt_host, mqtt_port, ws_port),
+                orders_per_minute=orders_per_minute,
+                duration=duration,
+                readings_per_second=readings_per_second,
+                drain=drain,
+            )
+        )
+    except (httpx.HTTPError, SetupFailed) as exc:
+        console.print(f"[red]error:[/red] cannot seed the fleet at {url}: {exc}")
+        raise typer.Exit(2) from None
+    _print(report)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    kinds = ("printed", "tablets", "dashboards")
+    if any(report[k]["lost"] or report[k]["duplicated"] for k in kinds) or report["order_errors"]:
+        raise typer.Exit(1)
+
+
+async def _simulate(
+    tokens: TokenService,
+    shape: FleetShape,
+    url: str,
+    endpoints: Endpoints,
+    *,
+    orders_per_minute: float,
+    duration: float,
+    readings_per_second: float,
+    drain: float,
+) -> dict:
+    operator = tokens.issue(sub="orderbus-simulate", role="super_admin", rid=None, audience="api", ttl_seconds=14400)
+    headers = {"authorization": f"Bearer {operator}"}
+    limits = httpx.Limits(max_connections=32)
+    async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers=headers, timeout=60, limits=limits) as http:
+        started = time.monotonic()
+        sites = await FleetSetup(http, tokens, uuid.uuid4().hex[:6]).build(shape)
+        console.print(
+            f"seeded {shape.restaurants} restaurants, {per_kind(sites)} in {time.monotonic() - started:.1f} s"
+        )
+        run = FleetRun(sites, endpoints, readings_per_second)
+        tasks = _fleet_tasks(run, readings_per_second)
+        total = sum(per_kind(sites).values())
+        started = time.monotonic()
+        while sum(run.connected.values()) < total and time.monotonic() - started < 120:
+            await asyncio.sleep(0.2)
+        console.print(
+            f"connected {dict(run.connected)} in {time.monotonic() - started:.1f} s; ordering for {duration:g} s"
+        )
+        await asyncio.sleep(1.0)  # the last subscriptions settle
+        await run.place_orders(http, orders_per_minute, duration)
+        deadline = time.monotonic() + drain
+        while time.monotonic() < deadline and any(t.lost for t in (run.printed, run.tablets, run.dashboards)):
+            await asyncio.sleep(0.2)
+        await asyncio.sleep(min(1.0, drain))  # late duplicates would show up here
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    report = summary(run)
+    report["fleet"] = {"restaurants": shape.restaurants, **per_kind(sites)}
+    report["orders_per_minute"], report["duration_s"] = orders_per_minute, duration
+    return report
+
+
+def _fleet_tasks(run: FleetRun, readings_per_second: float) -> list[asyncio.Task]:
+    scale_count = sum(len(site.scales) for site in run.sites)
+    period = scale_count / readings_per_second if readings_per_second and scale_count else 3600.0
+    tasks = []
+    for site in run.sites:
+        coros = [run.printer(site, device_id, token) for device_id, token in site.printers.items()]
+        coros += [run.tablet(site, d, t, bumps=n == 0) for n, (d, t) in enumerate(site.tablets.items())]
+        coros += [run.scale(site, d, token, item, period) for d, (token, item) in site.scales.items()]
+        coros += [run.dashboard(site, client_id, token) for client_id, token in site.dashboards.items()]
+        tasks += [asyncio.create_task(coro) for coro in coros]
+    return tasks
+
+
+def _print(report: dict) -> None:
+    table = Table(title=f"orderbus simulate: {report['orders_placed']} orders, fleet {report['fleet']}")
+    for column in ("kind", "expected", "delivered", "lost", "duplicated", "p50 ms", "p95 ms", "p99 ms", "max ms"):
+        table.add_column(column, justify="right")
+    for kind in ("printed", "tablets", "dashboards"):
+        row = report[kind]
+        cells = [row["expected"], row["delivered"], row["lost"], row["duplicated"]]
+        cells += [row["p50_ms"], row["p95_ms"], row["p99_ms"], row["max_ms"]]
+        table.add_row(kind, *(str(c) for c in cells))
+    out = Console(width=140)  # wide enough for every column even when piped
+    out.print(table)
+    for name in ("order_errors", "bumps", "readings_sent", "device_errors", "connections", "connect_failures"):
+        out.print(f"{name}: {report[name]}")
