@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -25,12 +26,30 @@ def make_engine(url: str) -> Engine:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
+    # One transaction at a time per process, queued on a lock rather than on SQLite's busy
+    # handler, which sleeps up to 100 ms between retries: with the API, relay, ingest and
+    # sweeper all writing, those sleeps added seconds to a ticket's way out under load.
+    # Other processes (`orderbus api` beside `orderbus bridge`) still meet at busy_timeout.
+    writer = threading.RLock()
+
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
-        # Take the write lock up front: a read that later upgrades to a write can fail
-        # with "database is locked" instead of waiting its turn.
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        writer.acquire()
+        connection.info["holds_writer"] = True
+        try:
+            # Take the write lock up front: a read that later upgrades to a write can fail
+            # with "database is locked" instead of waiting its turn.
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            _release(connection)
+            raise
 
+    def _release(connection: Any, *_args: Any) -> None:
+        if connection.info.pop("holds_writer", False):
+            writer.release()
+
+    event.listen(engine, "commit", _release)
+    event.listen(engine, "rollback", _release)
     return engine
 
 

@@ -90,7 +90,7 @@ async def _simulate(
             f"seeded {shape.restaurants} restaurants, {per_kind(sites)} in {time.monotonic() - started:.1f} s"
         )
         run = FleetRun(sites, endpoints, readings_per_second)
-        tasks = _fleet_tasks(run, readings_per_second)
+        tasks = [*_fleet_tasks(run, readings_per_second), asyncio.create_task(run.watch_loop_lag())]
         total = sum(per_kind(sites).values())
         started = time.monotonic()
         while sum(run.connected.values()) < total and time.monotonic() - started < 120:
@@ -137,5 +137,13 @@ def _print(report: dict) -> None:
         table.add_row(kind, *(str(c) for c in cells))
     out = Console(width=140)  # wide enough for every column even when piped
     out.print(table)
-    for name in ("order_errors", "bumps", "readings_sent", "device_errors", "connections", "connect_failures"):
+    for name in (
+        "order_errors",
+        "bumps",
+        "readings_sent",
+        "device_errors",
+        "connections",
+        "connect_failures",
+        "simulator_loop_lag_ms",
+    ):
         out.print(f"{name}: {report[name]}")

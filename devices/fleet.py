@@ -77,6 +77,14 @@ class FleetRun:
     device_errors: Counter[str] = field(default_factory=Counter)  # error replies on commands topics
     connect_failures: Counter[str] = field(default_factory=Counter)
     connected: Counter[str] = field(default_factory=Counter)
+    loop_lag: list[float] = field(default_factory=list)  # how late the simulator's own timer fires
+
+    async def watch_loop_lag(self, period: float = 0.1) -> None:
+        """A saturated simulator delays its own receipts: its lag says how far to trust the latencies."""
+        while True:
+            due = time.monotonic() + period
+            await asyncio.sleep(period)
+            self.loop_lag.append(max(0.0, time.monotonic() - due))
 
     # --- devices ---------------------------------------------------------------------------
 
@@ -306,6 +314,11 @@ def summary(run: FleetRun) -> dict[str, Any]:
         "device_errors": dict(run.device_errors),
         "connections": dict(run.connected),
         "connect_failures": dict(run.connect_failures),
+        "simulator_loop_lag_ms": {
+            "p50": _ms(percentile(run.loop_lag, 50)),
+            "p95": _ms(percentile(run.loop_lag, 95)),
+            "max": _ms(max(run.loop_lag, default=None)),
+        },
     }
 
 

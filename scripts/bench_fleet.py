@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -110,50 +111,39 @@ def main() -> None:
             sampler = ProcessSampler(bus.pid)
             sampler.start()
             report_file = Path(tmp) / "report.json"
+            options = {
+                "--data-dir": data,
+                "--url": f"http://127.0.0.1:{http}",
+                "--mqtt-port": mqtt,
+                "--ws-port": ws,
+                "--restaurants": args.restaurants,
+                "--printers": args.printers,
+                "--tablets": args.tablets,
+                "--scales": args.scales,
+                "--dashboards": args.dashboards,
+                "--orders-per-minute": args.orders_per_minute,
+                "--duration": args.duration,
+                "--readings-per-second": args.readings_per_second,
+                "--json": report_file,
+            }
             started = time.monotonic()
-            simulate = subprocess.run(
-                [
-                    BIN / "orderbus",
-                    "simulate",
-                    "--data-dir",
-                    data,
-                    "--url",
-                    f"http://127.0.0.1:{http}",
-                    "--mqtt-port",
-                    str(mqtt),
-                    "--ws-port",
-                    str(ws),
-                    "--restaurants",
-                    str(args.restaurants),
-                    "--printers",
-                    str(args.printers),
-                    "--tablets",
-                    str(args.tablets),
-                    "--scales",
-                    str(args.scales),
-                    "--dashboards",
-                    str(args.dashboards),
-                    "--orders-per-minute",
-                    str(args.orders_per_minute),
-                    "--duration",
-                    str(args.duration),
-                    "--readings-per-second",
-                    str(args.readings_per_second),
-                    "--json",
-                    report_file,
-                ],
-                check=False,
-            )
+            simulate = subprocess.Popen([BIN / "orderbus", "simulate", *(str(x) for kv in options.items() for x in kv)])
+            simulator = ProcessSampler(simulate.pid)
+            simulator.start()
+            simulate.wait()
             ended = time.monotonic()
             sampler.stop.set()
+            simulator.stop.set()
+            usage = {"bus": sampler.window(started, ended), "simulator": simulator.window(started, ended)}
             report = json.loads(report_file.read_text()) if report_file.exists() else {}
             metrics = httpx.get(f"http://127.0.0.1:{http}/metrics", timeout=10).text
         finally:
             bus.terminate()
             bus.wait(30)
+            shutil.copy(Path(tmp) / "bus.log", "/tmp/bench-fleet-bus.log")
     rejected = [line for line in metrics.splitlines() if line.startswith("orderbus_ingest_rejected_total")]
     tickets = [line for line in metrics.splitlines() if line.startswith("orderbus_tickets_total")]
-    print(json.dumps({"simulate_exit": simulate.returncode, "bus": sampler.window(started, ended)}, indent=2))
+    print(json.dumps({"simulate_exit": simulate.returncode, **usage}, indent=2))
     print("\n".join(tickets + rejected))
     print(json.dumps(report, indent=2))
 
