@@ -71,6 +71,12 @@ def scale(
     item: Annotated[int, typer.Option(help="The menu item on this scale.")],
     stdin: Annotated[bool, typer.Option("--stdin", help="Read grams from stdin, one number per line.")] = False,
     grams: Annotated[float, typer.Option(help="Simulated load cell: starting weight in grams.")] = 5000.0,
+    heartbeat_seconds: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Repeat the latest reading this often; must match the bus's scale_heartbeat_seconds."
+        ),
+    ] = None,
     host: BrokerHost = "127.0.0.1",
     port: BrokerPort = 1883,
     keepalive: Keepalive = 30,
@@ -78,4 +84,13 @@ def scale(
     """A stock scale: publishes stable readings (simulated load cell, or stdin) and a heartbeat."""
     from devices.scale import run
 
-    run(token=token, item=item, stdin=stdin, grams=grams, host=host, port=port, keepalive=keepalive)
+    run(
+        token=token,
+        item=item,
+        stdin=stdin,
+        grams=grams,
+        heartbeat_seconds=heartbeat_seconds,
+        host=host,
+        port=port,
+        keepalive=keepalive,
+    )

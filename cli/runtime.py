@@ -20,7 +20,7 @@ from api.main import create_app
 from api.services.devices import DeviceDenylist, token_denylist
 from api.tokens import TokenService, load_or_create_key
 from api.unit_of_work import UnitOfWork
-from bridge.handlers import device_rules
+from bridge.handlers import DeviceRules, device_rules
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
@@ -142,6 +142,7 @@ class Runtime:
         self.relay: Relay | None = None
         self.ingest: Ingest | None = None
         self.sweeper: Sweeper | None = None
+        self.rules: DeviceRules | None = None
         self.revocations = RevocationWatch(parts.engine)
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
@@ -208,7 +209,7 @@ class Runtime:
         ingest_client = service_client(
             "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
         )
-        rules = device_rules(self.settings)
+        self.rules = rules = device_rules(self.settings)
         self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
         self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
         self.relay.start()
