@@ -128,6 +128,12 @@ class Stack:
             body = MenuItemIn(menu_id=menu_id, category_id=category_id, name=name, price_cents=500, **fields)
             return menu_service.create_item(uow, rid, body).id
 
+    def subscribed(self, topic_filter: str, client_id: str) -> bool:
+        """The broker holds this client's subscription: a message published now reaches it (or its queue)."""
+        broker = self.runtime.broker
+        assert broker is not None
+        return any(session.client_id == client_id for session, _ in broker._subscriptions.get(topic_filter, []))
+
     def device(self, device_id: str) -> Device:
         with UnitOfWork(self.parts.engine) as uow:
             device = uow.session.get(Device, device_id)

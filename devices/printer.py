@@ -1,0 +1,206 @@
+"""The kitchen printer agent (`orderbus device printer`): its station's tickets, printed once each, in order.
+
+MQTT thread: a ticket arrives → checked (`devices.ticket`) → stored in the journal → acknowledged.
+The acknowledgement waits for the journal, not for the paper: the broker requeues a delivery
+that is not acknowledged within 5 s and drops the connection, and a busy printer (or one out of
+paper for ten minutes) takes far longer than that. From the journal on, the ticket is ours: a
+crash before it is stored makes the broker deliver it again; after, the journal prints it.
+The printing itself is `devices.print_worker`, on its own thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import threading
+import time
+from datetime import tzinfo
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from devices.journal import Journal
+from devices.link import DeviceLink, Identity, utc_iso
+from devices.print_worker import PrintWorker
+from devices.printer_io import Printer, open_printer
+from devices.ticket import BadTicket, parse_envelope
+
+log = logging.getLogger("orderbus.devices.printer")
+
+
+class Pacer:
+    """A token bucket under the broker's per-device publish limit (broker/limits.py: 20/s, burst 60).
+
+    The broker drops a device's publishes beyond it without telling the device, so a printer
+    reporting a long backlog at once (or `failed` for fifty queued tickets) must slow down itself.
+    """
+
+    def __init__(self, rate: float = 10.0, burst: int = 30) -> None:
+        self.rate, self.burst = rate, burst
+        self._tokens, self._last = float(burst), time.monotonic()
+        self._lock = threading.Lock()
+
+    def take(self) -> float:
+        """Take a token; returns how long to wait before using it (0 when one was there)."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            self._tokens -= 1.0
+            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+    def try_take(self) -> bool:
+        """A token if one is there now; never waits (for paho's thread)."""
+        with self._lock:
+            now = time.monotonic()
+            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
+            self._last = now
+            if self._tokens < 1.0:
+                return False
+            self._tokens -= 1.0
+            return True
+
+
+class PrinterAgent:
+    """The whole agent: `with PrinterAgent(...)`: journal, worker, and the device's MQTT link."""
+
+    def __init__(
+        self,
+        *,
+        token: str,
+        primary: Printer,
+        backup: Printer | None,
+        state_dir: Path,
+        failover_seconds: float,
+        host: str,
+        port: int,
+        keepalive: int = 30,
+        poll_seconds: float = 3.0,
+        retry_seconds: float = 1.0,
+        tz: tzinfo | None = None,
+    ) -> None:
+        self.identity = Identity.from_token(token)
+        if self.identity.role != "printer" or not self.identity.station:
+            raise ValueError("the token is not a printer's: it has no station to print for")
+        self.journal = Journal(state_dir / "journal.sqlite3")
+        self.link = DeviceLink(
+            token,
+            host,
+            port,
+            subscriptions=[self.identity.tickets_topic],
+            on_message=self._message,
+            persistent=True,
+            manual_ack=True,
+            keepalive=keepalive,
+        )
+        self._pacer = Pacer()
+        self.worker = PrintWorker(
+            primary=primary,
+            backup=backup,
+            journal=self.journal,
+            report=self._report,
+            failover_seconds=failover_seconds,
+            poll_seconds=poll_seconds,
+            retry_seconds=retry_seconds,
+            tz=tz,
+        )
+
+    def __enter__(self) -> PrinterAgent:
+        self.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self.worker.start()
+        self.link.start()
+
+    def stop(self) -> None:
+        """Worker first, so a ticket being printed is still reported; then `offline` and disconnect."""
+        self.worker.stop()
+        self.link.stop()  # waits for the PUBACK of `offline`, so of every event published before it
+        self.worker.settle_reports()
+        self.journal.close()
+
+    def _report(self, body: dict[str, Any]) -> mqtt.MQTTMessageInfo:
+        """An event from the worker thread, paced to stay within the broker's limit."""
+        time.sleep(self._pacer.take())
+        return self.link.publish("events", body)
+
+    def _message(self, message: mqtt.MQTTMessage) -> None:
+        """On paho's thread: check, journal, acknowledge. Printing happens on the worker."""
+        if message.topic == self.identity.tickets_topic:
+            self._ticket(message.payload)
+        elif message.topic == self.identity.topic("commands"):
+            self._command(message.payload)
+        self.link.ack(message)  # not reached if the journal failed: the broker delivers it again
+
+    def _ticket(self, payload: bytes) -> None:
+        try:
+            ticket = parse_envelope(payload)
+        except BadTicket as exc:
+            log.warning("refused a ticket message (%d bytes): %s", len(payload), exc)
+            if exc.ticket_id is not None and self._pacer.try_take():  # a flood of bad tickets is only logged
+                body = {"type": "failed", "ticket_id": exc.ticket_id, "reason": "error"}
+                self.link.publish("events", {**body, "detail": f"unprintable: {exc}"[:300], "ts": utc_iso()})
+            return
+        if ticket.station != self.identity.station:
+            log.warning("ticket %s is for %s, printed at %s", ticket.id, ticket.station, self.identity.station)
+        if self.journal.receive(ticket):
+            self.worker.accept(ticket)
+
+    def _command(self, payload: bytes) -> None:
+        """The bus replies here; an `error` means it refused one of our reports."""
+        log.info("from the bus: %.300s", payload.decode("utf-8", "replace"))
+
+
+def run(
+    *,
+    token: str,
+    printer: str,
+    backup: str | None,
+    state_dir: Path,
+    failover_seconds: float,
+    host: str,
+    port: int,
+    keepalive: int,
+) -> None:
+    """`orderbus device printer`: bad options exit with code 2 and a clear message; runs until signalled."""
+    import typer
+
+    from cli import logs
+
+    logs.add_secret(token)  # redacted should anything ever log it
+    logs.configure()
+    try:
+        primary = open_printer(printer)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--printer") from None
+    try:
+        backup_printer = open_printer(backup) if backup else None
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--backup") from None
+    if failover_seconds < 0:
+        raise typer.BadParameter("must be zero or more", param_hint="--failover-seconds")
+    try:
+        agent = PrinterAgent(
+            token=token,
+            primary=primary,
+            backup=backup_printer,
+            state_dir=state_dir,
+            failover_seconds=failover_seconds,
+            host=host,
+            port=port,
+            keepalive=keepalive,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--token") from None
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with agent:
+        log.info("printer %s for %s: printing on %s", agent.identity.device_id, agent.identity.station, primary.name)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: leave cleanly, saying `offline`
+            stop.wait()
