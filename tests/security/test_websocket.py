@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from broker.stats import REFUSED_CONNECTIONS
@@ -24,6 +26,21 @@ def test_websocket_clients_connect_at_mqtt_path(broker):
     assert bus.connect() == 0
     bus.client.publish("restaurant/7/orders", b"hello", qos=1).wait_for_publish(5)
     assert dashboard.collect(1)[0].payload == b"hello"
+    for client in (dashboard, bus):
+        client.close()
+
+
+def test_a_paho_websocket_client_stays_connected_past_the_websocket_ping_interval(broker):
+    """paho answers WebSocket pings with unmasked pongs; with server pings on, it was dropped after 20 s."""
+    dashboard = ws_client(broker, "dash", "/mqtt")
+    assert dashboard.connect() == 0
+    assert dashboard.subscribe("restaurant/7/orders") == 1
+    time.sleep(25)  # past websockets' default 20 s ping interval: nothing to wait for but time
+    bus = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
+    assert bus.connect() == 0
+    bus.client.publish("restaurant/7/orders", b"still here", qos=1).wait_for_publish(5)
+    assert dashboard.collect(1)[0].payload == b"still here"
+    assert dashboard.connack.empty()  # no reconnect happened in between
     for client in (dashboard, bus):
         client.close()
 
