@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from typing import Any
 
@@ -9,6 +10,9 @@ from sqlalchemy import Engine, event
 from sqlmodel import SQLModel, create_engine
 
 from api import models  # noqa: F401  (registers the tables)
+
+log = logging.getLogger("orderbus.db")
+WRITER_WAIT_SECONDS = 30.0
 
 
 def make_engine(url: str) -> Engine:
@@ -30,12 +34,19 @@ def make_engine(url: str) -> Engine:
     # handler, which sleeps up to 100 ms between retries: with the API, relay, ingest and
     # sweeper all writing, those sleeps added seconds to a ticket's way out under load.
     # Other processes (`orderbus api` beside `orderbus bridge`) still meet at busy_timeout.
-    writer = threading.RLock()
+    # A plain lock, not an RLock: FastAPI may end a request's transaction (rollback after an
+    # error) on another thread than the one that began it. The timeout keeps an unforeseen
+    # nested transaction on one thread from hanging: it falls back to SQLite's own waiting.
+    writer = threading.Lock()
 
     @event.listens_for(engine, "begin")
     def _begin_immediate(connection: Any) -> None:
-        writer.acquire()
-        connection.info["holds_writer"] = True
+        if writer.acquire(timeout=WRITER_WAIT_SECONDS):
+            connection.info["holds_writer"] = True
+        else:
+            log.warning(
+                "no turn at the database writer lock after %s s; waiting on SQLite instead", WRITER_WAIT_SECONDS
+            )
         try:
             # Take the write lock up front: a read that later upgrades to a write can fail
             # with "database is locked" instead of waiting its turn.
