@@ -27,7 +27,7 @@ class DemoInfo:
     restaurant_id: int
     email: str
     password: str
-    devices: list[tuple[str, str, str | None]]  # (id, kind, station)
+    devices: list[tuple[str, str, str | None, int | None]]  # (id, kind, station, a scale's item)
 
 
 def _credentials(data_dir: Path) -> str:
@@ -51,7 +51,7 @@ def ensure_demo(engine: Engine, data_dir: Path, wake_relay=None) -> DemoInfo:
         rid = restaurant.id
         assert rid is not None
         devices = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id)).all()
-        return DemoInfo(rid, DEMO_EMAIL, password, [(d.id, d.kind, d.station) for d in devices])
+        return DemoInfo(rid, DEMO_EMAIL, password, [(d.id, d.kind, d.station, d.item_id) for d in devices])
 
 
 def _seed(uow: UnitOfWork, password: str) -> Restaurant:
@@ -65,25 +65,19 @@ def _seed(uow: UnitOfWork, password: str) -> Restaurant:
             restaurant_id=rid, email=DEMO_EMAIL, name="Demo Admin", role="admin", password_hash=hash_password(password)
         )
     )
-    uow.session.add_all(
-        [
-            Device(id="printer-grill-1", restaurant_id=rid, kind="printer", name="Grill printer", station="grill"),
-            Device(id="kds-kitchen-1", restaurant_id=rid, kind="tablet", name="Kitchen display"),
-            Device(id="scale-patty-1", restaurant_id=rid, kind="scale", name="Patty scale"),
-        ]
-    )
     uow.commit()
     grill = menu.create_row(uow, Category, rid, CategoryIn(name="Burgers", position=1, station="grill"))
     bar = menu.create_row(uow, Category, rid, CategoryIn(name="Drinks", position=2, station="bar"))
     dinner = menu.create_row(uow, Menu, rid, MenuIn(name="Dinner"))
-    for name, category, price, stock, threshold in [
-        ("Classic Burger", grill, 1250, 40, 10),
-        ("Veggie Burger", grill, 1150, 12, 5),
-        ("Fries", grill, 450, 0, None),
-        ("Lemonade", bar, 350, 30, 8),
-        ("Espresso", bar, 300, 0, None),
+    items = {}
+    for name, category, price, stock, threshold, grams in [
+        ("Classic Burger", grill, 1250, 40, 10, 120.0),  # patties on the patty scale
+        ("Veggie Burger", grill, 1150, 12, 5, None),
+        ("Fries", grill, 450, 0, None, None),
+        ("Lemonade", bar, 350, 30, 8, None),
+        ("Espresso", bar, 300, 0, None, None),
     ]:
-        menu.create_item(
+        items[name] = menu.create_item(
             uow,
             rid,
             MenuItemIn(
@@ -94,6 +88,23 @@ def _seed(uow: UnitOfWork, password: str) -> Restaurant:
                 enable_stock_tracking=stock > 0,
                 stock_quantity=stock,
                 low_stock_threshold=threshold,
+                low_stock_clear_level=threshold + 3 if threshold is not None else None,
+                unit_weight_grams=grams,
             ),
         )
+    uow.session.add_all(
+        [
+            Device(id="printer-grill-1", restaurant_id=rid, kind="printer", name="Grill printer", station="grill"),
+            Device(id="printer-bar-1", restaurant_id=rid, kind="printer", name="Bar printer", station="bar"),
+            Device(id="kds-kitchen-1", restaurant_id=rid, kind="tablet", name="Kitchen display"),
+            Device(
+                id="scale-patty-1",
+                restaurant_id=rid,
+                kind="scale",
+                name="Patty scale",
+                item_id=items["Classic Burger"].id,
+            ),
+        ]
+    )
+    uow.commit()
     return restaurant

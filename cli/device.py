@@ -27,7 +27,9 @@ def printer(
     token: Token,
     printer: Annotated[str, typer.Option(help="tcp://HOST:9100, file:PATH or dummy.")],
     backup: Annotated[str | None, typer.Option(help="The backup printer, same forms as --printer.")] = None,
-    state_dir: Annotated[Path, typer.Option(help="Where the printed-ticket journal lives.")] = Path("printer-state"),
+    state_dir: Annotated[
+        Path, typer.Option(help="Where the printed-ticket journal lives (one file per device).")
+    ] = Path("printer-state"),
     failover_seconds: Annotated[
         float, typer.Option(help="How long the primary may fail before the backup prints.")
     ] = 10.0,

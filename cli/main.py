@@ -104,12 +104,15 @@ def _print_demo(settings: Settings, demo) -> None:
         f"  MQTT token    orderbus token --data-dir {settings.data_dir} --sub watcher "
         f"--restaurant {demo.restaurant_id} --role staff"
     )
-    for device_id, kind, station in demo.devices:
-        extra = f" --station {station}" if station else ""
-        console.print(
-            f"  {kind:<13} orderbus token --data-dir {settings.data_dir} --sub {device_id} "
-            f"--restaurant {demo.restaurant_id} --role {kind}{extra}"
+    console.print("[bold]demo devices[/bold] (each in its own terminal)")
+    agents = {"printer": "printer --printer file:{dir}/{id}.escpos", "tablet": "kds", "scale": "scale --item {item}"}
+    for device_id, kind, station, item in demo.devices:
+        token = (
+            f"orderbus token --data-dir {settings.data_dir} --sub {device_id} --restaurant {demo.restaurant_id} "
+            f"--role {kind}{f' --station {station}' if station else ''}"
         )
+        agent = agents[kind].format(dir=settings.data_dir, id=device_id, item=item)
+        console.print(f'  {device_id:<16} orderbus device {agent} --port {settings.mqtt_port} --token "$({token})"')
 
 
 @app.command()

@@ -84,7 +84,8 @@ class PrinterAgent:
         self.identity = Identity.from_token(token)
         if self.identity.role != "printer" or not self.identity.station:
             raise ValueError("the token is not a printer's: it has no station to print for")
-        self.journal = Journal(state_dir / "journal.sqlite3")
+        # One journal per device: printers sharing a state directory must not share what they printed.
+        self.journal = Journal(state_dir / f"{self.identity.device_id}.journal.sqlite3")
         self.link = DeviceLink(
             token,
             host,

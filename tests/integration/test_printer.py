@@ -203,7 +203,7 @@ def test_a_ticket_journaled_as_printing_reprints_after_a_restart_and_a_printed_o
     interrupted, done = place(grill, table="T1"), place(grill, table="T2")
     envelopes = [m.payload for m in kitchen.collect(2)]
     state_dir = tmp_path / "printer"
-    journal = Journal(state_dir / "journal.sqlite3")
+    journal = Journal(state_dir / f"{PRINTER_ID}.journal.sqlite3")
     first, second = (parse_envelope(payload) for payload in envelopes)
     for ticket in (first, second):
         journal.receive(ticket)
