@@ -151,9 +151,10 @@ def refundable(total_cents: int, refunded_cents: int, amount_cents: int) -> None
         raise DomainError(f"refund of {amount_cents} exceeds the {total_cents - refunded_cents} cents left to refund")
 
 
-def presence_applies(current_boot_id: str | None, state: str, boot_id: str) -> bool:
+def presence_applies(current_boot_id: str | None, state: str, boot_id: str | None) -> bool:
     """`online` always applies (a new run); `offline`/`lost` only for the run that is current.
 
     A Last Will of an earlier run can arrive after the device is back: it must not mark it lost.
+    Without boot ids on both sides there is nothing to order by, and the message applies.
     """
-    return state == "online" or current_boot_id is None or current_boot_id == boot_id
+    return state == "online" or current_boot_id is None or boot_id is None or current_boot_id == boot_id

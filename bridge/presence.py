@@ -1,4 +1,8 @@
-"""Presence: a device's retained `online` / `offline` / `lost` status → the device row."""
+"""Presence: a device's retained `online` / `offline` / `lost` status → the device row.
+
+`boot_id` orders a device's runs (see `domain.presence_applies`); a device that sends none still
+has presence, only without that ordering.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ def record_status(uow: UnitOfWork, device: Device, message: DeviceMessage) -> di
     state, boot_id = message.body.get("state"), message.body.get("boot_id")
     if state not in devices.PRESENCE_STATES:
         raise Rejected("bad_state", f"state must be one of {sorted(devices.PRESENCE_STATES)}")
-    if not isinstance(boot_id, str) or not 0 < len(boot_id) <= 64:
+    if boot_id is not None and (not isinstance(boot_id, str) or not 0 < len(boot_id) <= 64):
         raise Rejected("bad_type", "boot_id must be a non-empty string of at most 64 characters")
     devices.record_presence(uow, device, state, boot_id)
     return None

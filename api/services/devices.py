@@ -145,7 +145,7 @@ def token_denylist(engine: Engine) -> DeviceDenylist:
     )
 
 
-def record_presence(uow: UnitOfWork, device: Device, state: str, boot_id: str) -> bool:
+def record_presence(uow: UnitOfWork, device: Device, state: str, boot_id: str | None) -> bool:
     """Apply a presence message; False when it is a leftover of an earlier run (see `domain.presence_applies`)."""
     if state not in PRESENCE_STATES:
         raise DomainError(f"state must be one of {sorted(PRESENCE_STATES)}")

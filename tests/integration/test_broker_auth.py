@@ -96,9 +96,9 @@ def test_publishes_outside_the_role_are_dropped(stack: Stack, subscribers):
     scale.client.publish("restaurant/7/devices/scale-1/readings", b"{}", qos=1, retain=True).wait_for_publish(5)
     scale.client.publish("restaurant/7/devices/scale-1/status", b'{"state":"online"}', qos=1, retain=True)
 
-    got = watcher.collect(1)
+    got = [m for m in watcher.drain(quiet=0.5) if m.topic != "restaurant/7/devices/scale-1/commands"]
     assert [(m.topic, m.retain) for m in got] == [("restaurant/7/devices/scale-1/status", False)]
-    assert watcher.drain() == []
+    # (on scale-1's commands topic: the bus's answers to its messages, e.g. "unknown_device")
     assert [m.topic for m in service.collect(1)] == ["restaurant/7/devices/scale-1/status"]
 
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -135,7 +136,7 @@ def test_the_kds_screen_shows_bumps_recalls_and_turns_late(stack: Stack):
     clock = Clock()
     client = KdsClient(token, "127.0.0.1", stack.settings.mqtt_port, Board(clock=clock))
     app = KdsApp(client, tick_seconds=0.1)
-    asyncio.run(scenario(app, kitchen, first, clock))
+    run_on_own_loop(scenario(app, kitchen, first, clock))
     assert not client.connected  # `q` stopped it cleanly
 
 
@@ -173,4 +174,10 @@ def test_the_kds_screen_shows_a_broker_outage_and_catches_up_after_it(stack: Sta
     token = stack.add_device(kitchen.rid, "kds-outage", "tablet")
     client = KdsClient(token, "127.0.0.1", stack.settings.mqtt_port, Board())
     app = KdsApp(client, tick_seconds=0.1, reply_timeout=5)
-    asyncio.run(outage(app, stack, kitchen, first))
+    run_on_own_loop(outage(app, stack, kitchen, first))
+
+
+def run_on_own_loop(scenario: Coroutine[Any, Any, None]) -> None:
+    """Textual's Pilot needs an event loop; the session's Playwright browser keeps one on this thread."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(asyncio.run, scenario).result(timeout=120)

@@ -83,7 +83,6 @@ def test_a_late_will_of_an_earlier_run_does_not_mark_a_running_device_lost(stack
     ("body", "reason"),
     [
         ({"state": "asleep", "boot_id": "b"}, "bad_state"),
-        ({"state": "online"}, "bad_type"),
         ({"state": "online", "boot_id": 7}, "bad_type"),
         ({"state": "online", "boot_id": "x" * 65}, "bad_type"),
         ("online", "bad_type"),
@@ -135,3 +134,14 @@ def test_a_device_killed_without_disconnect_is_lost_within_one_and_a_half_keepal
         process.kill()
     # The broker's guard sweeps every 0.25 s and the ingest applies the Will right after.
     assert elapsed <= 1.5 * KEEPALIVE + 0.5, f"lost after {elapsed:.2f} s"
+
+
+def test_a_device_without_boot_ids_still_has_presence(stack: Stack, shop, subscribers):
+    raw = Subscriber(stack.settings.mqtt_port, "tablet-1", shop["token"])
+    subscribers.append(raw)
+    assert raw.connect() == 0
+    topic = f"restaurant/{shop['rid']}/devices/tablet-1/status"
+    raw.client.publish(topic, b'{"state": "online"}', qos=1, retain=True).wait_for_publish(5)
+    wait_for(lambda: listed(shop)["presence"] == "online" and listed(shop)["boot_id"] is None)
+    raw.client.publish(topic, b'{"state": "lost"}', qos=1, retain=True).wait_for_publish(5)
+    wait_for(lambda: listed(shop)["presence"] == "lost")
