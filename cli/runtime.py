@@ -90,8 +90,11 @@ class RevocationWatch:
     def refuses(self, claims: dict) -> bool:
         return self._denylist.refuses(claims)
 
-    def refresh(self) -> None:
-        self._denylist = token_denylist(self._engine)
+    def refresh(self) -> bool:
+        """Re-read the denylist; True when it changed (only then do connections need a look)."""
+        denylist = token_denylist(self._engine)
+        changed, self._denylist = denylist != self._denylist, denylist
+        return changed
 
     def poke(self) -> None:
         """Thread-safe: called after a commit in this process."""
@@ -117,8 +120,8 @@ class RevocationWatch:
                 await asyncio.wait_for(self._poked.wait(), self._interval)
             self._poked.clear()
             try:
-                await self._loop.run_in_executor(None, self.refresh)
-                self.on_refresh()
+                if await self._loop.run_in_executor(None, self.refresh):
+                    self.on_refresh()
             except Exception:
                 log.exception("could not refresh the device denylist; keeping the previous one")
 
