@@ -71,9 +71,11 @@ def test_replacing_a_filters_subscribers_keeps_one_index_entry():
 
 LEVELS = st.sampled_from(["a", "b", "c", "$SYS", "", "x1"])
 TOPICS = st.lists(LEVELS, min_size=1, max_size=4).map("/".join)
-FILTERS = st.lists(st.sampled_from(["a", "b", "$SYS", "", "+"]), min_size=0, max_size=3).flatmap(
-    lambda head: st.sampled_from([head, [*head, "#"]]) if head else st.just(["#"])
-).map("/".join)
+FILTERS = (
+    st.lists(st.sampled_from(["a", "b", "$SYS", "", "+"]), min_size=0, max_size=3)
+    .flatmap(lambda head: st.sampled_from([head, [*head, "#"]]) if head else st.just(["#"]))
+    .map("/".join)
+)
 
 
 @given(st.lists(FILTERS, max_size=12, unique=True), st.lists(FILTERS, max_size=4), TOPICS)
