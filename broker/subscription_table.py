@@ -72,7 +72,7 @@ class FilterTrie:
 
 
 class SubscriptionTable(dict):
-    """amqtt's `_subscriptions`, kept in step with a FilterTrie (amqtt only sets and deletes keys)."""
+    """amqtt's `_subscriptions`, kept in step with a FilterTrie by every way a key is added or removed."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -97,11 +97,17 @@ class SubscriptionTable(dict):
     def items(self):  # type: ignore[override]
         return [(key, list(value)) for key, value in super().items()]
 
-    def pop(self, *_args: Any) -> Any:
-        raise NotImplementedError("delete filters with `del`, so the index follows")
+    def setdefault(self, topic_filter: str, default: Any = None) -> Any:
+        if topic_filter not in self:
+            self[topic_filter] = default
+        return super().__getitem__(topic_filter)
 
-    def setdefault(self, *_args: Any) -> Any:
-        raise NotImplementedError("add filters by assignment, so the index follows")
+    def pop(self, topic_filter: str, *default: Any) -> Any:
+        if topic_filter not in self:
+            return super().pop(topic_filter, *default)
+        value = super().pop(topic_filter)
+        self._trie.remove(topic_filter)
+        return value
 
     def clear(self) -> None:
         super().clear()

@@ -61,6 +61,15 @@ def test_the_index_finds_wildcards_and_skips_dollar_topics():
     assert sorted(trie.matching("q/x")) == ["#", "+/x"]
 
 
+def test_setdefault_and_pop_keep_the_index_in_step():
+    table = SubscriptionTable()
+    table.setdefault("a/+", []).append("s1")
+    assert table.setdefault("a/+", ["ignored"]) == ["s1"]
+    assert table.matching("a/b") == [("a/+", ["s1"])]
+    assert table.pop("a/+") == ["s1"] and table.matching("a/b") == []
+    assert table.pop("a/+", None) is None
+
+
 def test_replacing_a_filters_subscribers_keeps_one_index_entry():
     table = table_of({"a": [1]})
     table["a"] = [2]
