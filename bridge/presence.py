@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.models import Device
-from api.services import devices
+from api.services import devices, tickets
 from api.unit_of_work import UnitOfWork
 from bridge.ingest import DeviceMessage, Rejected
 
@@ -20,5 +20,7 @@ def record_status(uow: UnitOfWork, device: Device, message: DeviceMessage) -> di
         raise Rejected("bad_state", f"state must be one of {sorted(devices.PRESENCE_STATES)}")
     if boot_id is not None and (not isinstance(boot_id, str) or not 0 < len(boot_id) <= 64):
         raise Rejected("bad_type", "boot_id must be a non-empty string of at most 64 characters")
-    devices.record_presence(uow, device, state, boot_id)
+    applied = devices.record_presence(uow, device, state, boot_id)
+    if applied and state == "online" and device.kind == "printer" and device.station:
+        tickets.resend_unprinted(uow, device.restaurant_id, device.station)
     return None

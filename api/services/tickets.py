@@ -72,6 +72,38 @@ def ticket_body(ticket: Ticket, order: Order, lines: list[OrderItem]) -> dict[st
     }
 
 
+def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_hours: float = 12) -> int:
+    """Send a station's tickets no printer has confirmed again, same ids, when its printer comes online.
+
+    The embedded broker keeps a persistent session in memory only: a broker restart while a
+    printer was away loses the tickets queued for it. Printers dedupe by ticket id (their
+    journal), so sending again what did arrive costs nothing and what did not arrive prints.
+    """
+    since = utcnow() - timedelta(hours=within_hours)
+    waiting = uow.session.exec(
+        select(Ticket)
+        .where(
+            Ticket.restaurant_id == restaurant_id,
+            Ticket.station == station,
+            Ticket.state != "printed",
+            col(Ticket.created_at) >= since,
+        )
+        .order_by(col(Ticket.id))
+        .limit(200)
+    ).all()
+    sent = 0
+    for ticket in waiting:
+        order = uow.session.get(Order, ticket.order_id)
+        assert order is not None
+        if ticket.kind != "void" and not domain.is_open(order.status):
+            continue  # served or cancelled meanwhile: its void (if any) is what the kitchen needs
+        lines = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id)))
+        mine = [line for line in lines if domain.station_of(line.station) == station]
+        uow.emit(restaurant_id, KITCHEN_TICKET, {"ticket": ticket_body(ticket, order, mine), "resent": True})
+        sent += 1
+    return sent
+
+
 def reprint(uow: UnitOfWork, order: Order) -> list[Ticket]:
     if not domain.is_open(order.status):
         raise DomainError(f"order {order.id} is {order.status}; only open orders are reprinted")

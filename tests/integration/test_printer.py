@@ -315,3 +315,35 @@ def test_an_agent_offline_for_90_seconds_gets_every_missed_ticket_on_return_once
     wait_for(lambda: all(t.state == "printed" for t in tickets(stack, rid)), timeout=30)
     assert len(printer.tickets) == 10
     assert all(text.splitlines()[0] == "GRILL" for text in printer.texts())
+
+
+def test_tickets_queued_for_an_absent_printer_survive_a_broker_restart(
+    stack: Stack, agents, emulators, grill, tmp_path
+):
+    """The embedded broker forgets persistent sessions when it restarts; the bus sends a printer's
+    unconfirmed tickets again when it comes online, and the journal keeps it to one print each."""
+    rid = grill["rid"]
+    printer = emulator(emulators)
+    state_dir = tmp_path / "printer"
+    first_run = start_agent(stack, agents, grill, state_dir, printer)
+    before = place(grill, table="T0")
+    wait_for(lambda: printer.tickets)
+    first_run.stop()
+    agents.remove(first_run)
+    wait_for(lambda: stack.device(PRINTER_ID).presence == "offline")
+    missed = [place(grill, table=f"T{n}") for n in range(1, 4)]
+    served = place(grill, table="T9")  # served while the printer was away: not worth paper any more
+    staff = grill["staff"]
+    for status in ("preparing", "ready", "completed"):
+        staff.post(f"/restaurants/{rid}/orders/{served['id']}/status", json={"status": status})
+    wait_for(lambda: stack.subscribed(f"restaurant/{rid}/kitchen/grill/tickets", PRINTER_ID))  # queued for it
+
+    stack.call(stack.runtime.stop_broker())  # the session and its queue are gone
+    stack.call(stack.runtime.start_broker())
+    start_agent(stack, agents, grill, state_dir, printer)
+
+    wait_for(lambda: len(printer.tickets) >= 4, timeout=30)
+    assert printed_orders(printer) == [before["id"], *(order["id"] for order in missed)]
+    wait_for(lambda: all(t.state == "printed" for t in tickets(stack, rid) if t.order_id != served["id"]), timeout=30)
+    time.sleep(1.0)  # nothing to wait for: no second print of anything, nothing of the served order
+    assert len(printer.tickets) == 4
