@@ -287,11 +287,10 @@ def test_bad_ticket_messages_print_nothing_and_do_not_stop_the_agent(
     assert len(printer.tickets) == 1
 
 
-def test_an_agent_offline_for_90_seconds_gets_every_missed_ticket_on_return_once_in_order(
-    stack: Stack, agents, emulators, grill, tmp_path
-):
-    """Real time: the broker keeps the printer's persistent session and queues its tickets while it is away."""
-    rid = grill["rid"]
+def printed_once_then_stopped(
+    stack: Stack, agents: list[PrinterAgent], emulators: list[PrinterEmulator], grill: dict, tmp_path: Path
+) -> tuple[PrinterEmulator, Path, dict]:
+    """An agent that printed one order (returned) and then stopped cleanly: its printer, its state."""
     printer = emulator(emulators)
     state_dir = tmp_path / "printer"
     first_run = start_agent(stack, agents, grill, state_dir, printer)
@@ -300,6 +299,15 @@ def test_an_agent_offline_for_90_seconds_gets_every_missed_ticket_on_return_once
     first_run.stop()
     agents.remove(first_run)
     wait_for(lambda: stack.device(PRINTER_ID).presence == "offline")
+    return printer, state_dir, before
+
+
+def test_an_agent_offline_for_90_seconds_gets_every_missed_ticket_on_return_once_in_order(
+    stack: Stack, agents, emulators, grill, tmp_path
+):
+    """Real time: the broker keeps the printer's persistent session and queues its tickets while it is away."""
+    rid = grill["rid"]
+    printer, state_dir, before = printed_once_then_stopped(stack, agents, emulators, grill, tmp_path)
 
     away_since = time.monotonic()
     missed = []
@@ -323,14 +331,7 @@ def test_tickets_queued_for_an_absent_printer_survive_a_broker_restart(
     """The embedded broker forgets persistent sessions when it restarts; the bus sends a printer's
     unconfirmed tickets again when it comes online, and the journal keeps it to one print each."""
     rid = grill["rid"]
-    printer = emulator(emulators)
-    state_dir = tmp_path / "printer"
-    first_run = start_agent(stack, agents, grill, state_dir, printer)
-    before = place(grill, table="T0")
-    wait_for(lambda: printer.tickets)
-    first_run.stop()
-    agents.remove(first_run)
-    wait_for(lambda: stack.device(PRINTER_ID).presence == "offline")
+    printer, state_dir, before = printed_once_then_stopped(stack, agents, emulators, grill, tmp_path)
     missed = [place(grill, table=f"T{n}") for n in range(1, 4)]
     served = place(grill, table="T9")  # served while the printer was away: not worth paper any more
     staff = grill["staff"]
