@@ -6,9 +6,14 @@ import logging
 import threading
 from collections.abc import Callable
 
+from prometheus_client import Counter
+
 from api.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.sweeper")
+SWEEP_FAILURES = Counter(
+    "orderbus_sweep_failures", "time-driven device rules that raised (logged with their traceback)", ["sweep"]
+)
 
 UowFactory = Callable[[], UnitOfWork]
 Sweep = Callable[[UowFactory], None]
@@ -34,7 +39,9 @@ class Sweeper:
             try:
                 sweep(self._uow_factory)
             except Exception:  # one failing rule must not stop the others, nor the next second's run
-                log.exception("sweep %s failed", getattr(sweep, "__name__", sweep))
+                name = getattr(sweep, "__name__", type(sweep).__name__)
+                SWEEP_FAILURES.labels(sweep=name).inc()
+                log.exception("sweep %s failed", name)
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval):

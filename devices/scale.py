@@ -22,7 +22,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 from devices.link import DeviceLink, utc_iso
@@ -200,8 +200,8 @@ class ScaleAgent:
         print(text, file=self._err, flush=True)
 
 
-def feed_stdin(agent: ScaleAgent, lines: Iterable[str], err: TextIO) -> None:
-    """`--stdin`: each line is a stable weight in grams; a bad line is reported and skipped."""
+def _weights(lines: Iterable[str], err: TextIO, hint: str) -> Iterator[tuple[str, float]]:
+    """(line, grams) for each line that is a weight; a bad line is reported on `err` with `hint`."""
     for number, line in enumerate(lines, 1):
         text = line.strip()
         if not text:
@@ -209,22 +209,20 @@ def feed_stdin(agent: ScaleAgent, lines: Iterable[str], err: TextIO) -> None:
         try:
             grams = parse_grams(text)
         except ValueError as exc:
-            print(f"line {number}: {exc}; skipped", file=err, flush=True)
+            print(f"line {number}: {exc}; {hint}", file=err, flush=True)
             continue
+        yield text, grams
+
+
+def feed_stdin(agent: ScaleAgent, lines: Iterable[str], err: TextIO) -> None:
+    """`--stdin`: each line is a stable weight in grams; a bad line is reported and skipped."""
+    for _text, grams in _weights(lines, err, "skipped"):
         agent.stable(grams)
 
 
 def steer_load_cell(cell: LoadCell, lines: Iterable[str], err: TextIO) -> None:
     """Simulation: `-250` takes 250 g off the platform, `+250` puts 250 g on, `5000` sets the weight."""
-    for line in lines:
-        text = line.strip()
-        if not text:
-            continue
-        try:
-            grams = parse_grams(text)
-        except ValueError as exc:
-            print(f"{exc}; use -GRAMS, +GRAMS or GRAMS", file=err, flush=True)
-            continue
+    for text, grams in _weights(lines, err, "use -GRAMS, +GRAMS or GRAMS"):
         if text[0] in "+-":
             cell.add(grams)
         else:

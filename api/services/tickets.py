@@ -132,16 +132,8 @@ def record_failed(uow: UnitOfWork, ticket: Ticket, device_id: str, reason: str, 
     """Notify once per ticket: a printer retrying the same ticket reports `failed` only once, but be sure."""
     if ticket.state in ("printed", "failed"):
         return
-    ticket.state, ticket.device_id, ticket.detail = "failed", device_id, f"{reason}: {detail}"[:200]
-    uow.session.add(ticket)
-    TICKETS.labels(outcome="failed").inc()
-    notify(
-        uow,
-        ticket.restaurant_id,
-        kind="ticket_failed",
-        title=f"Ticket for order {ticket.order_id} did not print at {ticket.station}",
-        body=f"{reason}: {detail}"[:500],
-    )
+    ticket.device_id, ticket.detail = device_id, f"{reason}: {detail}"[:200]
+    _went_wrong(uow, ticket, "failed", f"did not print at {ticket.station}", f"{reason}: {detail}"[:500])
 
 
 def expire_unacknowledged(uow: UnitOfWork, deadline_seconds: float, now: datetime | None = None) -> int:
@@ -154,18 +146,19 @@ def expire_unacknowledged(uow: UnitOfWork, deadline_seconds: float, now: datetim
         .limit(500)
     ).all()
     for ticket in late:
-        ticket.state = "unacknowledged"
-        uow.session.add(ticket)
-        TICKETS.labels(outcome="unacknowledged").inc()
-        notify(
-            uow,
-            ticket.restaurant_id,
-            kind="ticket_unacknowledged",
-            title=f"Ticket for order {ticket.order_id} not confirmed at {ticket.station}",
-            body=f"no printer confirmed it within {deadline_seconds:g} s; check the {ticket.station} printer",
-        )
+        body = f"no printer confirmed it within {deadline_seconds:g} s; check the {ticket.station} printer"
+        _went_wrong(uow, ticket, "unacknowledged", f"not confirmed at {ticket.station}", body)
     uow.commit()
     return len(late)
+
+
+def _went_wrong(uow: UnitOfWork, ticket: Ticket, outcome: str, what: str, body: str) -> None:
+    """A bad outcome: recorded on the ticket, counted, and told to the restaurant once."""
+    ticket.state = outcome
+    uow.session.add(ticket)
+    TICKETS.labels(outcome=outcome).inc()
+    title = f"Ticket for order {ticket.order_id} {what}"
+    notify(uow, ticket.restaurant_id, kind=f"ticket_{outcome}", title=title, body=body)
 
 
 def list_tickets(uow: UnitOfWork, restaurant_id: int, order_id: int | None, state: str | None) -> list[Ticket]:
