@@ -174,6 +174,13 @@ class Runtime:
         elif self.settings.metrics_port:
             ports["ORDERBUS_METRICS_PORT"] = self.settings.metrics_port
         check_ports(self.settings.host, ports)
+        try:
+            await self._start_parts()
+        except BaseException:
+            await self.stop()  # whatever did start (the broker, the relay's threads) stops again
+            raise
+
+    async def _start_parts(self) -> None:
         if self.with_broker:
             await self.start_broker()
         if self.with_bridge:
@@ -231,16 +238,26 @@ class Runtime:
             lifespan="off",
         )
         self._api_server = _ApiServer(config)
-        self._api_task = asyncio.create_task(self._api_server.serve())
+        self._api_task = asyncio.create_task(self._serve_api(self._api_server))
         while not self._api_server.started:
             if self._api_task.done():
                 self._api_task.result()
                 raise RuntimeError("the API server stopped during start-up")
             await asyncio.sleep(0.02)
 
+    async def _serve_api(self, server: _ApiServer) -> None:
+        """uvicorn exits the process (SystemExit) when it cannot bind, e.g. when another process took
+        the port between `check_ports` and here; that would stop the whole event loop, broker
+        included. Turn it into the same one-line error `check_ports` gives."""
+        try:
+            await server.serve()
+        except SystemExit as exc:
+            where = f"{self.settings.host}:{self.settings.http_port}"
+            raise PortInUse(f"could not listen on {where}; choose another with --http-port") from exc
+
     async def stop(self) -> None:
         """API first (no new writes), then the relay drains the outbox, then the broker."""
-        if self._api_server is not None and self._api_task is not None:
+        if self._api_server is not None and self._api_task is not None and not self._api_task.done():
             self._api_server.should_exit = True
             await self._api_task
         loop = asyncio.get_running_loop()
