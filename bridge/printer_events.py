@@ -20,7 +20,7 @@ class PrinterEvents:
     """Handles ("events", "printer"); remembers each printer's last status so a problem notifies once."""
 
     def __init__(self) -> None:
-        self._problems: dict[str, str | None] = {}
+        self._problems: dict[tuple[str, str], str | None] = {}  # (device id, primary|backup) → problem
         self._lock = threading.Lock()
 
     def __call__(self, uow: UnitOfWork, device: Device, message: DeviceMessage) -> dict[str, Any] | None:
@@ -49,21 +49,40 @@ class PrinterEvents:
         return None
 
     def _status(self, uow: UnitOfWork, device: Device, body: dict[str, Any]) -> None:
-        online, paper, cover_open = body.get("online"), body.get("paper"), body.get("cover_open", False)
-        if type(online) is not bool or paper not in PAPER_STATES or type(cover_open) is not bool:
-            raise Rejected("bad_type", "printer_status needs online (bool), paper (ok|near_end|out), cover_open (bool)")
-        problem = "offline" if not online else "paper out" if paper == "out" else "cover open" if cover_open else None
+        problem = status_problem(body)
+        which = body.get("printer", "primary")
+        if which not in ("primary", "backup"):
+            raise Rejected("bad_type", "printer must be primary or backup")
         with self._lock:
-            previous = self._problems.get(device.id)
-            self._problems[device.id] = problem
-        if problem is not None and problem != previous:
-            notify(
-                uow,
-                device.restaurant_id,
-                kind="printer_problem",
-                title=f"{device.name}: {problem}",
-                body=f"the {device.station} printer reports {problem}; tickets go to its backup if it has one",
-            )
+            previous = self._problems.get((device.id, which))
+            self._problems[(device.id, which)] = problem
+        if problem is None or problem == previous:
+            return
+        if which == "primary":
+            title = f"{device.name}: {problem}"
+            body_text = f"the {device.station} printer reports {problem}; tickets go to its backup if it has one"
+        else:
+            title = f"{device.name} backup: {problem}"
+            body_text = f"the {device.station} backup printer reports {problem}; it cannot take over until fixed"
+        notify(uow, device.restaurant_id, kind="printer_problem", title=title, body=body_text)
+
+
+def status_problem(body: dict[str, Any]) -> str | None:
+    """What stops this printer printing, in words for the kitchen; None when it can print."""
+    online, paper = body.get("online"), body.get("paper")
+    flags = [body.get("cover_open", False), body.get("error", False)]
+    if type(online) is not bool or paper not in PAPER_STATES or any(type(flag) is not bool for flag in flags):
+        raise Rejected(
+            "bad_type", "printer_status needs online (bool), paper (ok|near_end|out), cover_open, error (bool)"
+        )
+    cover_open, error = flags
+    if cover_open:  # most specific first: a printer out of paper also says it is offline
+        return "cover open"
+    if paper == "out":
+        return "paper out"
+    if error:
+        return "printer error"
+    return None if online else "offline"
 
 
 def expire_tickets(deadline_seconds: float) -> Sweep:

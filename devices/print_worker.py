@@ -3,8 +3,9 @@
 The head ticket goes to the primary printer; after `failover_seconds` of the primary failing, to
 the backup (marked BACKUP FROM <station>); with no backup, or both failing, `failed` is reported
 once per ticket and the ticket waits, retried every `retry_seconds`, until a printer takes it.
-Between tickets it polls the primary's status every `poll_seconds` and reports `printer_status`
-when it changes. A `printed` event the broker did not acknowledge is sent again at the next start.
+Between tickets it polls both printers' status every `poll_seconds` and reports `printer_status`
+(with `printer`: primary or backup) when one changes, so the kitchen learns that the backup is
+out of paper before it is needed. A `printed` event the broker did not acknowledge is sent again at the next start.
 Knows nothing of MQTT: `report` publishes.
 """
 
@@ -56,9 +57,8 @@ class PrintWorker:
         self._primary_down_since: float | None = None
         self._primary_error: PrinterDown | None = None
         self._next_primary_try = 0.0
-        self._published: PrinterStatus | None = None
+        self._published: dict[str, PrinterStatus] = {}  # "primary" / "backup" → last reported
         self._unconfirmed: list[tuple[int, Any]] = []  # (ticket id, MQTTMessageInfo) of `printed` in flight
-        self._backup_state: PrinterStatus | str | None = None
 
     def start(self) -> None:
         self.journal.prune()
@@ -132,10 +132,8 @@ class PrintWorker:
             try:
                 self._print(self.backup, "backup", ticket)
             except PrinterDown as exc:
-                self._note_backup(exc)
                 self._failed(f"primary: {self._primary_error.detail}; backup: {exc.detail}")
                 return False
-            self._note_backup(None)
             return True
         if self.backup is None:
             self._failed(self._primary_error.detail)
@@ -185,12 +183,10 @@ class PrintWorker:
         try:
             status = printer.status()
         except PrinterDown:
-            if which == "primary":
-                last = self._published
-                self._publish_status(PrinterStatus(online=False, paper=last.paper if last else "ok"))
+            last = self._published.get(which)
+            self._publish_status(which, PrinterStatus(online=False, paper=last.paper if last else "ok"))
             raise
-        if which == "primary":
-            self._publish_status(status)
+        self._publish_status(which, status)
         return status
 
     def _poll(self) -> None:
@@ -207,9 +203,9 @@ class PrintWorker:
             self.primary.close()
         if self.backup is not None:
             try:
-                self._note_backup(self.backup.status())
-            except PrinterDown as exc:
-                self._note_backup(exc)
+                self._status_of(self.backup, "backup")
+            except PrinterDown:
+                pass  # reported as offline by _status_of
             finally:
                 self.backup.close()
 
@@ -225,22 +221,13 @@ class PrintWorker:
             log.info("primary printer %s is back", self.primary.name)
         self._primary_down_since, self._primary_error, self._next_primary_try = None, None, 0.0
 
-    def _note_backup(self, state: PrinterStatus | PrinterDown | None) -> None:
-        """Logged on change only; docs/devices.md's printer_status speaks for the primary."""
-        summary: PrinterStatus | str | None = str(state) if isinstance(state, PrinterDown) else state
-        if isinstance(summary, PrinterStatus) and summary.problem is not None:
-            summary = str(PrinterDown(*summary.problem))
-        if state is None or summary == self._backup_state:
+    def _publish_status(self, which: str, status: PrinterStatus) -> None:
+        if status == self._published.get(which):
             return
-        if self.backup is not None and isinstance(summary, str):
-            log.warning("backup printer %s: %s", self.backup.name, summary)
-        self._backup_state = summary
-
-    def _publish_status(self, status: PrinterStatus) -> None:
-        if status == self._published:
-            return
-        self._published = status
-        self._report({"type": "printer_status", **status.event(), "ts": utc_iso()})
+        self._published[which] = status
+        if which == "backup" and self.backup is not None and status.problem is not None:
+            log.warning("backup printer %s: %s", self.backup.name, status.problem[1])  # the primary's: _primary_failed
+        self._report({"type": "printer_status", "printer": which, **status.event(), "ts": utc_iso()})
 
     def _failed(self, detail: str) -> None:
         """Report `failed` once for each ticket waiting (the head and those queued behind it)."""

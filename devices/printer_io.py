@@ -50,7 +50,7 @@ class PrinterStatus:
 
     def event(self) -> dict[str, Any]:
         """The fields of docs/devices.md's `printer_status` (without `type` and `ts`)."""
-        return {"online": self.online, "paper": self.paper, "cover_open": self.cover_open}
+        return {"online": self.online, "paper": self.paper, "cover_open": self.cover_open, "error": self.error}
 
 
 class PrinterDown(Exception):

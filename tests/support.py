@@ -171,6 +171,30 @@ class Stack:
             return device
 
 
+def add_burger_and_fries(
+    admin: httpx.Client, rid: int, *, stock: int, low_stock: int, category_id: int | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Through the REST API: a menu with a stock-tracked Burger (in `category_id`) and untracked Fries."""
+    menu = admin.post(f"/restaurants/{rid}/menus", json={"name": "Dinner"}).json()
+    burger = admin.post(
+        f"/restaurants/{rid}/menu-items",
+        json={
+            "menu_id": menu["id"],
+            "category_id": category_id,
+            "name": "Burger",
+            "price_cents": 1200,
+            "enable_stock_tracking": True,
+            "stock_quantity": stock,
+            "low_stock_threshold": low_stock,
+        },
+    )
+    fries = admin.post(
+        f"/restaurants/{rid}/menu-items", json={"menu_id": menu["id"], "name": "Fries", "price_cents": 400}
+    )
+    assert burger.status_code == fries.status_code == 201, (burger.text, fries.text)
+    return burger.json(), fries.json()
+
+
 @dataclass
 class Received:
     topic: str

@@ -6,28 +6,14 @@ import time
 
 import pytest
 
-from tests.support import Stack, Subscriber, wait_for
+from tests.support import Stack, Subscriber, add_burger_and_fries, wait_for
 
 
 @pytest.fixture
 def shop(stack: Stack):
     rid = stack.add_restaurant("A", "a@example.com")
     admin = stack.http(stack.api_token("user-a", "admin", rid))
-    menu = admin.post(f"/restaurants/{rid}/menus", json={"name": "Dinner"}).json()
-    burger = admin.post(
-        f"/restaurants/{rid}/menu-items",
-        json={
-            "menu_id": menu["id"],
-            "name": "Burger",
-            "price_cents": 1200,
-            "enable_stock_tracking": True,
-            "stock_quantity": 5,
-            "low_stock_threshold": 2,
-        },
-    ).json()
-    fries = admin.post(
-        f"/restaurants/{rid}/menu-items", json={"menu_id": menu["id"], "name": "Fries", "price_cents": 400}
-    ).json()
+    burger, fries = add_burger_and_fries(admin, rid, stock=5, low_stock=2)
     wait_for(lambda: unpublished(stack) == 0)
     return {"rid": rid, "admin": admin, "burger": burger["id"], "fries": fries["id"]}
 

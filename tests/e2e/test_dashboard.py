@@ -19,7 +19,7 @@ from playwright.sync_api import BrowserContext, Page, expect
 
 from api.tokens import TokenService
 from tests.browser import ARTIFACTS
-from tests.support import Stack, free_port, wait_for
+from tests.support import Stack, add_burger_and_fries, free_port, wait_for
 
 PASSWORD = "secret-pass"
 JS_TESTS = Path(__file__).parent / "js" / "pure.test.js"
@@ -33,21 +33,7 @@ TABLET = {"width": 1024, "height": 768}
 def shop(stack: Stack) -> dict:
     rid = stack.add_restaurant("Bistro A", "a@example.com", PASSWORD)
     admin = stack.http(stack.api_token("user-a", "admin", rid))
-    menu = admin.post(f"/restaurants/{rid}/menus", json={"name": "Dinner"}).json()
-    burger = admin.post(
-        f"/restaurants/{rid}/menu-items",
-        json={
-            "menu_id": menu["id"],
-            "name": "Burger",
-            "price_cents": 1200,
-            "enable_stock_tracking": True,
-            "stock_quantity": 10,
-            "low_stock_threshold": 3,
-        },
-    ).json()
-    fries = admin.post(
-        f"/restaurants/{rid}/menu-items", json={"menu_id": menu["id"], "name": "Fries", "price_cents": 400}
-    ).json()
+    burger, fries = add_burger_and_fries(admin, rid, stock=10, low_stock=3)
     return {"rid": rid, "admin": admin, "email": "a@example.com", "burger": burger["id"], "fries": fries["id"]}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support import Stack
+from tests.support import Stack, add_burger_and_fries
 
 
 @pytest.fixture
@@ -17,22 +17,7 @@ def bistro(stack: Stack):
     admin = stack.http(login.json()["access_token"])
     other_admin = stack.http(stack.api_token("user-b", "admin", other))
     category = admin.post(f"/restaurants/{rid}/categories", json={"name": "Burgers", "station": "grill"}).json()
-    menu = admin.post(f"/restaurants/{rid}/menus", json={"name": "Dinner"}).json()
-    burger = admin.post(
-        f"/restaurants/{rid}/menu-items",
-        json={
-            "menu_id": menu["id"],
-            "category_id": category["id"],
-            "name": "Burger",
-            "price_cents": 1200,
-            "enable_stock_tracking": True,
-            "stock_quantity": 10,
-            "low_stock_threshold": 3,
-        },
-    ).json()
-    fries = admin.post(
-        f"/restaurants/{rid}/menu-items", json={"menu_id": menu["id"], "name": "Fries", "price_cents": 400}
-    ).json()
+    burger, fries = add_burger_and_fries(admin, rid, stock=10, low_stock=3, category_id=category["id"])
     return {"rid": rid, "other": other, "admin": admin, "other_admin": other_admin, "burger": burger, "fries": fries}
 
 

@@ -157,14 +157,16 @@ def test_paper_out_fails_over_to_the_backup_which_prints_backup_from(
     wait_for(lambda: tickets(stack, rid)[0].state == "printed")
 
     seen = events.drain(0.5)
-    [status] = events_of(seen, "printer_status")
-    assert (status["online"], status["paper"], status["cover_open"]) == (False, "out", False)
+    statuses = {s["printer"]: (s["online"], s["paper"], s["cover_open"]) for s in events_of(seen, "printer_status")}
+    assert statuses == {"primary": (False, "out", False), "backup": (True, "ok", False)}
     [printed] = events_of(seen, "printed")
     assert (printed["ticket_id"], printed["printer"]) == (tickets(stack, rid)[0].id, "backup")
     assert events_of(seen, "failed") == []  # the backup took it: nothing failed
 
     primary.paper = "ok"  # paper loaded: the primary prints again, unmarked
-    wait_for(lambda: events_of(events.drain(0.3), "printer_status"), timeout=10)
+    wait_for(
+        lambda: [s for s in events_of(events.drain(0.3), "printer_status") if s["printer"] == "primary"], timeout=10
+    )
     second = place(grill, table="T8")
     wait_for(lambda: primary.tickets, timeout=20)
     assert primary.texts()[0].splitlines()[:2] == ["GRILL", f"ORDER #{second['id']}"]

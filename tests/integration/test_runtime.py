@@ -2,6 +2,7 @@
 
 import asyncio
 import socket
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -29,7 +30,8 @@ def test_an_http_port_taken_after_the_check_fails_start_up_cleanly(tmp_path, mon
                 await runtime.start()
         await asyncio.sleep(0)  # the loop is still alive: uvicorn's SystemExit did not escape
 
-    asyncio.run(start())
+    with ThreadPoolExecutor(1) as thread:  # a loop of its own: Playwright's sync API may own this thread's loop
+        thread.submit(asyncio.run, start()).result(60)
     assert runtime.broker is None
     assert not _listening(settings.mqtt_port) and not _listening(settings.ws_port)
 

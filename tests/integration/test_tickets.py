@@ -122,6 +122,15 @@ def notifications(sub: Subscriber, kind: str, quiet: float = 0.3) -> list[dict]:
     ]
 
 
+def notifications_watcher(stack: Stack, subscribers: list[Subscriber], rid: int) -> Subscriber:
+    """An admin dashboard's view of the restaurant's notifications."""
+    notes = Subscriber(stack.settings.mqtt_port, "dash", stack.mqtt_token("dash", "admin", rid))
+    subscribers.append(notes)
+    assert notes.connect() == 0
+    notes.subscribe(f"restaurant/{rid}/notifications")
+    return notes
+
+
 def printer_client(stack: Stack, subscribers: list[Subscriber], kitchen: dict) -> Subscriber:
     """The registered grill printer, as a plain MQTT client that publishes reports by hand."""
     sub = Subscriber(stack.settings.mqtt_port, "grill-1", kitchen["grill_token"])
@@ -150,10 +159,7 @@ def counted(outcome: str) -> float:
 def test_printed_and_failed_reports_are_recorded_and_a_failure_notifies_once(stack: Stack, subscribers, kitchen):
     rid = kitchen["rid"]
     printer = printer_client(stack, subscribers, kitchen)
-    notes = Subscriber(stack.settings.mqtt_port, "dash", stack.mqtt_token("dash", "admin", rid))
-    subscribers.append(notes)
-    assert notes.connect() == 0
-    notes.subscribe(f"restaurant/{rid}/notifications")
+    notes = notifications_watcher(stack, subscribers, rid)
     first = tickets_of(stack, place(kitchen, ("burger", 1))["id"])[0]
     second = tickets_of(stack, place(kitchen, ("burger", 1))["id"])[0]
     printed_before, failed_before = counted("printed"), counted("failed")
@@ -173,12 +179,34 @@ def test_printed_and_failed_reports_are_recorded_and_a_failure_notifies_once(sta
     assert notifications(notes, "ticket_failed") == []  # once per ticket, not per report
 
 
+def test_a_printer_problem_notifies_once_for_the_primary_and_once_for_the_backup(stack: Stack, subscribers, kitchen):
+    rid = kitchen["rid"]
+    printer = printer_client(stack, subscribers, kitchen)
+    notes = notifications_watcher(stack, subscribers, rid)
+
+    def status(printer_name: str | None, **fields: object) -> None:
+        body = {"type": "printer_status", "online": True, "paper": "ok", "cover_open": False, **fields}
+        report(printer, rid, body if printer_name is None else {**body, "printer": printer_name})
+
+    status(None, online=False, paper="out")  # an agent that does not name the printer speaks for the primary
+    status("primary", online=False, paper="out")  # the same problem again
+    (note,) = wait_for(lambda: notifications(notes, "printer_problem"))
+    assert note["title"] == "grill-1: paper out"
+    status("backup", cover_open=True)
+    status("backup", cover_open=True)
+    (note,) = wait_for(lambda: notifications(notes, "printer_problem"))
+    assert note["title"] == "grill-1 backup: cover open" and "cannot take over" in note["body"]
+    status("primary")  # fixed: no notification
+    status("primary", error=True)  # a new problem: one more
+    (note,) = wait_for(lambda: notifications(notes, "printer_problem"))
+    assert note["title"] == "grill-1: printer error"
+    assert notifications(notes, "printer_problem", quiet=0.5) == []
+    assert [m.json() for m in printer.drain(0.3) if m.topic.endswith("/commands")] == []  # no error replies
+
+
 def test_a_ticket_nobody_confirms_becomes_unacknowledged_and_notifies(stack: Stack, subscribers, kitchen):
     rid = kitchen["rid"]
-    notes = Subscriber(stack.settings.mqtt_port, "dash", stack.mqtt_token("dash", "admin", rid))
-    subscribers.append(notes)
-    assert notes.connect() == 0
-    notes.subscribe(f"restaurant/{rid}/notifications")
+    notes = notifications_watcher(stack, subscribers, rid)
     before = counted("unacknowledged")
     (ticket,) = tickets_of(stack, place(kitchen, ("burger", 1))["id"])
 
@@ -200,6 +228,9 @@ def test_a_ticket_nobody_confirms_becomes_unacknowledged_and_notifies(stack: Sta
         ({"type": "failed", "ticket_id": "TICKET", "reason": "on fire"}, "bad_type"),
         ({"type": "printed", "ticket_id": 999_999}, "refused"),  # no such ticket
         ({"type": "printer_status", "online": "yes", "paper": "ok"}, "bad_type"),
+        ({"type": "printer_status", "online": True, "paper": "wet"}, "bad_type"),
+        ({"type": "printer_status", "online": True, "paper": "ok", "error": "jam"}, "bad_type"),
+        ({"type": "printer_status", "online": True, "paper": "ok", "printer": "spare"}, "bad_type"),
         (b"{" + b" " * 5000 + b"}", "too_large"),
     ],
 )

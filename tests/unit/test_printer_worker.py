@@ -129,7 +129,7 @@ def test_the_backup_prints_after_the_failover_time_and_the_primary_takes_over_ag
     assert r.of_type("failed") == []  # the backup took it: nothing failed
     assert ticket_text(r.backup.jobs[0]).splitlines()[0] == " BACKUP FROM GRILL "
     r.primary.reachable = True
-    wait_for(lambda: r.of_type("printer_status") and r.of_type("printer_status")[-1]["online"])
+    wait_for(lambda: [s["online"] for s in r.of_type("printer_status") if s["printer"] == "primary"][-1:] == [True])
     r.give(ticket(2))
     wait_for(lambda: len(r.printed()) == 2)
     assert r.printed()[1] == (2, "primary")
@@ -147,6 +147,25 @@ def test_both_printers_failing_reports_failed_and_waits(rigs, tmp_path):
     assert failed["reason"] == "paper_out" and "backup: cover open" in failed["detail"]
     r.backup.state = PrinterStatus(online=True)
     wait_for(lambda: r.printed() == [(1, "backup")])
+
+
+def test_each_printers_status_is_reported_when_it_changes_with_which_printer_it_is(rigs, tmp_path):
+    r = rig(rigs, tmp_path, backup=True)
+    r.backup.state = PrinterStatus(online=True, paper="near_end")
+    r.worker.start()
+
+    def statuses(which: str) -> list[tuple[bool, str]]:
+        return [(s["online"], s["paper"]) for s in r.of_type("printer_status") if s["printer"] == which]
+
+    wait_for(lambda: statuses("primary") == [(True, "ok")] and statuses("backup") == [(True, "near_end")])
+    r.backup.reachable = False  # the backup's cable comes out while the primary prints on
+    wait_for(lambda: statuses("backup")[-1:] == [(False, "near_end")])
+    r.backup.reachable = True
+    r.backup.state = PrinterStatus(online=True)
+    wait_for(lambda: statuses("backup")[-1:] == [(True, "ok")])
+    r.worker.stop()  # polled every 0.1 s throughout: still one report per change
+    assert statuses("primary") == [(True, "ok")]
+    assert statuses("backup") == [(True, "near_end"), (False, "near_end"), (True, "ok")]
 
 
 class FlakyPrinter(DummyPrinter):
