@@ -9,8 +9,8 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from api.tokens import TokenError, TokenService
-from api.unit_of_work import UnitOfWork
+from core.tokens import TokenError, TokenService
+from core.unit_of_work import UnitOfWork
 
 bearer = HTTPBearer(auto_error=False)
 

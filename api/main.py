@@ -8,7 +8,6 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from api.domain import DomainError
 from api.metrics import HttpMetricsMiddleware
 from api.routers import (
     auth,
@@ -24,8 +23,9 @@ from api.routers import (
     restaurants,
 )
 from api.routers.dashboard import mount as mount_dashboard
-from api.tokens import TokenService
 from config.settings import Settings
+from core.domain import DomainError, NotFound
+from core.tokens import TokenService
 
 API_PREFIX = "/api/v1"
 
@@ -53,7 +53,7 @@ def create_app(
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=exc.code)
+        return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFound) else 409)
 
     app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
     app.add_middleware(HttpMetricsMiddleware)

@@ -26,10 +26,11 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
 from starlette.routing import Mount
 
-from api.models import Device, OutboxEvent
 from bridge.ingest import INGEST_PROCESSED, INGEST_REJECTED
 from broker.plugins import CLAIMS, role_of
 from broker.stats import ACL_DENIALS, AUTH_FAILURES, DISCONNECTS, DROPPED, REFUSED_CONNECTIONS
+from core.metrics import TICKETS
+from core.models import Device, OutboxEvent
 
 log = logging.getLogger("orderbus.metrics")
 
@@ -53,7 +54,6 @@ __all__ = [
 ]
 
 DROP_CAUSES = ("queue_full", "rate_limit", "size")
-TICKET_OUTCOMES = ("printed", "failed", "unacknowledged")
 DEVICE_KINDS = ("printer", "tablet", "scale")
 PRESENCE = ("online", "offline", "lost", "unknown")
 
@@ -105,12 +105,6 @@ RELAY_PUBLISH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 RELAY_EVENTS_PUBLISHED = Counter("orderbus_relay_events_published", "outbox events stamped published")
-TICKETS = Counter(
-    "orderbus_tickets",
-    "kitchen tickets by outcome: printed (confirmed by the printer), failed (the printer reported an error), "
-    "unacknowledged (no confirmation in time). Counted by the printer pipeline (device issues).",
-    ["outcome"],
-)
 
 # --- HTTP --------------------------------------------------------------------------------------
 HTTP_REQUEST_SECONDS = Histogram(
@@ -128,8 +122,6 @@ disable_created_metrics()  # no `*_created` series: they double the output and n
 # Label values that should read 0 rather than be absent (a rate() over a missing series is "no data").
 for _cause in DROP_CAUSES:
     DROPPED.labels(cause=_cause)
-for _outcome in TICKET_OUTCOMES:
-    TICKETS.labels(outcome=_outcome)
 
 
 # --- broker state, read at scrape time ---------------------------------------------------------

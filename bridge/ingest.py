@@ -20,10 +20,10 @@ import paho.mqtt.client as mqtt
 from prometheus_client import Counter
 from sqlalchemy import Engine
 
-from api.domain import DomainError
-from api.models import Device, utcnow
-from api.services import devices
-from api.unit_of_work import UnitOfWork
+from core.domain import DomainError
+from core.models import Device, utcnow
+from core.services import devices
+from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.ingest")
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.models import Device
-from api.services import devices, tickets
-from api.unit_of_work import UnitOfWork
 from bridge.ingest import DeviceMessage, Rejected
+from core.models import Device
+from core.services import devices, tickets
+from core.unit_of_work import UnitOfWork
 
 
 def record_status(uow: UnitOfWork, device: Device, message: DeviceMessage) -> dict[str, Any] | None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from api.models import Device
-from api.services import tickets
-from api.services.inventory import notify
-from api.unit_of_work import UnitOfWork
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.sweeper import Sweep, UowFactory
+from core.models import Device
+from core.services import tickets
+from core.services.inventory import notify
+from core.unit_of_work import UnitOfWork
 
 FAILURE_REASONS = frozenset({"offline", "paper_out", "cover_open", "error"})
 PAPER_STATES = frozenset({"ok", "near_end", "out"})

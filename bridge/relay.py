@@ -17,8 +17,8 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from api.metrics import RELAY_EVENTS_PUBLISHED, RELAY_PUBLISH_SECONDS
-from api.models import OutboxEvent
 from bridge.routing import publications
+from core.models import OutboxEvent
 
 log = logging.getLogger("orderbus.relay")
 

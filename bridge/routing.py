@@ -6,7 +6,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from api.domain import is_open
+from core.domain import is_open
 
 CHANNEL_TOPICS = {
     "new_order": "orders",

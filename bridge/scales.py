@@ -26,13 +26,13 @@ from typing import Any
 from prometheus_client import Gauge
 from sqlmodel import select
 
-from api.models import Device, MenuItem
-from api.services import inventory
-from api.unit_of_work import UnitOfWork
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.scale_rules import Action, LastAccepted, Tracker, check_replay, count_of, parse_reading
 from bridge.sweeper import UowFactory
 from config.settings import Settings
+from core.models import Device, MenuItem
+from core.services import inventory
+from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.scales")
 

@@ -8,7 +8,7 @@ from collections.abc import Callable
 
 from prometheus_client import Counter
 
-from api.unit_of_work import UnitOfWork
+from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.sweeper")
 SWEEP_FAILURES = Counter(

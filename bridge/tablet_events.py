@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.domain import OrderStatus
-from api.models import Device
-from api.schemas import OrderOut
-from api.services import orders
-from api.unit_of_work import UnitOfWork
 from bridge.ingest import DeviceMessage, Rejected
+from core.domain import OrderStatus
+from core.models import Device
+from core.schemas import OrderOut
+from core.services import orders
+from core.unit_of_work import UnitOfWork
 
 BUMP_TARGETS = frozenset({OrderStatus.PREPARING, OrderStatus.READY, OrderStatus.COMPLETED})  # a tablet never cancels
 MAX_REQUEST_ID = 64

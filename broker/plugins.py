@@ -15,10 +15,10 @@ from amqtt.contexts import Action, BaseContext
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
-from api.tokens import TokenError, TokenService
 from broker.limits import Limits
 from broker.policy import Grants, Policy
 from broker.stats import ACL_DENIALS, AUTH_FAILURES, DROPPED
+from core.tokens import TokenError, TokenService
 
 log = logging.getLogger("orderbus.broker")
 GRANTS = "orderbus.grants"

@@ -34,7 +34,6 @@ from amqtt.session import Session
 from websockets.frames import CloseCode
 from websockets.http11 import Request, Response
 
-from api.tokens import TokenService
 from broker import topics
 from broker.guard import ConnectionGuard, GuardedReader, Refuses, abort, stalled
 from broker.limits import Limits
@@ -43,6 +42,7 @@ from broker.policy import Policy
 from broker.session_state import lighten
 from broker.stats import ACL_DENIALS, DROPPED, REFUSED_CONNECTIONS, REQUEUED
 from broker.subscription_table import SubscriptionTable
+from core.tokens import TokenService
 
 log = logging.getLogger("orderbus.broker")
 HANDLER_STOP_SECONDS = 2.0

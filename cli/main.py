@@ -13,14 +13,14 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from api.demo import ensure_demo
-from api.tokens import ROLES, TokenService, load_or_create_key
 from cli import logs
 from cli.device import device_app
 from cli.runtime import Parts, PortInUse, Runtime
 from cli.simulate import simulate
 from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
+from core.demo import ensure_demo
+from core.tokens import ROLES, TokenService, load_or_create_key
 
 app = typer.Typer(no_args_is_help=True, help="orderbus: an MQTT event bus for restaurant devices.")
 console = Console(soft_wrap=True)

@@ -15,11 +15,7 @@ import uvicorn
 from sqlalchemy import Engine
 
 from api import metrics
-from api.db import create_schema, make_engine
 from api.main import create_app
-from api.services.devices import DeviceDenylist, token_denylist
-from api.tokens import TokenService, load_or_create_key
-from api.unit_of_work import UnitOfWork
 from bridge.handlers import DeviceRules, device_rules
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
@@ -29,6 +25,10 @@ from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
 from cli import logs
 from config.settings import Settings
+from core.db import create_schema, make_engine
+from core.services.devices import DeviceDenylist, token_denylist
+from core.tokens import TokenService, load_or_create_key
+from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus")
 SERVICE_TOKEN_TTL = 3600

@@ -14,8 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from api.tokens import TokenService, load_or_create_key
 from config.settings import load_settings
+from core.tokens import TokenService, load_or_create_key
 from devices.fleet import Endpoints, FleetRun, per_kind, summary
 from devices.fleet_setup import FleetSetup, FleetShape, SetupFailed
 

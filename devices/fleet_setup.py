@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from api.tokens import TokenService
+from core.tokens import TokenService
 
 STATIONS = ("grill", "fry", "salad", "pastry", "bar", "wok", "cold", "pizza")
 UNIT_GRAMS = 250.0

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from api.tokens import TokenService
+from core.tokens import TokenService
 from tests.security import raw
 
 KEY = b"bench-key-not-a-secret-0123456789abcdef"

@@ -46,7 +46,7 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api.tokens import TokenService, load_or_create_key  # noqa: E402
+from core.tokens import TokenService, load_or_create_key  # noqa: E402
 
 HOST = "127.0.0.1"
 API = "/api/v1"

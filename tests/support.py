@@ -21,14 +21,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlmodel import select
 
-from api.models import Category, Device, Menu, Restaurant, User
-from api.passwords import hash_password
-from api.schemas import CategoryIn, DeviceIn, MenuIn, MenuItemIn
-from api.services import devices
-from api.services import menu as menu_service
-from api.unit_of_work import UnitOfWork
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
+from core.models import Category, Device, Menu, Restaurant, User
+from core.passwords import hash_password
+from core.schemas import CategoryIn, DeviceIn, MenuIn, MenuItemIn
+from core.services import devices
+from core.services import menu as menu_service
+from core.unit_of_work import UnitOfWork
 
 
 def _ephemeral_low() -> int:

@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, Request, status
 from sqlmodel import select
 
 from api.deps import CurrentUser, UowDep
-from api.models import User
-from api.passwords import verify_password
-from api.schemas import LoginIn, MqttTokenOut, TokenOut
+from core.models import User
+from core.passwords import verify_password
+from core.schemas import LoginIn, MqttTokenOut, TokenOut
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 

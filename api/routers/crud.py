@@ -4,8 +4,8 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from api.deps import AdminScope, StaffScope, UowDep
-from api.models import Category, Menu
-from api.services import menu
+from core.models import Category, Menu
+from core.services import menu
 
 
 def crud_router(

@@ -15,10 +15,10 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 
 from api.deps import StaffScope, UowDep
-from api.domain import NotFound
-from api.models import Device, Notification, Order, Restaurant
-from api.schemas import DeviceOut, MenuItemOut, NotificationOut, OrderOut
-from api.services import devices, inventory, orders
+from core.domain import NotFound
+from core.models import Device, Notification, Order, Restaurant
+from core.schemas import DeviceOut, MenuItemOut, NotificationOut, OrderOut
+from core.services import devices, inventory, orders
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 WEBSOCKET_PATH = "/mqtt"  # the broker's WebSocket listener path (broker.server.WEBSOCKET_PATH)

@@ -6,9 +6,9 @@ from fastapi import APIRouter, Request, Response, status
 from sqlmodel import select
 
 from api.deps import AdminScope, StaffScope, UowDep
-from api.models import Device
-from api.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut, DeviceTokenIn
-from api.services import devices
+from core.models import Device
+from core.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut, DeviceTokenIn
+from core.services import devices
 
 router = APIRouter(prefix="/restaurants/{rid}/devices", tags=["devices"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query
 from sqlmodel import select
 
 from api.deps import StaffScope, UowDep
-from api.models import OutboxEvent
+from core.models import OutboxEvent
 
 router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
 

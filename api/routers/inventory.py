@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AdminScope, StaffScope, UowDep
-from api.schemas import DamageIn, MenuItemOut, StockAdjustIn, ThresholdIn
-from api.services import inventory
+from core.schemas import DamageIn, MenuItemOut, StockAdjustIn, ThresholdIn
+from core.services import inventory
 
 router = APIRouter(prefix="/restaurants/{rid}/inventory", tags=["inventory"])
 

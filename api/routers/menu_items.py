@@ -3,8 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import AdminScope, StaffScope, UowDep
-from api.schemas import MenuItemIn, MenuItemOut, MenuItemUpdate
-from api.services import inventory, menu
+from core.schemas import MenuItemIn, MenuItemOut, MenuItemUpdate
+from core.services import inventory, menu
 
 router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu items"])
 

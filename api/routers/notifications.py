@@ -6,9 +6,9 @@ from fastapi import APIRouter, Query
 from sqlmodel import select
 
 from api.deps import StaffScope, UowDep
-from api.domain import NotFound
-from api.models import Notification
-from api.schemas import NotificationOut
+from core.domain import NotFound
+from core.models import Notification
+from core.schemas import NotificationOut
 
 router = APIRouter(prefix="/restaurants/{rid}/notifications", tags=["notifications"])
 

@@ -5,9 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import AdminScope, StaffScope, UowDep
-from api.domain import OrderStatus
-from api.schemas import OrderIn, OrderOut, RefundIn, StatusIn, TicketOut
-from api.services import orders, tickets
+from core.domain import OrderStatus
+from core.schemas import OrderIn, OrderOut, RefundIn, StatusIn, TicketOut
+from core.services import orders, tickets
 
 router = APIRouter(prefix="/restaurants/{rid}/orders", tags=["orders"])
 

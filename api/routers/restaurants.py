@@ -6,8 +6,8 @@ from fastapi import APIRouter, HTTPException, status
 from sqlmodel import col, select
 
 from api.deps import CurrentUser, UowDep
-from api.models import Restaurant
-from api.schemas import RestaurantIn, RestaurantOut
+from core.models import Restaurant
+from core.schemas import RestaurantIn, RestaurantOut
 
 router = APIRouter(prefix="/restaurants", tags=["restaurants"])
 

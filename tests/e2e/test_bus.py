@@ -21,7 +21,7 @@ def shop(stack: Stack):
 def unpublished(stack: Stack) -> int:
     from sqlmodel import Session, col, func, select
 
-    from api.models import OutboxEvent
+    from core.models import OutboxEvent
 
     with Session(stack.parts.engine) as session:
         return session.exec(select(func.count()).where(col(OutboxEvent.published_at).is_(None))).one()
@@ -141,7 +141,7 @@ def test_the_relay_publishes_each_event_exactly_once_across_a_broker_restart(sta
     """Counted at the source: every outbox row is stamped published, none twice, seq without gaps."""
     from sqlmodel import Session, col, select
 
-    from api.models import OutboxEvent
+    from core.models import OutboxEvent
 
     stack.call(stack.runtime.stop_broker())
     for _ in range(10):

@@ -17,7 +17,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, Page, expect
 
-from api.tokens import TokenService
+from core.tokens import TokenService
 from tests.browser import ARTIFACTS
 from tests.support import Stack, add_burger_and_fries, free_port, wait_for
 
@@ -200,9 +200,9 @@ def test_wrong_password_shows_a_message_and_keeps_the_form(stack: Stack, shop, c
 
 
 def test_a_super_admin_picks_the_restaurant_to_watch(stack: Stack, shop, context, watched):
-    from api.models import User
-    from api.passwords import hash_password
-    from api.unit_of_work import UnitOfWork
+    from core.models import User
+    from core.passwords import hash_password
+    from core.unit_of_work import UnitOfWork
 
     with UnitOfWork(stack.parts.engine) as uow:
         uow.session.add(

@@ -10,8 +10,8 @@ from typing import Any
 import httpx
 from prometheus_client import REGISTRY
 
-from api.models import Order
-from api.unit_of_work import UnitOfWork
+from core.models import Order
+from core.unit_of_work import UnitOfWork
 from tests.support import Received, Stack, Subscriber
 
 

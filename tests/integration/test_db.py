@@ -8,7 +8,7 @@ from collections.abc import Callable
 from sqlalchemy import text
 from sqlmodel import Session
 
-from api.db import create_schema, make_engine
+from core.db import create_schema, make_engine
 
 
 def test_a_transaction_ended_on_another_thread_frees_the_writer(tmp_path):

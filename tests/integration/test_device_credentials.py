@@ -7,7 +7,7 @@ from datetime import datetime
 
 import pytest
 
-from api.services.devices import DeviceDenylist, token_denylist
+from core.services.devices import DeviceDenylist, token_denylist
 from tests.support import Stack, Subscriber
 
 NOT_AUTHORIZED = 135  # CONNACK 5 (not authorized) as paho reports it

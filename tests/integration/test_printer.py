@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlmodel import col, select
 
-from api.models import Ticket
-from api.unit_of_work import UnitOfWork
+from core.models import Ticket
+from core.unit_of_work import UnitOfWork
 from devices.journal import Journal
 from devices.printer import PrinterAgent
 from devices.printer_io import open_printer

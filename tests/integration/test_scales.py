@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from api.models import MenuItem
-from api.unit_of_work import UnitOfWork
 from bridge.scales import ScaleReadings
+from core.models import MenuItem
+from core.unit_of_work import UnitOfWork
 from tests.support import Received, Stack, Subscriber, wait_for
 
 ORDERBUS = str(Path(sys.executable).parent / "orderbus")

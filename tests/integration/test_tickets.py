@@ -8,9 +8,9 @@ from collections.abc import Iterator
 import pytest
 from sqlmodel import col, select
 
-from api.metrics import TICKETS
-from api.models import Ticket
-from api.unit_of_work import UnitOfWork
+from core.metrics import TICKETS
+from core.models import Ticket
+from core.unit_of_work import UnitOfWork
 from tests.support import Stack, Subscriber, wait_for
 
 ACK_SECONDS = 1.5

@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
-from api.tokens import TokenService
 from broker.limits import Limits
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
 from config import DEFAULT_ACL_POLICY
+from core.tokens import TokenService
 from tests.support import free_port
 
 

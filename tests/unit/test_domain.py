@@ -1,4 +1,4 @@
-"""api.domain: order transitions and stock arithmetic, as pure functions."""
+"""core.domain: order transitions and stock arithmetic, as pure functions."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from api.domain import (
+from core.domain import (
     OPEN_STATUSES,
     DomainError,
     NotFound,
@@ -37,10 +37,10 @@ ALLOWED = {
 ALL_PAIRS = list(itertools.product(OrderStatus, repeat=2))
 
 
-def test_error_codes():
-    assert DomainError.code == 409
-    assert NotFound.code == 404
+def test_domain_errors_know_nothing_of_http():
+    """The transport maps errors to its own codes (HTTP 404/409, device reasons); the core carries none."""
     assert issubclass(NotFound, DomainError)
+    assert not hasattr(DomainError, "code") and not hasattr(NotFound, "code")
 
 
 @pytest.mark.parametrize(("current", "new"), sorted(ALLOWED))
@@ -53,7 +53,6 @@ def test_allowed_transitions(current, new):
 def test_forbidden_transitions(current, new):
     with pytest.raises(DomainError, match=f"{current.value} cannot become {new.value}") as caught:
         check_transition(current.value, new.value)
-    assert caught.value.code == 409
 
 
 def test_transition_table_is_complete():

@@ -8,8 +8,8 @@ import logging
 
 import pytest
 
-from api.tokens import TokenService
 from cli import logs
+from core.tokens import TokenService
 
 TOKEN = TokenService(b"unit-test-key-0123456789abcdef-0123456789").issue(
     sub="printer-1", role="printer", rid=7, audience="mqtt", ttl_seconds=60

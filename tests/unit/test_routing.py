@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from api.tokens import ROLES
 from bridge.routing import CHANNEL_TOPICS, Publication, encode, publications
 from broker import topics
 from broker.policy import Policy
 from config import DEFAULT_ACL_POLICY
+from core.tokens import ROLES
 
 RID = 7
 

@@ -13,14 +13,14 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from api.db import create_schema, make_engine
-from api.models import Device, Menu, MenuItem, Notification, OutboxEvent, Restaurant
-from api.schemas import MenuItemIn
-from api.services import devices, menu
-from api.unit_of_work import UnitOfWork
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.scales import ScaleReadings
 from config.settings import Settings
+from core.db import create_schema, make_engine
+from core.models import Device, Menu, MenuItem, Notification, OutboxEvent, Restaurant
+from core.schemas import MenuItemIn
+from core.services import devices, menu
+from core.unit_of_work import UnitOfWork
 
 UNIT = 250.0
 TARE = 400.0

@@ -2,7 +2,7 @@
 
 import logging
 
-from api.tokens import TokenService
+from core.tokens import TokenService
 from tests.support import TokenScan
 
 

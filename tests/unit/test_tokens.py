@@ -1,4 +1,4 @@
-"""api.tokens: issuing and verifying JWTs, and the signing key of a data directory."""
+"""core.tokens: issuing and verifying JWTs, and the signing key of a data directory."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import jwt
 import pytest
 
-from api.tokens import KEY_FILE, REQUIRED_CLAIMS, ROLES, UNSCOPED_ROLES, TokenError, TokenService, load_or_create_key
+from core.tokens import KEY_FILE, REQUIRED_CLAIMS, ROLES, UNSCOPED_ROLES, TokenError, TokenService, load_or_create_key
 
 KEY = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 OTHER_KEY = b"fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"

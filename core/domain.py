@@ -12,13 +12,11 @@ from enum import StrEnum
 
 
 class DomainError(Exception):
-    """A request that breaks a business rule; `code` is the HTTP status the API answers with."""
-
-    code = 409
+    """A request that breaks a business rule. The transport decides what it becomes (HTTP 409, a device reason)."""
 
 
 class NotFound(DomainError):
-    code = 404
+    """The thing named does not exist, or not in the caller's restaurant."""
 
 
 class OrderStatus(StrEnum):

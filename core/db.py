@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine, event
 from sqlmodel import SQLModel, create_engine
 
-from api import models  # noqa: F401  (registers the tables)
+from core import models  # noqa: F401  (registers the tables)
 
 log = logging.getLogger("orderbus.db")
 WRITER_WAIT_SECONDS = 30.0

@@ -7,12 +7,12 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
-from api import domain
-from api.domain import NotFound
-from api.models import Category, Menu, MenuItem, OrderItem
-from api.schemas import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemOut, MenuItemUpdate, MenuUpdate
-from api.services.inventory import apply_stock, get_item, item_out, stock_of
-from api.unit_of_work import UnitOfWork
+from core import domain
+from core.domain import NotFound
+from core.models import Category, Menu, MenuItem, OrderItem
+from core.schemas import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemOut, MenuItemUpdate, MenuUpdate
+from core.services.inventory import apply_stock, get_item, item_out, stock_of
+from core.unit_of_work import UnitOfWork
 
 T = TypeVar("T", bound=SQLModel)
 CHANNEL_EVENTS = {Category: "category_updated", Menu: "menu_updated"}

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from api import domain
-from api.domain import NotFound, Stock
-from api.models import MenuItem, Notification
-from api.schemas import MenuItemOut, NotificationOut
-from api.unit_of_work import UnitOfWork
+from core import domain
+from core.domain import NotFound, Stock
+from core.models import MenuItem, Notification
+from core.schemas import MenuItemOut, NotificationOut
+from core.unit_of_work import UnitOfWork
 
 
 def item_out(item: MenuItem) -> MenuItemOut:

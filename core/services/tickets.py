@@ -13,12 +13,12 @@ from typing import Any
 
 from sqlmodel import col, select
 
-from api import domain
-from api.domain import DomainError, NotFound
-from api.metrics import TICKETS
-from api.models import Order, OrderItem, Ticket, utcnow
-from api.services.inventory import notify
-from api.unit_of_work import UnitOfWork
+from core import domain
+from core.domain import DomainError, NotFound
+from core.metrics import TICKETS
+from core.models import Order, OrderItem, Ticket, utcnow
+from core.services.inventory import notify
+from core.unit_of_work import UnitOfWork
 
 KITCHEN_TICKET = "kitchen_ticket"
 TICKET_KINDS = ("new", "void", "reprint")

@@ -9,12 +9,12 @@ from typing import Any
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 
-from api import domain
-from api.domain import DomainError, NotFound
-from api.models import Device, MenuItem, Restaurant, utcnow
-from api.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut
-from api.tokens import TokenService
-from api.unit_of_work import UnitOfWork
+from core import domain
+from core.domain import DomainError, NotFound
+from core.models import Device, MenuItem, Restaurant, utcnow
+from core.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut
+from core.tokens import TokenService
+from core.unit_of_work import UnitOfWork
 
 PRESENCE_STATES = frozenset({"online", "offline", "lost"})
 DEVICE_ROLES = frozenset({"printer", "tablet", "scale"})

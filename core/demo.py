@@ -11,11 +11,11 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from api.models import Category, Device, Menu, Restaurant, User
-from api.passwords import hash_password
-from api.schemas import CategoryIn, MenuIn, MenuItemIn
-from api.services import menu
-from api.unit_of_work import UnitOfWork
+from core.models import Category, Device, Menu, Restaurant, User
+from core.passwords import hash_password
+from core.schemas import CategoryIn, MenuIn, MenuItemIn
+from core.services import menu
+from core.unit_of_work import UnitOfWork
 
 DEMO_RESTAURANT = "Demo Bistro"
 DEMO_EMAIL = "admin@demo.orderbus.dev"

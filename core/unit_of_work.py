@@ -11,7 +11,7 @@ from typing import Any, Self
 from sqlalchemy import Engine, update
 from sqlmodel import Session
 
-from api.models import OutboxEvent, Restaurant
+from core.models import OutboxEvent, Restaurant
 
 ENVELOPE_VERSION = 1
 

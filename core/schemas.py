@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from api.domain import OrderStatus
+from core.domain import OrderStatus
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]

@@ -7,13 +7,13 @@ from datetime import date
 
 from sqlmodel import select
 
-from api import domain
-from api.domain import NotFound, OrderStatus
-from api.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
-from api.schemas import OrderIn, OrderItemOut, OrderOut
-from api.services import tickets
-from api.services.inventory import apply_stock, stock_of
-from api.unit_of_work import UnitOfWork
+from core import domain
+from core.domain import NotFound, OrderStatus
+from core.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
+from core.schemas import OrderIn, OrderItemOut, OrderOut
+from core.services import tickets
+from core.services.inventory import apply_stock, stock_of
+from core.unit_of_work import UnitOfWork
 
 
 def order_out(uow: UnitOfWork, order: Order) -> OrderOut:

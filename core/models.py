@@ -1,4 +1,4 @@
-"""Persistent state: SQLModel tables. Rules about them live in `api.domain`, not here."""
+"""Persistent state: SQLModel tables. Rules about them live in `core.domain`, not here."""
 
 from __future__ import annotations
 
