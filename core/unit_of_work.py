@@ -13,7 +13,7 @@ from types import TracebackType
 from typing import Self
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.events import Event, envelope
 from core.models import OutboxEvent, Restaurant
@@ -44,9 +44,9 @@ class UnitOfWork:
         """Record an event with the restaurant's next seq; the row lock keeps seq gap-free."""
         seq = self.session.execute(
             update(Restaurant)
-            .where(Restaurant.id == restaurant_id)  # type: ignore[arg-type]
-            .values(event_seq=Restaurant.event_seq + 1)
-            .returning(Restaurant.event_seq)
+            .where(col(Restaurant.id) == restaurant_id)
+            .values(event_seq=col(Restaurant.event_seq) + 1)
+            .returning(col(Restaurant.event_seq))
         ).scalar_one()
         event_id = str(uuid.uuid4())
         row = OutboxEvent(

@@ -31,7 +31,7 @@ class IssuedDevice:
 
 
 def list_devices(uow: UnitOfWork, restaurant_id: int) -> list[Device]:
-    query = select(Device).where(Device.restaurant_id == restaurant_id).order_by(col(Device.id))
+    query = select(Device).where(col(Device.restaurant_id) == restaurant_id).order_by(col(Device.id))
     return list(uow.session.scalars(query))
 
 
@@ -143,7 +143,7 @@ class DeviceDenylist:
 def token_denylist(engine: Engine) -> DeviceDenylist:
     """One small query; the broker calls this every half second."""
     with engine.connect() as connection:
-        rows = connection.execute(select(Device.id, Device.revoked, Device.token_jti)).all()
+        rows = connection.execute(select(col(Device.id), col(Device.revoked), col(Device.token_jti))).all()
     return DeviceDenylist(
         revoked=frozenset(device_id for device_id, revoked, _ in rows if revoked),
         jti={device_id: jti for device_id, revoked, jti in rows if not revoked and jti is not None},

@@ -13,9 +13,9 @@ from core.unit_of_work import UnitOfWork
 def events_after(uow: UnitOfWork, restaurant_id: int, after: int, limit: int) -> list[dict[str, Any]]:
     """The envelopes with seq > `after`, in seq order, whether or not the relay has published them yet."""
     query = (
-        select(OutboxEvent.envelope)
-        .where(OutboxEvent.restaurant_id == restaurant_id, OutboxEvent.seq > after)
+        select(col(OutboxEvent.envelope))
+        .where(OutboxEvent.restaurant_id == restaurant_id, col(OutboxEvent.seq) > after)
         .order_by(col(OutboxEvent.seq))
         .limit(limit)
     )
-    return list(uow.session.exec(query))
+    return list(uow.session.scalars(query))

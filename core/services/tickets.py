@@ -25,7 +25,7 @@ TICKET_KINDS = ("new", "void", "reprint")
 def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
     """One ticket per station the order's items route to, each with its event, in the caller's transaction."""
     assert kind in TICKET_KINDS
-    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id)))
+    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id))))
     by_station: dict[str, list[OrderItem]] = {}
     for line in lines:
         by_station.setdefault(domain.station_of(line.station), []).append(line)
