@@ -16,11 +16,18 @@ bearer = HTTPBearer(auto_error=False)
 
 
 def get_uow(request: Request) -> Iterator[UnitOfWork]:
+    """The request's one transaction: committed when the endpoint returns, rolled back when it raises.
+
+    The endpoints never commit; this does, once. It is a function-scoped dependency so that the
+    commit runs before the response is sent: a commit that fails answers 500, never a 2xx for a
+    change that did not happen.
+    """
     with UnitOfWork(request.app.state.engine, request.app.state.wake_relay) as uow:
         yield uow
+        uow.commit()
 
 
-UowDep = Annotated[UnitOfWork, Depends(get_uow)]
+UowDep = Annotated[UnitOfWork, Depends(get_uow, scope="function")]
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,7 @@ class Ingest:
             log.exception("ingest failed on %s", topic)
 
     def _apply(self, message: DeviceMessage) -> dict[str, Any] | None:
+        """One message, one transaction: the handler's changes and `last_seen`, committed here once."""
         with UnitOfWork(self._engine, self._wake_relay) as uow:
             try:
                 device = devices.get_device(uow, message.restaurant_id, message.device_id)

@@ -6,7 +6,7 @@ import threading
 from typing import Any
 
 from bridge.ingest import DeviceMessage, Rejected
-from bridge.sweeper import Sweep, UowFactory
+from bridge.sweeper import Sweep
 from core.models import Device
 from core.services import tickets
 from core.services.inventory import notify
@@ -88,9 +88,8 @@ def status_problem(body: dict[str, Any]) -> str | None:
 def expire_tickets(deadline_seconds: float) -> Sweep:
     """The sweep that marks tickets no printer confirmed in time."""
 
-    def sweep(uow_factory: UowFactory) -> None:
-        with uow_factory() as uow:
-            tickets.expire_unacknowledged(uow, deadline_seconds)
+    def sweep(uow: UnitOfWork) -> None:
+        tickets.expire_unacknowledged(uow, deadline_seconds)
 
     sweep.__name__ = "expire_tickets"
     return sweep

@@ -28,7 +28,6 @@ from sqlmodel import select
 
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.scale_rules import Action, LastAccepted, Tracker, check_replay, count_of, parse_reading
-from bridge.sweeper import UowFactory
 from config.settings import Settings
 from core.models import Device, MenuItem
 from core.services import inventory
@@ -137,10 +136,15 @@ class ScaleReadings:
 
     # --- the sweep (sweeper thread) ---------------------------------------------------------
 
-    def sweep(self, uow_factory: UowFactory) -> None:
-        """Mark scales stale that missed `scale_stale_missed` heartbeats: one notification, no stock change."""
+    def sweep(self, uow: UnitOfWork) -> None:
+        """Mark scales stale that missed `scale_stale_missed` heartbeats: one notification, no stock change.
+
+        All of one sweep is one transaction, which the sweeper commits. A scale is marked stale in
+        memory before that commit: a commit that fails (the sweeper counts it) loses that one
+        notification and changes no stock.
+        """
         if not self._seeded:
-            self._seed(uow_factory)
+            self._seed(uow)
         with self._lock:
             now = self.clock()
             silent = [
@@ -149,47 +153,44 @@ class ScaleReadings:
                 if not state.stale and now - state.heard_at > self.stale_after_seconds
             ]
         for device_id in silent:
-            self._mark_stale(uow_factory, device_id)
+            self._mark_stale(uow, device_id)
 
-    def _seed(self, uow_factory: UowFactory) -> None:
+    def _seed(self, uow: UnitOfWork) -> None:
         """After a restart, watch the scales that were in use, so one that never comes back is noticed."""
-        with uow_factory() as uow:
-            query = select(Device.id, Device.restaurant_id).where(
-                Device.kind == "scale",
-                Device.revoked == False,  # noqa: E712
-                Device.last_seen != None,  # noqa: E711
-            )
-            rows = list(uow.session.exec(query))
+        query = select(Device.id, Device.restaurant_id).where(
+            Device.kind == "scale",
+            Device.revoked == False,  # noqa: E712
+            Device.last_seen != None,  # noqa: E711
+        )
+        rows = list(uow.session.exec(query))
         with self._lock:
             now = self.clock()
             for device_id, restaurant_id in rows:
                 self._scales.setdefault(device_id, ScaleState(restaurant_id, now, self._tracker()))
             self._seeded = True
 
-    def _mark_stale(self, uow_factory: UowFactory, device_id: str) -> None:
-        with uow_factory() as uow:
-            device = uow.session.get(Device, device_id)  # opens the transaction before the lock is taken
-            with self._lock:
-                state = self._scales.get(device_id)
-                if state is None or state.stale:
-                    return
-                silent_for = self.clock() - state.heard_at
-                if silent_for <= self.stale_after_seconds:
-                    return  # a reading arrived in the meantime
-                if device is None or device.revoked or device.kind != "scale":
-                    del self._scales[device_id]  # gone: nothing to watch any more
-                    return
-                inventory.notify(
-                    uow,
-                    state.restaurant_id,
-                    kind="scale_stale",
-                    title=f"Scale {device.name} stopped reporting",
-                    body=f"No reading for {silent_for:.0f} s; the stock it counts is left as it was.",
-                )
-                uow.commit()
-                state.stale = True
-                state.tracker.forget()  # a change that was waiting is not applied from a silent scale
-                SCALES_STALE.inc()
+    def _mark_stale(self, uow: UnitOfWork, device_id: str) -> None:
+        device = uow.session.get(Device, device_id)  # opens the transaction before the lock is taken
+        with self._lock:
+            state = self._scales.get(device_id)
+            if state is None or state.stale:
+                return
+            silent_for = self.clock() - state.heard_at
+            if silent_for <= self.stale_after_seconds:
+                return  # a reading arrived in the meantime
+            if device is None or device.revoked or device.kind != "scale":
+                del self._scales[device_id]  # gone: nothing to watch any more
+                return
+            inventory.notify(
+                uow,
+                state.restaurant_id,
+                kind="scale_stale",
+                title=f"Scale {device.name} stopped reporting",
+                body=f"No reading for {silent_for:.0f} s; the stock it counts is left as it was.",
+            )
+            state.stale = True
+            state.tracker.forget()  # a change that was waiting is not applied from a silent scale
+            SCALES_STALE.inc()
         log.warning("scale %s is stale: no reading for %.0f s", device_id, silent_for)
 
     # --- diagnostics ---------------------------------------------------------------------------

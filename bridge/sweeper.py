@@ -1,4 +1,8 @@
-"""Time-driven device rules (tickets past their deadline, silent scales), run once a second."""
+"""Time-driven device rules (tickets past their deadline, silent scales), run once a second.
+
+Each sweep gets a unit of work of its own and the sweeper commits it once the sweep returns: a
+sweep that raises changes nothing, and does not undo what the sweeps before it did.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ SWEEP_FAILURES = Counter(
 )
 
 UowFactory = Callable[[], UnitOfWork]
-Sweep = Callable[[UowFactory], None]
+Sweep = Callable[[UnitOfWork], None]  # adds to the unit of work it is given; never commits
 
 
 class Sweeper:
@@ -37,7 +41,9 @@ class Sweeper:
     def run_once(self) -> None:
         for sweep in self._sweeps:
             try:
-                sweep(self._uow_factory)
+                with self._uow_factory() as uow:
+                    sweep(uow)
+                    uow.commit()
             except Exception:  # one failing rule must not stop the others, nor the next second's run
                 name = getattr(sweep, "__name__", type(sweep).__name__)
                 SWEEP_FAILURES.labels(sweep=name).inc()

@@ -17,8 +17,7 @@ from typing import Any
 
 from bridge.ingest import DeviceMessage, Rejected
 from core.domain import OrderStatus
-from core.models import Device
-from core.schemas import OrderOut
+from core.models import Device, Order
 from core.services import orders
 from core.unit_of_work import UnitOfWork
 
@@ -42,11 +41,11 @@ def apply_tablet_event(uow: UnitOfWork, device: Device, message: DeviceMessage) 
         target = _target(body)
         order = orders.get_order(uow, message.restaurant_id, order_id)
         if order.status == target:  # a redelivery, or another screen bumped it first: already done
-            return _ack(request_id, orders.order_out(uow, order))
+            return _ack(request_id, order)
         result = orders.change_status(uow, message.restaurant_id, order_id, target)
     else:
         result = orders.recall(uow, message.restaurant_id, order_id)
-    return _ack(request_id, result)
+    return _ack(request_id, result.order)
 
 
 def _event_type(body: dict[str, Any]) -> str:
@@ -97,7 +96,7 @@ def _required(body: dict[str, Any], name: str) -> Any:
     return body[name]
 
 
-def _ack(request_id: str, order: OrderOut) -> dict[str, Any]:
+def _ack(request_id: str, order: Order) -> dict[str, Any]:
     """`version` lets the tablet apply the new status at once without undoing a later event."""
     return {
         "type": "ack",

@@ -11,9 +11,9 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlmodel import select
 
+from core.commands import CategoryIn, MenuIn, MenuItemIn
 from core.models import Category, Device, Menu, Restaurant, User
 from core.passwords import hash_password
-from core.schemas import CategoryIn, MenuIn, MenuItemIn
 from core.services import menu
 from core.unit_of_work import UnitOfWork
 
@@ -48,6 +48,7 @@ def ensure_demo(engine: Engine, data_dir: Path, wake_relay=None) -> DemoInfo:
         restaurant = uow.session.exec(select(Restaurant).where(Restaurant.name == DEMO_RESTAURANT)).first()
         if restaurant is None:
             restaurant = _seed(uow, password)
+            uow.commit()  # the seeding's one transaction: all of it, with its events, or none
         rid = restaurant.id
         assert rid is not None
         devices = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id)).all()
@@ -55,6 +56,7 @@ def ensure_demo(engine: Engine, data_dir: Path, wake_relay=None) -> DemoInfo:
 
 
 def _seed(uow: UnitOfWork, password: str) -> Restaurant:
+    """Everything of the demo restaurant, in the caller's transaction."""
     restaurant = Restaurant(name=DEMO_RESTAURANT)
     uow.session.add(restaurant)
     uow.session.flush()
@@ -65,7 +67,6 @@ def _seed(uow: UnitOfWork, password: str) -> Restaurant:
             restaurant_id=rid, email=DEMO_EMAIL, name="Demo Admin", role="admin", password_hash=hash_password(password)
         )
     )
-    uow.commit()
     grill = menu.create_row(uow, Category, rid, CategoryIn(name="Burgers", position=1, station="grill"))
     bar = menu.create_row(uow, Category, rid, CategoryIn(name="Drinks", position=2, station="bar"))
     dinner = menu.create_row(uow, Menu, rid, MenuIn(name="Dinner"))
@@ -106,5 +107,4 @@ def _seed(uow: UnitOfWork, password: str) -> Restaurant:
             ),
         ]
     )
-    uow.commit()
     return restaurant

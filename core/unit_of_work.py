@@ -1,32 +1,22 @@
-"""The unit of work: one transaction for a change and the events it carries."""
+"""The unit of work: one transaction for a change and the events it carries.
+
+Its owner commits it, once: the API's request dependency, the ingest for one device message, the
+sweeper for one sweep, the demo seeding. Services only add to it (rows and events) and never
+commit, so a use case called from another joins the caller's transaction instead of ending it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 from types import TracebackType
-from typing import Any, Self
+from typing import Self
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
+from core.events import Event, envelope
 from core.models import OutboxEvent, Restaurant
-
-ENVELOPE_VERSION = 1
-
-
-def envelope(*, event_id: str, seq: int, type_: str, restaurant_id: int, data: dict[str, Any]) -> dict:
-    ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {
-        "v": ENVELOPE_VERSION,
-        "id": event_id,
-        "seq": seq,
-        "type": type_,
-        "restaurant_id": restaurant_id,
-        "ts": ts,
-        "data": data,
-    }
 
 
 class UnitOfWork:
@@ -50,21 +40,23 @@ class UnitOfWork:
         self.session.rollback()
         self.session.close()
 
-    def emit(self, restaurant_id: int, type_: str, data: dict[str, Any]) -> OutboxEvent:
+    def emit(self, restaurant_id: int, event: Event) -> OutboxEvent:
         """Record an event with the restaurant's next seq; the row lock keeps seq gap-free."""
         seq = self.session.execute(
             update(Restaurant)
-            .where(Restaurant.id == restaurant_id)  # type: ignore[arg-type]
-            .values(event_seq=Restaurant.event_seq + 1)
-            .returning(Restaurant.event_seq)
+            .where(col(Restaurant.id) == restaurant_id)
+            .values(event_seq=col(Restaurant.event_seq) + 1)
+            .returning(col(Restaurant.event_seq))
         ).scalar_one()
         event_id = str(uuid.uuid4())
         row = OutboxEvent(
             event_id=event_id,
             restaurant_id=restaurant_id,
             seq=seq,
-            type=type_,
-            envelope=envelope(event_id=event_id, seq=seq, type_=type_, restaurant_id=restaurant_id, data=data),
+            type=event.type,
+            envelope=envelope(
+                event_id=event_id, seq=seq, type_=event.type, restaurant_id=restaurant_id, data=event.data
+            ),
         )
         self.session.add(row)
         self._pending_events += 1

@@ -23,9 +23,9 @@ from sqlmodel import select
 
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
+from core.commands import CategoryIn, DeviceIn, MenuIn, MenuItemIn
 from core.models import Category, Device, Menu, Restaurant, User
 from core.passwords import hash_password
-from core.schemas import CategoryIn, DeviceIn, MenuIn, MenuItemIn
 from core.services import devices
 from core.services import menu as menu_service
 from core.unit_of_work import UnitOfWork
@@ -140,6 +140,7 @@ class Stack:
             created = devices.create_device(
                 uow, self.parts.tokens, rid, DeviceIn(id=device_id, kind=kind, name=device_id, **fields)
             )
+            uow.commit()
         return created.token
 
     def add_menu_item(self, rid: int, name: str, *, station: str | None = None, **fields: Any) -> int:
@@ -153,9 +154,10 @@ class Stack:
                     uow, Category, rid, CategoryIn(name=station.title(), station=station)
                 )
                 category_id = category.id
-        with UnitOfWork(self.parts.engine) as uow:
             body = MenuItemIn(menu_id=menu_id, category_id=category_id, name=name, price_cents=500, **fields)
-            return menu_service.create_item(uow, rid, body).id
+            item = menu_service.create_item(uow, rid, body)
+            uow.commit()
+            return item.id
 
     def subscribed(self, topic_filter: str, client_id: str) -> bool:
         """The broker holds this client's subscription: a message published now reaches it (or its queue)."""

@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, Request, status
-from sqlmodel import select
 
 from api.deps import CurrentUser, UowDep
-from core.models import User
-from core.passwords import verify_password
-from core.schemas import LoginIn, MqttTokenOut, TokenOut
+from api.schemas import LoginIn, MqttTokenOut, TokenOut
+from core.services import users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
 @router.post("/login")
 def login(body: LoginIn, uow: UowDep, request: Request) -> TokenOut:
-    user = uow.session.exec(select(User).where(User.email == body.email.lower())).first()
-    if user is None or not verify_password(body.password, user.password_hash):
+    user = users.authenticate(uow, body.email, body.password)
+    if user is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
     settings = request.app.state.settings
     token = request.app.state.tokens.issue(

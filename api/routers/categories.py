@@ -1,5 +1,5 @@
 from api.routers.crud import crud_router
+from core.commands import CategoryIn, CategoryUpdate
 from core.models import Category
-from core.schemas import CategoryIn, CategoryUpdate
 
 router = crud_router(Category, CategoryIn, CategoryUpdate, "categories")

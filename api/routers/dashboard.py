@@ -12,19 +12,22 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from sqlmodel import col, select
 
 from api.deps import StaffScope, UowDep
-from core.domain import NotFound
-from core.models import Device, Notification, Order, Restaurant
-from core.schemas import DeviceOut, MenuItemOut, NotificationOut, OrderOut
-from core.services import devices, inventory, orders
+from api.schemas import (
+    DeviceOut,
+    MenuItemOut,
+    NotificationOut,
+    OrderOut,
+    device_out,
+    item_out,
+    notification_out,
+    order_out,
+)
+from core.services import dashboard
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 WEBSOCKET_PATH = "/mqtt"  # the broker's WebSocket listener path (broker.server.WEBSOCKET_PATH)
-OPEN_STATUSES = ("pending", "preparing", "ready")
-SNAPSHOT_NOTIFICATIONS = 50
-SNAPSHOT_OPEN_ORDERS = 500
 
 # The pages load only their own scripts and styles; MQTT goes to the broker's WebSocket port.
 CSP = (
@@ -72,31 +75,15 @@ def client_config(request: Request) -> ClientConfig:
 @router.get("/restaurants/{rid}/dashboard")
 def snapshot(rid: StaffScope, uow: UowDep) -> Snapshot:
     """Open orders, tracked stock, devices and recent notifications, with the seq they are current to."""
-    restaurant = uow.session.get(Restaurant, rid)
-    if restaurant is None:
-        raise NotFound(f"restaurant {rid} not found")
-    seq = restaurant.event_seq
-    open_orders = uow.session.exec(
-        select(Order)
-        .where(Order.restaurant_id == rid, col(Order.status).in_(OPEN_STATUSES))
-        .order_by(col(Order.id))
-        .limit(SNAPSHOT_OPEN_ORDERS)
-    )
-    notes = uow.session.exec(
-        select(Notification)
-        .where(Notification.restaurant_id == rid)
-        .order_by(col(Notification.id).desc())
-        .limit(SNAPSHOT_NOTIFICATIONS)
-    )
-    rows = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(col(Device.id)))
+    picture = dashboard.snapshot(uow, rid)
     return Snapshot(
         restaurant_id=rid,
-        restaurant_name=restaurant.name,
-        seq=seq,
-        orders=[orders.order_out(uow, order) for order in open_orders],
-        items=inventory.list_items(uow, rid, tracked_only=True),
-        devices=[devices.device_out(row) for row in rows],
-        notifications=[NotificationOut.model_validate(row, from_attributes=True) for row in notes],
+        restaurant_name=picture.restaurant.name,
+        seq=picture.seq,
+        orders=[order_out(view) for view in picture.orders],
+        items=[item_out(item) for item in picture.items],
+        devices=[device_out(device) for device in picture.devices],
+        notifications=[notification_out(note) for note in picture.notifications],
     )
 
 

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
-from sqlmodel import select
 
 from api.deps import AdminScope, StaffScope, UowDep
-from core.models import Device
-from core.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut, DeviceTokenIn
+from api.schemas import DeviceCredentialsOut, DeviceOut, DeviceTokenIn, credentials_out, device_out
+from core.commands import DeviceIn
 from core.services import devices
 
 router = APIRouter(prefix="/restaurants/{rid}/devices", tags=["devices"])
@@ -18,8 +17,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 @router.get("")
 def list_devices(rid: StaffScope, uow: UowDep) -> list[DeviceOut]:
     """Devices with their last known presence and when the bus last heard from them (never their tokens)."""
-    rows = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id))
-    return [devices.device_out(row) for row in rows]
+    return [device_out(device) for device in devices.list_devices(uow, rid)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -31,7 +29,7 @@ def create_device(
     The device connects with client id = its id and the token as the MQTT password.
     """
     response.headers.update(NO_STORE)
-    return devices.create_device(uow, request.app.state.tokens, rid, body)
+    return credentials_out(devices.create_device(uow, request.app.state.tokens, rid, body))
 
 
 @router.post("/{device_id}/token")
@@ -46,7 +44,7 @@ def reissue_token(
     """A new token for the device, shown once; the broker stops accepting its previous token."""
     response.headers.update(NO_STORE)
     ttl_days = (body or DeviceTokenIn()).ttl_days
-    return devices.reissue_token(uow, request.app.state.tokens, rid, device_id, ttl_days)
+    return credentials_out(devices.reissue_token(uow, request.app.state.tokens, rid, device_id, ttl_days))
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)

@@ -3,10 +3,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlmodel import select
 
 from api.deps import StaffScope, UowDep
-from core.models import OutboxEvent
+from core.services import outbox
 
 router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
 
@@ -22,10 +21,4 @@ def events_after(
 
     Events are listed once committed, whether or not the relay has published them yet.
     """
-    query = (
-        select(OutboxEvent.envelope)
-        .where(OutboxEvent.restaurant_id == rid, OutboxEvent.seq > after)
-        .order_by(OutboxEvent.seq)  # type: ignore[arg-type]
-        .limit(limit)
-    )
-    return list(uow.session.exec(query))
+    return outbox.events_after(uow, rid, after, limit)

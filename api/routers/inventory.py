@@ -3,7 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AdminScope, StaffScope, UowDep
-from core.schemas import DamageIn, MenuItemOut, StockAdjustIn, ThresholdIn
+from api.schemas import DamageIn, MenuItemOut, StockAdjustIn, ThresholdIn, item_out
 from core.services import inventory
 
 router = APIRouter(prefix="/restaurants/{rid}/inventory", tags=["inventory"])
@@ -12,20 +12,20 @@ router = APIRouter(prefix="/restaurants/{rid}/inventory", tags=["inventory"])
 @router.get("")
 def list_stock(rid: StaffScope, uow: UowDep) -> list[MenuItemOut]:
     """Every stock-tracked item with its available quantity."""
-    return inventory.list_items(uow, rid, tracked_only=True)
+    return [item_out(item) for item in inventory.list_items(uow, rid, tracked_only=True)]
 
 
 @router.post("/{item_id}/adjust")
 def adjust_stock(rid: AdminScope, item_id: int, body: StockAdjustIn, uow: UowDep) -> MenuItemOut:
-    return inventory.adjust_stock(uow, rid, item_id, body.delta, body.reason)
+    return item_out(inventory.adjust_stock(uow, rid, item_id, body.delta, body.reason))
 
 
 @router.post("/{item_id}/damage")
 def mark_damaged(rid: AdminScope, item_id: int, body: DamageIn, uow: UowDep) -> MenuItemOut:
     """Raises damaged_quantity only; stock_quantity is left as counted."""
-    return inventory.mark_damaged(uow, rid, item_id, body.quantity, body.reason)
+    return item_out(inventory.mark_damaged(uow, rid, item_id, body.quantity, body.reason))
 
 
 @router.put("/{item_id}/threshold")
 def set_threshold(rid: AdminScope, item_id: int, body: ThresholdIn, uow: UowDep) -> MenuItemOut:
-    return inventory.set_threshold(uow, rid, item_id, body.low_stock_threshold)
+    return item_out(inventory.set_threshold(uow, rid, item_id, body.low_stock_threshold))

@@ -3,7 +3,8 @@ from __future__ import annotations
 from fastapi import APIRouter, status
 
 from api.deps import AdminScope, StaffScope, UowDep
-from core.schemas import MenuItemIn, MenuItemOut, MenuItemUpdate
+from api.schemas import MenuItemOut, item_out
+from core.commands import MenuItemIn, MenuItemUpdate
 from core.services import inventory, menu
 
 router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu items"])
@@ -11,22 +12,22 @@ router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu items"])
 
 @router.get("")
 def list_menu_items(rid: StaffScope, uow: UowDep) -> list[MenuItemOut]:
-    return inventory.list_items(uow, rid)
+    return [item_out(item) for item in inventory.list_items(uow, rid)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_menu_item(rid: AdminScope, body: MenuItemIn, uow: UowDep) -> MenuItemOut:
-    return menu.create_item(uow, rid, body)
+    return item_out(menu.create_item(uow, rid, body))
 
 
 @router.get("/{item_id}")
 def get_menu_item(rid: StaffScope, item_id: int, uow: UowDep) -> MenuItemOut:
-    return inventory.item_out(inventory.get_item(uow, rid, item_id))
+    return item_out(inventory.get_item(uow, rid, item_id))
 
 
 @router.patch("/{item_id}")
 def update_menu_item(rid: AdminScope, item_id: int, body: MenuItemUpdate, uow: UowDep) -> MenuItemOut:
-    return menu.update_item(uow, rid, item_id, body)
+    return item_out(menu.update_item(uow, rid, item_id, body))
 
 
 @router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)

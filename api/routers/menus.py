@@ -1,5 +1,5 @@
 from api.routers.crud import crud_router
+from core.commands import MenuIn, MenuUpdate
 from core.models import Menu
-from core.schemas import MenuIn, MenuUpdate
 
 router = crud_router(Menu, MenuIn, MenuUpdate, "menus")

@@ -3,12 +3,10 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlmodel import select
 
 from api.deps import StaffScope, UowDep
-from core.domain import NotFound
-from core.models import Notification
-from core.schemas import NotificationOut
+from api.schemas import NotificationOut, notification_out
+from core.services import notifications
 
 router = APIRouter(prefix="/restaurants/{rid}/notifications", tags=["notifications"])
 
@@ -17,20 +15,10 @@ router = APIRouter(prefix="/restaurants/{rid}/notifications", tags=["notificatio
 def list_notifications(
     rid: StaffScope, uow: UowDep, unread: bool = False, limit: Annotated[int, Query(ge=1, le=500)] = 100
 ) -> list[NotificationOut]:
-    """Always a JSON array, newest first (the old design sometimes answered an object)."""
-    query = select(Notification).where(Notification.restaurant_id == rid)
-    if unread:
-        query = query.where(Notification.read == False)  # noqa: E712
-    rows = uow.session.exec(query.order_by(Notification.id.desc()).limit(limit))  # type: ignore[union-attr]
-    return [NotificationOut.model_validate(row, from_attributes=True) for row in rows]
+    """Always a JSON array, newest first."""
+    return [notification_out(note) for note in notifications.list_notifications(uow, rid, unread, limit)]
 
 
 @router.post("/{notification_id}/read")
 def mark_read(rid: StaffScope, notification_id: int, uow: UowDep) -> NotificationOut:
-    note = uow.session.get(Notification, notification_id)
-    if note is None or note.restaurant_id != rid:
-        raise NotFound(f"notification {notification_id} not found")
-    note.read = True
-    uow.session.add(note)
-    uow.commit()
-    return NotificationOut.model_validate(note, from_attributes=True)
+    return notification_out(notifications.mark_read(uow, rid, notification_id))

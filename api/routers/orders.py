@@ -5,8 +5,9 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import AdminScope, StaffScope, UowDep
+from api.schemas import OrderOut, RefundIn, StatusIn, TicketOut, order_out, ticket_out
+from core.commands import OrderIn
 from core.domain import OrderStatus
-from core.schemas import OrderIn, OrderOut, RefundIn, StatusIn, TicketOut
 from core.services import orders, tickets
 
 router = APIRouter(prefix="/restaurants/{rid}/orders", tags=["orders"])
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/restaurants/{rid}/orders", tags=["orders"])
 
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_order(rid: StaffScope, body: OrderIn, uow: UowDep) -> OrderOut:
-    return orders.place_order(uow, rid, body)
+    return order_out(orders.place_order(uow, rid, body))
 
 
 @router.get("")
@@ -24,31 +25,31 @@ def list_orders(
     status: OrderStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> list[OrderOut]:
-    return orders.list_orders(uow, rid, status, limit)
+    return [order_out(view) for view in orders.list_orders(uow, rid, status, limit)]
 
 
 @router.get("/{order_id}")
 def get_order(rid: StaffScope, order_id: int, uow: UowDep) -> OrderOut:
-    return orders.order_out(uow, orders.get_order(uow, rid, order_id))
+    return order_out(orders.view_of(uow, orders.get_order(uow, rid, order_id)))
 
 
 @router.post("/{order_id}/status")
 def change_status(rid: StaffScope, order_id: int, body: StatusIn, uow: UowDep) -> OrderOut:
-    return orders.change_status(uow, rid, order_id, body.status)
+    return order_out(orders.change_status(uow, rid, order_id, body.status))
 
 
 @router.post("/{order_id}/reprint")
 def reprint(rid: StaffScope, order_id: int, uow: UowDep) -> OrderOut:
     """Send the order's kitchen tickets again; printers mark them REPRINT."""
-    return orders.reprint(uow, rid, order_id)
+    return order_out(orders.reprint(uow, rid, order_id))
 
 
 @router.get("/{order_id}/tickets")
 def order_tickets(rid: StaffScope, order_id: int, uow: UowDep) -> list[TicketOut]:
     orders.get_order(uow, rid, order_id)
-    return [TicketOut.model_validate(t, from_attributes=True) for t in tickets.list_tickets(uow, rid, order_id, None)]
+    return [ticket_out(ticket) for ticket in tickets.list_tickets(uow, rid, order_id, None)]
 
 
 @router.post("/{order_id}/refunds")
 def refund(rid: AdminScope, order_id: int, body: RefundIn, uow: UowDep) -> OrderOut:
-    return orders.refund(uow, rid, order_id, body.amount_cents, body.reason)
+    return order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, HTTPException, status
-from sqlmodel import col, select
 
 from api.deps import CurrentUser, UowDep
-from core.models import Restaurant
-from core.schemas import RestaurantIn, RestaurantOut
+from api.schemas import RestaurantOut, restaurant_out
+from core.commands import RestaurantIn
+from core.services import restaurants
 
 router = APIRouter(prefix="/restaurants", tags=["restaurants"])
 
@@ -16,15 +16,11 @@ router = APIRouter(prefix="/restaurants", tags=["restaurants"])
 def create_restaurant(caller: CurrentUser, body: RestaurantIn, uow: UowDep) -> RestaurantOut:
     if caller.role != "super_admin":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only a super_admin adds restaurants")
-    restaurant = Restaurant(name=body.name)
-    uow.session.add(restaurant)
-    uow.commit()
-    return RestaurantOut.model_validate(restaurant, from_attributes=True)
+    return restaurant_out(restaurants.create_restaurant(uow, body))
 
 
 @router.get("")
 def list_restaurants(caller: CurrentUser, uow: UowDep) -> list[RestaurantOut]:
-    query = select(Restaurant).order_by(col(Restaurant.id))
-    if caller.role != "super_admin":
-        query = query.where(Restaurant.id == caller.restaurant_id)
-    return [RestaurantOut.model_validate(row, from_attributes=True) for row in uow.session.exec(query)]
+    own = [caller.restaurant_id] if caller.restaurant_id is not None else []
+    only = None if caller.role == "super_admin" else own
+    return [restaurant_out(row) for row in restaurants.list_restaurants(uow, only)]

@@ -8,22 +8,31 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
-from core import domain
+from core import domain, events
+from core.commands import DeviceIn
 from core.domain import DomainError, NotFound
 from core.models import Device, MenuItem, Restaurant, utcnow
-from core.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut
 from core.tokens import TokenService
 from core.unit_of_work import UnitOfWork
 
 PRESENCE_STATES = frozenset({"online", "offline", "lost"})
 DEVICE_ROLES = frozenset({"printer", "tablet", "scale"})
-DEVICE_UPDATED = "device_updated"
 SECONDS_PER_DAY = 86_400
 
 
-def device_out(device: Device) -> DeviceOut:
-    return DeviceOut.model_validate(device, from_attributes=True)
+@dataclass(frozen=True)
+class IssuedDevice:
+    """A device and the broker token just issued for it: the token is stored nowhere, so this is its one showing."""
+
+    device: Device
+    token: str
+
+
+def list_devices(uow: UnitOfWork, restaurant_id: int) -> list[Device]:
+    query = select(Device).where(col(Device.restaurant_id) == restaurant_id).order_by(col(Device.id))
+    return list(uow.session.scalars(query))
 
 
 def get_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
@@ -33,7 +42,7 @@ def get_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
     return device
 
 
-def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, data: DeviceIn) -> DeviceCredentialsOut:
+def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, data: DeviceIn) -> IssuedDevice:
     """Register a device and issue its first broker token, which is returned here and nowhere else."""
     if uow.session.get(Restaurant, restaurant_id) is None:  # only a super_admin can name an unknown one
         raise NotFound(f"restaurant {restaurant_id} not found")
@@ -59,19 +68,19 @@ def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, dat
         uow.session.flush()
     except IntegrityError as exc:  # a concurrent create of the same id won the race
         raise DomainError(f"device id {data.id} is already taken; choose another") from exc
-    return _commit_with_token(uow, device, token, "created")
+    return _with_token(uow, device, token, "created")
 
 
 def reissue_token(
     uow: UnitOfWork, tokens: TokenService, restaurant_id: int, device_id: str, ttl_days: int
-) -> DeviceCredentialsOut:
+) -> IssuedDevice:
     """A new token for the device; the broker stops accepting the previous one (its jti no longer matches)."""
     device = get_device(uow, restaurant_id, device_id)
     if device.revoked:
         raise DomainError(f"device {device_id} is revoked; register a new device instead")
     token = _issue(tokens, device, ttl_days)
     uow.session.add(device)
-    return _commit_with_token(uow, device, token, "token_reissued")
+    return _with_token(uow, device, token, "token_reissued")
 
 
 def revoke_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
@@ -83,8 +92,7 @@ def revoke_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device
     device.revoked_at = utcnow()
     uow.session.add(device)
     uow.session.flush()
-    uow.emit(restaurant_id, DEVICE_UPDATED, {"action": "revoked", "device": device_out(device).model_dump(mode="json")})
-    uow.commit()
+    uow.emit(restaurant_id, events.device_updated("revoked", device))
     return device
 
 
@@ -104,13 +112,10 @@ def _issue(tokens: TokenService, device: Device, ttl_days: int) -> str:
     return token
 
 
-def _commit_with_token(uow: UnitOfWork, device: Device, token: str, action: str) -> DeviceCredentialsOut:
+def _with_token(uow: UnitOfWork, device: Device, token: str, action: str) -> IssuedDevice:
     uow.session.flush()
-    out = device_out(device)
-    uow.emit(device.restaurant_id, DEVICE_UPDATED, {"action": action, "device": out.model_dump(mode="json")})
-    uow.commit()
-    assert device.token_expires_at is not None
-    return DeviceCredentialsOut(device=out, token=token, client_id=device.id, expires_at=device.token_expires_at)
+    uow.emit(device.restaurant_id, events.device_updated(action, device))
+    return IssuedDevice(device, token)
 
 
 @dataclass(frozen=True)
@@ -138,7 +143,7 @@ class DeviceDenylist:
 def token_denylist(engine: Engine) -> DeviceDenylist:
     """One small query; the broker calls this every half second."""
     with engine.connect() as connection:
-        rows = connection.execute(select(Device.id, Device.revoked, Device.token_jti)).all()
+        rows = connection.execute(select(col(Device.id), col(Device.revoked), col(Device.token_jti))).all()
     return DeviceDenylist(
         revoked=frozenset(device_id for device_id, revoked, _ in rows if revoked),
         jti={device_id: jti for device_id, revoked, jti in rows if not revoked and jti is not None},

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 from sqlmodel import select
 
-from core import domain
+from core import domain, events
 from core.domain import NotFound, Stock
-from core.models import MenuItem, Notification
-from core.schemas import MenuItemOut, NotificationOut
+from core.models import MenuItem
+from core.services.notifications import notify
 from core.unit_of_work import UnitOfWork
-
-
-def item_out(item: MenuItem) -> MenuItemOut:
-    return MenuItemOut(**item.model_dump(), available_quantity=stock_of(item).available)
 
 
 def stock_of(item: MenuItem) -> Stock:
@@ -34,18 +30,9 @@ def apply_stock(uow: UnitOfWork, item: MenuItem, after: Stock, reason: str) -> N
     item.damaged_quantity = after.damaged_quantity
     item.low_stock_threshold = after.low_stock_threshold
     uow.session.add(item)
-    state = item_out(item).model_dump(mode="json")
-    uow.emit(item.restaurant_id, "inventory_updated", {"item": state, "reason": reason})
+    uow.emit(item.restaurant_id, events.inventory_updated(item, reason))
     if item.enable_stock_tracking and alarm.fire:
-        uow.emit(
-            item.restaurant_id,
-            "low_stock",
-            {
-                "item": state,
-                "available_quantity": after.available,
-                "low_stock_threshold": after.low_stock_threshold,
-            },
-        )
+        uow.emit(item.restaurant_id, events.low_stock(item, after))
         notify(
             uow,
             item.restaurant_id,
@@ -55,14 +42,6 @@ def apply_stock(uow: UnitOfWork, item: MenuItem, after: Stock, reason: str) -> N
         )
 
 
-def notify(uow: UnitOfWork, restaurant_id: int, *, kind: str, title: str, body: str = "") -> None:
-    note = Notification(restaurant_id=restaurant_id, kind=kind, title=title, body=body)
-    uow.session.add(note)
-    uow.session.flush()
-    payload = NotificationOut.model_validate(note, from_attributes=True).model_dump(mode="json")
-    uow.emit(restaurant_id, "notification", {"notification": payload})
-
-
 def _tracked(uow: UnitOfWork, restaurant_id: int, item_id: int) -> MenuItem:
     item = get_item(uow, restaurant_id, item_id)
     if not item.enable_stock_tracking:
@@ -70,39 +49,35 @@ def _tracked(uow: UnitOfWork, restaurant_id: int, item_id: int) -> MenuItem:
     return item
 
 
-def adjust_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, delta: int, reason: str) -> MenuItemOut:
+def adjust_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, delta: int, reason: str) -> MenuItem:
     item = _tracked(uow, restaurant_id, item_id)
     apply_stock(uow, item, domain.adjust(stock_of(item), delta, item.name), reason or "adjusted")
-    uow.commit()
-    return item_out(item)
+    return item
 
 
-def count_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, counted: int, reason: str) -> MenuItemOut:
+def count_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, counted: int, reason: str) -> MenuItem:
     """A physical count (a scale): `stock_quantity` becomes what was counted."""
     item = _tracked(uow, restaurant_id, item_id)
     if counted != item.stock_quantity:
         apply_stock(uow, item, domain.adjust(stock_of(item), counted - item.stock_quantity, item.name), reason)
-    uow.commit()
-    return item_out(item)
+    return item
 
 
-def mark_damaged(uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str) -> MenuItemOut:
+def mark_damaged(uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str) -> MenuItem:
     item = _tracked(uow, restaurant_id, item_id)
     apply_stock(uow, item, domain.mark_damaged(stock_of(item), quantity, item.name), reason or "damaged")
-    uow.commit()
-    return item_out(item)
+    return item
 
 
-def set_threshold(uow: UnitOfWork, restaurant_id: int, item_id: int, threshold: int | None) -> MenuItemOut:
+def set_threshold(uow: UnitOfWork, restaurant_id: int, item_id: int, threshold: int | None) -> MenuItem:
     item = _tracked(uow, restaurant_id, item_id)
     current = stock_of(item)
     apply_stock(uow, item, Stock(current.stock_quantity, current.damaged_quantity, threshold), "threshold")
-    uow.commit()
-    return item_out(item)
+    return item
 
 
-def list_items(uow: UnitOfWork, restaurant_id: int, tracked_only: bool = False) -> list[MenuItemOut]:
+def list_items(uow: UnitOfWork, restaurant_id: int, tracked_only: bool = False) -> list[MenuItem]:
     query = select(MenuItem).where(MenuItem.restaurant_id == restaurant_id)
     if tracked_only:
         query = query.where(MenuItem.enable_stock_tracking == True)  # noqa: E712
-    return [item_out(item) for item in uow.session.exec(query.order_by(MenuItem.id))]
+    return list(uow.session.exec(query.order_by(MenuItem.id)))  # type: ignore[arg-type]

@@ -7,15 +7,14 @@ from typing import Any, TypeVar
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import SQLModel, select
 
-from core import domain
+from core import domain, events
+from core.commands import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemUpdate, MenuUpdate
 from core.domain import NotFound
 from core.models import Category, Menu, MenuItem, OrderItem
-from core.schemas import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemOut, MenuItemUpdate, MenuUpdate
-from core.services.inventory import apply_stock, get_item, item_out, stock_of
+from core.services.inventory import apply_stock, get_item, stock_of
 from core.unit_of_work import UnitOfWork
 
 T = TypeVar("T", bound=SQLModel)
-CHANNEL_EVENTS = {Category: "category_updated", Menu: "menu_updated"}
 
 
 def _owned(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:
@@ -25,9 +24,9 @@ def _owned(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> 
     return row
 
 
-def _emit_row(uow: UnitOfWork, action: str, row: Category | Menu) -> None:
-    key = type(row).__name__.lower()
-    uow.emit(row.restaurant_id, CHANNEL_EVENTS[type(row)], {"action": action, key: row.model_dump(mode="json")})
+def _emit_row(uow: UnitOfWork, action: events.RowAction, row: Category | Menu) -> None:
+    event = events.category_changed(action, row) if isinstance(row, Category) else events.menu_changed(action, row)
+    uow.emit(row.restaurant_id, event)
 
 
 def list_rows(uow: UnitOfWork, model: type[T], restaurant_id: int) -> list[T]:
@@ -44,7 +43,6 @@ def create_row(uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_i
     uow.session.add(row)
     uow.session.flush()
     _emit_row(uow, "created", row)
-    uow.commit()
     return row
 
 
@@ -60,7 +58,6 @@ def update_row(
         setattr(row, field, value)
     uow.session.add(row)
     _emit_row(uow, "updated", row)
-    uow.commit()
     return row
 
 
@@ -71,7 +68,6 @@ def delete_row(uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_i
         raise domain.DomainError(f"{model.__name__.lower()} {row_id} still has menu items")
     _emit_row(uow, "deleted", row)
     uow.session.delete(row)
-    uow.commit()
 
 
 def _check_refs(uow: UnitOfWork, restaurant_id: int, fields: dict[str, Any]) -> None:
@@ -81,40 +77,38 @@ def _check_refs(uow: UnitOfWork, restaurant_id: int, fields: dict[str, Any]) -> 
         _owned(uow, Category, restaurant_id, fields["category_id"])
 
 
-def create_item(uow: UnitOfWork, restaurant_id: int, data: MenuItemIn) -> MenuItemOut:
+def create_item(uow: UnitOfWork, restaurant_id: int, data: MenuItemIn) -> MenuItem:
     fields = data.model_dump()
     _check_refs(uow, restaurant_id, fields)
     item = MenuItem(restaurant_id=restaurant_id, **fields)
     uow.session.add(item)
     uow.session.flush()
-    uow.emit(restaurant_id, "menu_updated", {"action": "created", "menu_item": item_out(item).model_dump(mode="json")})
+    uow.emit(restaurant_id, events.menu_item_changed("created", item))
     if item.enable_stock_tracking:
         apply_stock(uow, item, stock_of(item), "created")
-    uow.commit()
-    return item_out(item)
+    return item
 
 
-def update_item(uow: UnitOfWork, restaurant_id: int, item_id: int, data: MenuItemUpdate) -> MenuItemOut:
+def update_item(uow: UnitOfWork, restaurant_id: int, item_id: int, data: MenuItemUpdate) -> MenuItem:
     item = get_item(uow, restaurant_id, item_id)
     fields = data.model_dump(exclude_unset=True)
     _check_refs(uow, restaurant_id, fields)
     for field, value in fields.items():
         setattr(item, field, value)
     uow.session.add(item)
-    uow.emit(restaurant_id, "menu_updated", {"action": "updated", "menu_item": item_out(item).model_dump(mode="json")})
+    uow.emit(restaurant_id, events.menu_item_changed("updated", item))
     if "enable_stock_tracking" in fields:
         apply_stock(uow, item, stock_of(item), "tracking changed")
-    uow.commit()
-    return item_out(item)
+    return item
 
 
 def delete_item(uow: UnitOfWork, restaurant_id: int, item_id: int) -> None:
     item = get_item(uow, restaurant_id, item_id)
     if uow.session.exec(select(OrderItem.id).where(OrderItem.menu_item_id == item_id)).first() is not None:
         raise domain.DomainError(f"menu item {item_id} is on orders; mark it unavailable instead")
-    uow.emit(restaurant_id, "menu_updated", {"action": "deleted", "menu_item": item_out(item).model_dump(mode="json")})
+    uow.emit(restaurant_id, events.menu_item_changed("deleted", item))
     uow.session.delete(item)
     try:
-        uow.commit()
+        uow.session.flush()
     except IntegrityError as exc:
         raise domain.DomainError(f"menu item {item_id} is still referenced") from exc

@@ -3,25 +3,31 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date
 
-from sqlmodel import select
+from sqlmodel import col, select
 
-from core import domain
+from core import domain, events
+from core.commands import OrderIn
 from core.domain import NotFound, OrderStatus
 from core.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
-from core.schemas import OrderIn, OrderItemOut, OrderOut
 from core.services import tickets
 from core.services.inventory import apply_stock, stock_of
 from core.unit_of_work import UnitOfWork
 
 
-def order_out(uow: UnitOfWork, order: Order) -> OrderOut:
-    items = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id))
-    return OrderOut(
-        **order.model_dump(),
-        items=[OrderItemOut.model_validate(item, from_attributes=True) for item in items],
-    )
+@dataclass(frozen=True)
+class OrderView:
+    """An order with its lines, as the use cases return it."""
+
+    order: Order
+    lines: list[OrderItem]
+
+
+def view_of(uow: UnitOfWork, order: Order) -> OrderView:
+    lines = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id)))
+    return OrderView(order, list(lines))
 
 
 def get_order(uow: UnitOfWork, restaurant_id: int, order_id: int) -> Order:
@@ -31,7 +37,7 @@ def get_order(uow: UnitOfWork, restaurant_id: int, order_id: int) -> Order:
     return order
 
 
-def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date | None = None) -> OrderOut:
+def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date | None = None) -> OrderView:
     """Create an order and take its stock; one item short refuses the whole order."""
     today = today or date.today()
     wanted: dict[int, int] = {}
@@ -75,14 +81,13 @@ def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date 
             )
         )
     uow.session.flush()
-    result = order_out(uow, order)
-    uow.emit(restaurant_id, "new_order", {"order": result.model_dump(mode="json")})
+    result = view_of(uow, order)
+    uow.emit(restaurant_id, events.new_order(order, result.lines))
     tickets.cut(uow, order, "new")
     for item_id, quantity in wanted.items():
         item = items[item_id]
         if item.enable_stock_tracking:
             apply_stock(uow, item, domain.take(stock_of(item), quantity, item.name), f"order {order.id}")
-    uow.commit()
     return result
 
 
@@ -94,29 +99,28 @@ def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, st
     return {row.id: row.station for row in rows}
 
 
-def change_status(uow: UnitOfWork, restaurant_id: int, order_id: int, status: OrderStatus) -> OrderOut:
+def change_status(uow: UnitOfWork, restaurant_id: int, order_id: int, status: OrderStatus) -> OrderView:
     order = get_order(uow, restaurant_id, order_id)
     return _move(uow, order, domain.check_transition(order.status, status), "status")
 
 
-def recall(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderOut:
+def recall(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:
     """A kitchen screen takes back its last bump: the order goes one step back."""
     order = get_order(uow, restaurant_id, order_id)
     return _move(uow, order, domain.check_recall(order.status), "recall")
 
 
-def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str) -> OrderOut:
+def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str) -> OrderView:
     restaurant_id = order.restaurant_id
     order.status = target
     _touch(order)
     uow.session.add(order)
     if target == OrderStatus.CANCELLED:
         _restock(uow, order)
-    result = order_out(uow, order)
-    uow.emit(restaurant_id, "order_updated", {"order": result.model_dump(mode="json"), "change": change})
+    result = view_of(uow, order)
+    uow.emit(restaurant_id, events.order_updated(order, result.lines, change))
     if target == OrderStatus.CANCELLED:
         tickets.cut(uow, order, "void")
-    uow.commit()
     return result
 
 
@@ -130,24 +134,15 @@ def _restock(uow: UnitOfWork, order: Order) -> None:
             apply_stock(uow, item, restocked, f"order {order.id} cancelled")
 
 
-def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderOut:
+def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderView:
     order = get_order(uow, restaurant_id, order_id)
     domain.refundable(order.total_cents, order.refunded_cents, amount_cents)
     order.refunded_cents += amount_cents
     _touch(order)
     uow.session.add(order)
     uow.session.add(Refund(order_id=order_id, amount_cents=amount_cents, reason=reason))
-    result = order_out(uow, order)
-    uow.emit(
-        restaurant_id,
-        "order_updated",
-        {
-            "order": result.model_dump(mode="json"),
-            "change": "refund",
-            "refund": {"amount_cents": amount_cents, "reason": reason},
-        },
-    )
-    uow.commit()
+    result = view_of(uow, order)
+    uow.emit(restaurant_id, events.order_updated(order, result.lines, "refund", refund=(amount_cents, reason)))
     return result
 
 
@@ -156,16 +151,16 @@ def _touch(order: Order) -> None:
     order.updated_at = utcnow()
 
 
-def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None, limit: int) -> list[OrderOut]:
+def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None, limit: int) -> list[OrderView]:
     query = select(Order).where(Order.restaurant_id == restaurant_id)
     if status is not None:
         query = query.where(Order.status == status)
     rows = uow.session.exec(query.order_by(Order.id.desc()).limit(limit))  # type: ignore[union-attr]
-    return [order_out(uow, order) for order in rows]
+    return [view_of(uow, order) for order in rows]
 
 
-def reprint(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderOut:
+def reprint(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:
     """Print the order's tickets again, marked REPRINT."""
     order = get_order(uow, restaurant_id, order_id)
     tickets.reprint(uow, order)
-    return order_out(uow, order)
+    return view_of(uow, order)

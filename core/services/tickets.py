@@ -9,25 +9,23 @@ the restaurant once and count in `orderbus_tickets_total`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlmodel import col, select
 
-from core import domain
+from core import domain, events
 from core.domain import DomainError, NotFound
 from core.metrics import TICKETS
 from core.models import Order, OrderItem, Ticket, utcnow
 from core.services.inventory import notify
 from core.unit_of_work import UnitOfWork
 
-KITCHEN_TICKET = "kitchen_ticket"
 TICKET_KINDS = ("new", "void", "reprint")
 
 
 def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
     """One ticket per station the order's items route to, each with its event, in the caller's transaction."""
     assert kind in TICKET_KINDS
-    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id)))
+    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id))))
     by_station: dict[str, list[OrderItem]] = {}
     for line in lines:
         by_station.setdefault(domain.station_of(line.station), []).append(line)
@@ -42,34 +40,9 @@ def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
         )
         uow.session.add(ticket)
         uow.session.flush()
-        uow.emit(order.restaurant_id, KITCHEN_TICKET, {"ticket": ticket_body(ticket, order, station_lines)})
+        uow.emit(order.restaurant_id, events.kitchen_ticket(ticket, order, station_lines))
         tickets.append(ticket)
     return tickets
-
-
-def ticket_body(ticket: Ticket, order: Order, lines: list[OrderItem]) -> dict[str, Any]:
-    return {
-        "id": ticket.id,
-        "kind": ticket.kind,
-        "order_id": order.id,
-        "version": ticket.version,
-        "station": ticket.station,
-        "created_at": _iso(ticket.created_at),
-        "table_name": order.table_name,
-        "pickup_name": order.pickup_name,
-        "server_name": order.server_name,
-        "notes": order.notes,
-        "items": [
-            {
-                "name": line.name,
-                "quantity": line.quantity,
-                "modifiers": list(line.modifiers),
-                "notes": line.notes,
-                "course": line.course,
-            }
-            for line in lines
-        ],
-    }
 
 
 def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_hours: float = 12) -> int:
@@ -99,7 +72,7 @@ def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_h
             continue  # served or cancelled meanwhile: its void (if any) is what the kitchen needs
         lines = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id)))
         mine = [line for line in lines if domain.station_of(line.station) == station]
-        uow.emit(restaurant_id, KITCHEN_TICKET, {"ticket": ticket_body(ticket, order, mine), "resent": True})
+        uow.emit(restaurant_id, events.kitchen_ticket(ticket, order, mine, resent=True))
         sent += 1
     return sent
 
@@ -107,9 +80,7 @@ def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_h
 def reprint(uow: UnitOfWork, order: Order) -> list[Ticket]:
     if not domain.is_open(order.status):
         raise DomainError(f"order {order.id} is {order.status}; only open orders are reprinted")
-    tickets = cut(uow, order, "reprint")
-    uow.commit()
-    return tickets
+    return cut(uow, order, "reprint")
 
 
 def get_ticket(uow: UnitOfWork, restaurant_id: int, ticket_id: int) -> Ticket:
@@ -148,7 +119,6 @@ def expire_unacknowledged(uow: UnitOfWork, deadline_seconds: float, now: datetim
     for ticket in late:
         body = f"no printer confirmed it within {deadline_seconds:g} s; check the {ticket.station} printer"
         _went_wrong(uow, ticket, "unacknowledged", f"not confirmed at {ticket.station}", body)
-    uow.commit()
     return len(late)
 
 
@@ -168,8 +138,3 @@ def list_tickets(uow: UnitOfWork, restaurant_id: int, order_id: int | None, stat
     if state is not None:
         query = query.where(Ticket.state == state)
     return list(uow.session.exec(query.order_by(col(Ticket.id).desc()).limit(500)))
-
-
-def _iso(moment: datetime) -> str:
-    """UTC, as the envelope's `ts` (SQLite hands datetimes back without their zone)."""
-    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

@@ -16,9 +16,9 @@ from sqlmodel import select
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.scales import ScaleReadings
 from config.settings import Settings
+from core.commands import MenuItemIn
 from core.db import create_schema, make_engine
 from core.models import Device, Menu, MenuItem, Notification, OutboxEvent, Restaurant
-from core.schemas import MenuItemIn
 from core.services import devices, menu
 from core.unit_of_work import UnitOfWork
 
@@ -61,7 +61,9 @@ class Bus:
             uow.session.flush()
             data = {"name": "Buns", "price_cents": 100, "enable_stock_tracking": True, "unit_weight_grams": UNIT}
             data |= fields
-            return menu.create_item(uow, rid, MenuItemIn(menu_id=menu_row.id, **data)).id
+            item = menu.create_item(uow, rid, MenuItemIn(menu_id=menu_row.id, **data))
+            uow.commit()
+            return item.id
 
     def scale(self, device_id: str, item_id: int | None, tare: float = TARE, rid: int | None = None) -> str:
         with UnitOfWork(self.engine) as uow:
@@ -98,7 +100,10 @@ class Bus:
         return caught.value.reason
 
     def sweep(self) -> None:
-        self.rules.sweep(lambda: UnitOfWork(self.engine))
+        """One sweep in one transaction, committed after it as the sweeper does."""
+        with UnitOfWork(self.engine) as uow:
+            self.rules.sweep(uow)
+            uow.commit()
 
     def stock(self, item_id: int) -> int:
         with UnitOfWork(self.engine) as uow:
@@ -291,6 +296,7 @@ def test_revoked_scales_are_not_watched(bus: Bus):
     bus.count("s1", item, 10)
     with UnitOfWork(bus.engine) as uow:
         devices.revoke_device(uow, bus.rid, "s1")
+        uow.commit()
     bus.clock.now += 31
     bus.sweep()
     assert bus.rules.view("s1") is None

@@ -1,22 +1,14 @@
-"""Request and response shapes. Validation here is what turns bad input into a 422."""
+"""Commands: the input a service takes, validated. A failed check here is a 422 at the API.
+
+What only HTTP sees (login, tokens, the bodies of single-figure endpoints, every response) is in
+`api/schemas.py`.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    EmailStr,
-    Field,
-    StringConstraints,
-    field_validator,
-    model_validator,
-)
-
-from core.domain import OrderStatus
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
 ShortText = Annotated[str, StringConstraints(max_length=500)]
@@ -30,33 +22,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class LoginIn(Strict):
-    email: EmailStr
-    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-
-
-class TokenOut(BaseModel):
-    access_token: str
-    token_type: str = "bearer"
-    expires_in: int
-    restaurant_id: int | None
-    role: str
-
-
-class MqttTokenOut(BaseModel):
-    token: str
-    client_id_prefix: str
-    expires_in: int
-    restaurant_id: int | None
-
-
 class RestaurantIn(Strict):
     name: Name
-
-
-class RestaurantOut(BaseModel):
-    id: int
-    name: str
 
 
 class CategoryIn(Strict):
@@ -108,40 +75,6 @@ class MenuItemUpdate(Strict):
     unit_weight_grams: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
 
-class MenuItemOut(BaseModel):
-    id: int
-    restaurant_id: int
-    menu_id: int
-    category_id: int | None
-    name: str
-    description: str
-    price_cents: int
-    available: bool
-    available_days: list[int]
-    enable_stock_tracking: bool
-    stock_quantity: int
-    damaged_quantity: int
-    low_stock_threshold: int | None
-    low_stock_clear_level: int | None = None
-    low_stock_alerted: bool = False
-    unit_weight_grams: float | None = None
-    available_quantity: int
-
-
-class StockAdjustIn(Strict):
-    delta: Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
-    reason: ShortText = ""
-
-
-class DamageIn(Strict):
-    quantity: Quantity
-    reason: ShortText = ""
-
-
-class ThresholdIn(Strict):
-    low_stock_threshold: Annotated[int, Field(ge=0, le=1_000_000)] | None
-
-
 class OrderItemIn(Strict):
     menu_item_id: int
     quantity: Quantity
@@ -158,65 +91,11 @@ class OrderIn(Strict):
     notes: ShortText = ""
 
 
-class OrderItemOut(BaseModel):
-    id: int
-    menu_item_id: int
-    name: str
-    quantity: int
-    unit_price_cents: int
-    modifiers: list[str]
-    notes: str
-    course: str | None
-    station: str | None
-
-
-class OrderOut(BaseModel):
-    id: int
-    restaurant_id: int
-    status: OrderStatus
-    table_name: str | None
-    pickup_name: str | None
-    server_name: str | None
-    notes: str
-    total_cents: int
-    refunded_cents: int
-    version: int
-    created_at: datetime
-    updated_at: datetime
-    items: list[OrderItemOut]
-
-
-class StatusIn(Strict):
-    status: OrderStatus
-
-
-class RefundIn(Strict):
-    amount_cents: Annotated[int, Field(gt=0, le=10_000_000)]
-    reason: ShortText = ""
-
-
-class NotificationOut(BaseModel):
-    id: int
-    kind: str
-    title: str
-    body: str
-    read: bool
-    created_at: datetime
-
-
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 DeviceKind = Literal["printer", "tablet", "scale"]
 TokenDays = Annotated[int, Field(ge=1, le=3650)]
 # Client ids the bus and the dashboards connect with: a device holding one could take their sessions over.
 RESERVED_DEVICE_ID_PREFIXES = ("orderbus-", "user-")
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; every one we store is UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class DeviceIn(Strict):
@@ -244,45 +123,3 @@ class DeviceIn(Strict):
         if self.kind != "scale" and (self.item_id is not None or self.tare_grams):
             raise ValueError("only a scale has an item and a tare")
         return self
-
-
-class DeviceTokenIn(Strict):
-    ttl_days: TokenDays = 365
-
-
-class DeviceOut(BaseModel):
-    id: str
-    kind: str
-    name: str
-    station: str | None
-    presence: str
-    boot_id: str | None = None
-    last_seen: UtcDatetime | None
-    item_id: int | None = None
-    tare_grams: float = 0.0
-    revoked: bool
-    revoked_at: UtcDatetime | None
-    created_at: UtcDatetime
-    token_expires_at: UtcDatetime | None
-
-
-class DeviceCredentialsOut(BaseModel):
-    """Shown once: the token is not stored and cannot be read back."""
-
-    device: DeviceOut
-    token: str
-    client_id: str
-    expires_at: UtcDatetime
-
-
-class TicketOut(BaseModel):
-    id: int
-    order_id: int
-    version: int
-    station: str
-    kind: str
-    state: str
-    device_id: str | None
-    detail: str
-    created_at: UtcDatetime
-    printed_at: UtcDatetime | None

@@ -1,0 +1,210 @@
+"""REST shapes: HTTP-only request bodies and every response, built from what the services return.
+
+The commands the services take are in `core/commands.py`; the payloads the bus publishes are in
+`core/events.py`. Validation here is what turns bad input into a 422.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
+
+from core.commands import Quantity, ShortText, Strict, TokenDays
+from core.domain import OrderStatus
+from core.models import Device, MenuItem, Notification, Restaurant, Ticket
+from core.services.devices import IssuedDevice
+from core.services.inventory import stock_of
+from core.services.orders import OrderView
+
+
+class LoginIn(Strict):
+    email: EmailStr
+    password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: str = "bearer"
+    expires_in: int
+    restaurant_id: int | None
+    role: str
+
+
+class MqttTokenOut(BaseModel):
+    token: str
+    client_id_prefix: str
+    expires_in: int
+    restaurant_id: int | None
+
+
+class RestaurantOut(BaseModel):
+    id: int
+    name: str
+
+
+class MenuItemOut(BaseModel):
+    id: int
+    restaurant_id: int
+    menu_id: int
+    category_id: int | None
+    name: str
+    description: str
+    price_cents: int
+    available: bool
+    available_days: list[int]
+    enable_stock_tracking: bool
+    stock_quantity: int
+    damaged_quantity: int
+    low_stock_threshold: int | None
+    low_stock_clear_level: int | None = None
+    low_stock_alerted: bool = False
+    unit_weight_grams: float | None = None
+    available_quantity: int
+
+
+class StockAdjustIn(Strict):
+    delta: Annotated[int, Field(ge=-1_000_000, le=1_000_000)]
+    reason: ShortText = ""
+
+
+class DamageIn(Strict):
+    quantity: Quantity
+    reason: ShortText = ""
+
+
+class ThresholdIn(Strict):
+    low_stock_threshold: Annotated[int, Field(ge=0, le=1_000_000)] | None
+
+
+class OrderItemOut(BaseModel):
+    id: int
+    menu_item_id: int
+    name: str
+    quantity: int
+    unit_price_cents: int
+    modifiers: list[str]
+    notes: str
+    course: str | None
+    station: str | None
+
+
+class OrderOut(BaseModel):
+    id: int
+    restaurant_id: int
+    status: OrderStatus
+    table_name: str | None
+    pickup_name: str | None
+    server_name: str | None
+    notes: str
+    total_cents: int
+    refunded_cents: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    items: list[OrderItemOut]
+
+
+class StatusIn(Strict):
+    status: OrderStatus
+
+
+class RefundIn(Strict):
+    amount_cents: Annotated[int, Field(gt=0, le=10_000_000)]
+    reason: ShortText = ""
+
+
+class NotificationOut(BaseModel):
+    id: int
+    kind: str
+    title: str
+    body: str
+    read: bool
+    created_at: datetime
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; every one we store is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class DeviceTokenIn(Strict):
+    ttl_days: TokenDays = 365
+
+
+class DeviceOut(BaseModel):
+    id: str
+    kind: str
+    name: str
+    station: str | None
+    presence: str
+    boot_id: str | None = None
+    last_seen: UtcDatetime | None
+    item_id: int | None = None
+    tare_grams: float = 0.0
+    revoked: bool
+    revoked_at: UtcDatetime | None
+    created_at: UtcDatetime
+    token_expires_at: UtcDatetime | None
+
+
+class DeviceCredentialsOut(BaseModel):
+    """Shown once: the token is not stored and cannot be read back."""
+
+    device: DeviceOut
+    token: str
+    client_id: str
+    expires_at: UtcDatetime
+
+
+class TicketOut(BaseModel):
+    id: int
+    order_id: int
+    version: int
+    station: str
+    kind: str
+    state: str
+    device_id: str | None
+    detail: str
+    created_at: UtcDatetime
+    printed_at: UtcDatetime | None
+
+
+# --- from what the services return to what the API answers ---------------------------------------
+
+
+def order_out(view: OrderView) -> OrderOut:
+    lines = [OrderItemOut.model_validate(line, from_attributes=True) for line in view.lines]
+    return OrderOut(**view.order.model_dump(), items=lines)
+
+
+def item_out(item: MenuItem) -> MenuItemOut:
+    return MenuItemOut(**item.model_dump(), available_quantity=stock_of(item).available)
+
+
+def device_out(device: Device) -> DeviceOut:
+    return DeviceOut.model_validate(device, from_attributes=True)
+
+
+def credentials_out(issued: IssuedDevice) -> DeviceCredentialsOut:
+    device = issued.device
+    assert device.token_expires_at is not None
+    return DeviceCredentialsOut(
+        device=device_out(device), token=issued.token, client_id=device.id, expires_at=device.token_expires_at
+    )
+
+
+def notification_out(note: Notification) -> NotificationOut:
+    return NotificationOut.model_validate(note, from_attributes=True)
+
+
+def restaurant_out(restaurant: Restaurant) -> RestaurantOut:
+    return RestaurantOut.model_validate(restaurant, from_attributes=True)
+
+
+def ticket_out(ticket: Ticket) -> TicketOut:
+    return TicketOut.model_validate(ticket, from_attributes=True)

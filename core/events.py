@@ -1,0 +1,237 @@
+"""The events of the bus: the envelope each one travels in, and one payload builder per event type.
+
+These payloads are the bus's public contract with dashboards and devices. They are typed here,
+apart from the REST response schemas (`api/schemas.py`), so that a change to what the REST API
+answers cannot change what the bus publishes, nor the other way round. A service builds an
+`Event` with one of the functions below and hands it to `UnitOfWork.emit`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel
+
+from core.domain import OrderStatus, Stock
+from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Ticket
+
+ENVELOPE_VERSION = 1
+
+NEW_ORDER = "new_order"
+ORDER_UPDATED = "order_updated"
+INVENTORY_UPDATED = "inventory_updated"
+LOW_STOCK = "low_stock"
+NOTIFICATION = "notification"
+KITCHEN_TICKET = "kitchen_ticket"
+MENU_UPDATED = "menu_updated"
+CATEGORY_UPDATED = "category_updated"
+DEVICE_UPDATED = "device_updated"
+
+RowAction = Literal["created", "updated", "deleted"]
+
+
+def envelope(*, event_id: str, seq: int, type_: str, restaurant_id: int, data: dict[str, Any]) -> dict[str, Any]:
+    ts = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return {
+        "v": ENVELOPE_VERSION,
+        "id": event_id,
+        "seq": seq,
+        "type": type_,
+        "restaurant_id": restaurant_id,
+        "ts": ts,
+        "data": data,
+    }
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a restaurant, before the unit of work gives it its seq and envelope."""
+
+    type: str
+    data: dict[str, Any]
+
+
+# --- the state an event carries ------------------------------------------------------------------
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; every one we store is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class OrderLineState(BaseModel):
+    id: int
+    menu_item_id: int
+    name: str
+    quantity: int
+    unit_price_cents: int
+    modifiers: list[str]
+    notes: str
+    course: str | None
+    station: str | None
+
+
+class OrderState(BaseModel):
+    id: int
+    restaurant_id: int
+    status: OrderStatus
+    table_name: str | None
+    pickup_name: str | None
+    server_name: str | None
+    notes: str
+    total_cents: int
+    refunded_cents: int
+    version: int
+    created_at: datetime
+    updated_at: datetime
+    items: list[OrderLineState]
+
+
+class ItemState(BaseModel):
+    id: int
+    restaurant_id: int
+    menu_id: int
+    category_id: int | None
+    name: str
+    description: str
+    price_cents: int
+    available: bool
+    available_days: list[int]
+    enable_stock_tracking: bool
+    stock_quantity: int
+    damaged_quantity: int
+    low_stock_threshold: int | None
+    low_stock_clear_level: int | None
+    low_stock_alerted: bool
+    unit_weight_grams: float | None
+    available_quantity: int
+
+
+class NotificationState(BaseModel):
+    id: int
+    kind: str
+    title: str
+    body: str
+    read: bool
+    created_at: datetime
+
+
+class DeviceState(BaseModel):
+    id: str
+    kind: str
+    name: str
+    station: str | None
+    presence: str
+    boot_id: str | None
+    last_seen: UtcDatetime | None
+    item_id: int | None
+    tare_grams: float
+    revoked: bool
+    revoked_at: UtcDatetime | None
+    created_at: UtcDatetime
+    token_expires_at: UtcDatetime | None
+
+
+def order_state(order: Order, lines: Iterable[OrderItem]) -> dict[str, Any]:
+    state = OrderState(
+        **order.model_dump(), items=[OrderLineState.model_validate(line, from_attributes=True) for line in lines]
+    )
+    return state.model_dump(mode="json")
+
+
+def item_state(item: MenuItem) -> dict[str, Any]:
+    available = Stock(item.stock_quantity, item.damaged_quantity, item.low_stock_threshold).available
+    return ItemState(**item.model_dump(), available_quantity=available).model_dump(mode="json")
+
+
+# --- one builder per event type ------------------------------------------------------------------
+
+
+def new_order(order: Order, lines: Iterable[OrderItem]) -> Event:
+    return Event(NEW_ORDER, {"order": order_state(order, lines)})
+
+
+def order_updated(
+    order: Order, lines: Iterable[OrderItem], change: str, refund: tuple[int, str] | None = None
+) -> Event:
+    """`change` says what moved it (status, recall, refund); a refund carries its amount and reason."""
+    data: dict[str, Any] = {"order": order_state(order, lines), "change": change}
+    if refund is not None:
+        data["refund"] = {"amount_cents": refund[0], "reason": refund[1]}
+    return Event(ORDER_UPDATED, data)
+
+
+def inventory_updated(item: MenuItem, reason: str) -> Event:
+    return Event(INVENTORY_UPDATED, {"item": item_state(item), "reason": reason})
+
+
+def low_stock(item: MenuItem, after: Stock) -> Event:
+    data = {"item": item_state(item), "available_quantity": after.available}
+    return Event(LOW_STOCK, data | {"low_stock_threshold": after.low_stock_threshold})
+
+
+def notification(note: Notification) -> Event:
+    state = NotificationState.model_validate(note, from_attributes=True)
+    return Event(NOTIFICATION, {"notification": state.model_dump(mode="json")})
+
+
+def kitchen_ticket(ticket: Ticket, order: Order, lines: Iterable[OrderItem], resent: bool = False) -> Event:
+    """What a printer prints: the station's lines of the order; `resent` marks a ticket sent again, same id."""
+    data: dict[str, Any] = {"ticket": ticket_body(ticket, order, lines)}
+    if resent:
+        data["resent"] = True
+    return Event(KITCHEN_TICKET, data)
+
+
+def ticket_body(ticket: Ticket, order: Order, lines: Iterable[OrderItem]) -> dict[str, Any]:
+    return {
+        "id": ticket.id,
+        "kind": ticket.kind,
+        "order_id": order.id,
+        "version": ticket.version,
+        "station": ticket.station,
+        "created_at": _iso(ticket.created_at),
+        "table_name": order.table_name,
+        "pickup_name": order.pickup_name,
+        "server_name": order.server_name,
+        "notes": order.notes,
+        "items": [
+            {
+                "name": line.name,
+                "quantity": line.quantity,
+                "modifiers": list(line.modifiers),
+                "notes": line.notes,
+                "course": line.course,
+            }
+            for line in lines
+        ],
+    }
+
+
+def menu_item_changed(action: RowAction, item: MenuItem) -> Event:
+    return Event(MENU_UPDATED, {"action": action, "menu_item": item_state(item)})
+
+
+def menu_changed(action: RowAction, menu: Menu) -> Event:
+    return Event(MENU_UPDATED, {"action": action, "menu": menu.model_dump(mode="json")})
+
+
+def category_changed(action: RowAction, category: Category) -> Event:
+    return Event(CATEGORY_UPDATED, {"action": action, "category": category.model_dump(mode="json")})
+
+
+def device_updated(action: str, device: Device) -> Event:
+    """`action`: created, token_reissued or revoked. Never the token: it is not stored."""
+    state = DeviceState.model_validate(device, from_attributes=True)
+    return Event(DEVICE_UPDATED, {"action": action, "device": state.model_dump(mode="json")})
+
+
+def _iso(moment: datetime) -> str:
+    """UTC, as the envelope's `ts` (SQLite hands datetimes back without their zone)."""
+    return moment.replace(tzinfo=None).isoformat(timespec="milliseconds") + "Z"

@@ -1,0 +1,36 @@
+"""Notifications: what staff should see (low stock, a ticket that did not print, a silent scale)."""
+
+from __future__ import annotations
+
+from sqlmodel import col, select
+
+from core import events
+from core.domain import NotFound
+from core.models import Notification
+from core.unit_of_work import UnitOfWork
+
+
+def notify(uow: UnitOfWork, restaurant_id: int, *, kind: str, title: str, body: str = "") -> Notification:
+    note = Notification(restaurant_id=restaurant_id, kind=kind, title=title, body=body)
+    uow.session.add(note)
+    uow.session.flush()
+    uow.emit(restaurant_id, events.notification(note))
+    return note
+
+
+def list_notifications(uow: UnitOfWork, restaurant_id: int, unread: bool, limit: int) -> list[Notification]:
+    """Newest first."""
+    query = select(Notification).where(Notification.restaurant_id == restaurant_id)
+    if unread:
+        query = query.where(Notification.read == False)  # noqa: E712
+    return list(uow.session.exec(query.order_by(col(Notification.id).desc()).limit(limit)))
+
+
+def mark_read(uow: UnitOfWork, restaurant_id: int, notification_id: int) -> Notification:
+    note = uow.session.get(Notification, notification_id)
+    if note is None or note.restaurant_id != restaurant_id:
+        raise NotFound(f"notification {notification_id} not found")
+    note.read = True
+    uow.session.add(note)
+    uow.session.flush()
+    return note
