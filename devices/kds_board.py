@@ -225,11 +225,12 @@ class Board:
         card = self.cards.get(order_id)
         if self._versions.get(order_id, 0) >= version:
             return False
-        if status in OPEN_STATUSES and card is None:
+        if status not in OPEN_STATUSES:
+            self._versions[order_id] = version
+            return self._drop(order_id)
+        if card is None:
             return False  # back from closed (a recall): its event carries the items, so leave it to that
         self._versions[order_id] = version
-        if status not in OPEN_STATUSES:
-            return self._drop(order_id)
         self.cards[order_id] = replace(card, status=status, version=version)
         return True
 

@@ -49,7 +49,7 @@ def scale(item_id: int | None = 12) -> Device:
 
 
 def item(**changes: Any) -> MenuItem:
-    fields = {"id": 12, "restaurant_id": 1, "menu_id": 1, "name": "Buns", "price_cents": 100}
+    fields: dict[str, Any] = {"id": 12, "restaurant_id": 1, "menu_id": 1, "name": "Buns", "price_cents": 100}
     fields |= {"enable_stock_tracking": True, "unit_weight_grams": 250.0}
     return MenuItem(**(fields | changes))
 
