@@ -1,6 +1,6 @@
 """Printer reports → ticket outcomes and printer-problem notifications (docs/devices.md).
 
-The shape of a report is checked here; what a status means, and when a problem is news, are
+The shape of a report is checked here; what a status means, and the kitchen's notice of it, are
 `core.rules.printers`.
 """
 

@@ -28,7 +28,11 @@ from core.domain import BUMPS, OPEN_STATUSES, RECALLS, OrderStatus
 log = logging.getLogger("orderbus.devices.kds")
 
 Colour = Literal["normal", "warn", "late"]
-LABELS = {"pending": "NEW", "preparing": "PREPARING", "ready": "READY"}  # what the screen calls each open status
+LABELS: dict[str, str] = {  # what the screen calls each open status
+    OrderStatus.PENDING: "NEW",
+    OrderStatus.PREPARING: "PREPARING",
+    OrderStatus.READY: "READY",
+}
 
 
 def utcnow() -> datetime:
