@@ -3,7 +3,8 @@
 One place parses and checks what every device message shares (topic, size, JSON object, a
 registered device of that restaurant), then hands it to the handler for its topic and device
 kind. Bad input is refused with an `error` reply on the device's commands topic, counted,
-logged, and changes nothing.
+logged, and changes nothing; `reason_of` names the reason the device reads, for a malformed
+message (`Rejected`) and for one the core refuses (a `DomainError`) alike.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import paho.mqtt.client as mqtt
 from prometheus_client import Counter
 from sqlalchemy import Engine
 
-from core.domain import DomainError
+from core.domain import DomainError, Invalid
 from core.models import Device, utcnow
 from core.services import devices
 from core.unit_of_work import UnitOfWork
@@ -42,6 +43,19 @@ class Rejected(ValueError):
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(detail)
         self.reason = reason
+
+
+WIRE_REASONS = {"unknown_target": "bad_field"}  # core reasons the device contract spells otherwise
+
+
+def reason_of(exc: Rejected | DomainError) -> str:
+    """The reason a device reads in its error reply: the rule's own name, or `refused` for a domain error
+    that names none (an unknown order, an illegal transition)."""
+    if isinstance(exc, Rejected):
+        return exc.reason
+    if isinstance(exc, Invalid):
+        return WIRE_REASONS.get(exc.reason, exc.reason)
+    return "refused"
 
 
 @dataclass(frozen=True)
@@ -135,10 +149,8 @@ class Ingest:
             INGEST_PROCESSED.labels(kind=message.leaf).inc()
             if reply is not None:
                 self._reply(message, reply)
-        except Rejected as exc:
-            self._refuse(topic, message, exc.reason, str(exc))
-        except DomainError as exc:
-            self._refuse(topic, message, "refused", str(exc))
+        except (Rejected, DomainError) as exc:
+            self._refuse(topic, message, reason_of(exc), str(exc))
         except Exception:
             INGEST_REJECTED.labels(reason="internal").inc()
             log.exception("ingest failed on %s", topic)

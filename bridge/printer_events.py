@@ -1,4 +1,8 @@
-"""Printer reports → ticket outcomes and printer-problem notifications (docs/devices.md)."""
+"""Printer reports → ticket outcomes and printer-problem notifications (docs/devices.md).
+
+The shape of a report is checked here; what a status means, and the kitchen's notice of it, are
+`core.rules.printers`.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,18 @@ from typing import Any
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.sweeper import Sweep
 from core.models import Device
+from core.rules.printers import (
+    FAILURE_REASONS,
+    PAPER_STATES,
+    PRINTERS,
+    PrinterStatus,
+    check_station,
+    problem_notice,
+    problem_of,
+)
 from core.services import tickets
 from core.services.inventory import notify
 from core.unit_of_work import UnitOfWork
-
-FAILURE_REASONS = frozenset({"offline", "paper_out", "cover_open", "error"})
-PAPER_STATES = frozenset({"ok", "near_end", "out"})
 
 
 class PrinterEvents:
@@ -35,10 +45,9 @@ class PrinterEvents:
         if type(ticket_id) is not int:
             raise Rejected("bad_type", "ticket_id must be an integer")
         ticket = tickets.get_ticket(uow, device.restaurant_id, ticket_id)
-        if ticket.station != device.station:
-            raise Rejected("wrong_station", f"ticket {ticket_id} is for {ticket.station}, not {device.station}")
+        check_station(ticket_id, ticket.station, device.station)
         if kind == "printed":
-            if body.get("printer", "primary") not in ("primary", "backup"):
+            if body.get("printer", "primary") not in PRINTERS:
                 raise Rejected("bad_type", "printer must be primary or backup")
             tickets.record_printed(uow, ticket, device.id)
         else:
@@ -49,40 +58,28 @@ class PrinterEvents:
         return None
 
     def _status(self, uow: UnitOfWork, device: Device, body: dict[str, Any]) -> None:
-        problem = status_problem(body)
+        problem = problem_of(parse_status(body))
         which = body.get("printer", "primary")
-        if which not in ("primary", "backup"):
+        if which not in PRINTERS:
             raise Rejected("bad_type", "printer must be primary or backup")
         with self._lock:
             previous = self._problems.get((device.id, which))
             self._problems[(device.id, which)] = problem
-        if problem is None or problem == previous:
+        if problem is None or problem == previous:  # news once: not while it lasts, nor when it clears
             return
-        if which == "primary":
-            title = f"{device.name}: {problem}"
-            body_text = f"the {device.station} printer reports {problem}; tickets go to its backup if it has one"
-        else:
-            title = f"{device.name} backup: {problem}"
-            body_text = f"the {device.station} backup printer reports {problem}; it cannot take over until fixed"
-        notify(uow, device.restaurant_id, kind="printer_problem", title=title, body=body_text)
+        title, text = problem_notice(device.name, device.station, which, problem)
+        notify(uow, device.restaurant_id, kind="printer_problem", title=title, body=text)
 
 
-def status_problem(body: dict[str, Any]) -> str | None:
-    """What stops this printer printing, in words for the kitchen; None when it can print."""
+def parse_status(body: dict[str, Any]) -> PrinterStatus:
+    """The status in a `printer_status` report; Rejected `bad_type` for a field of the wrong type or value."""
     online, paper = body.get("online"), body.get("paper")
-    flags = [body.get("cover_open", False), body.get("error", False)]
-    if type(online) is not bool or paper not in PAPER_STATES or any(type(flag) is not bool for flag in flags):
+    cover_open, error = body.get("cover_open", False), body.get("error", False)
+    if type(online) is not bool or paper not in PAPER_STATES or type(cover_open) is not bool or type(error) is not bool:
         raise Rejected(
             "bad_type", "printer_status needs online (bool), paper (ok|near_end|out), cover_open, error (bool)"
         )
-    cover_open, error = flags
-    if cover_open:  # most specific first: a printer out of paper also says it is offline
-        return "cover open"
-    if paper == "out":
-        return "paper out"
-    if error:
-        return "printer error"
-    return None if online else "offline"
+    return PrinterStatus(online, paper, cover_open, error)
 
 
 def expire_tickets(deadline_seconds: float) -> Sweep:

@@ -1,9 +1,10 @@
 """Scale readings → stock, and silent scales → one notification (docs/devices.md, "Scale readings").
 
 `ScaleReadings` is the ingest handler for ("readings", "scale") and `ScaleReadings.sweep` its
-once-a-second rule. It remembers, per scale, the last accepted reading (to refuse replays), the
-count waiting out its dwell time, and when the scale was last heard. That memory is shared by the
-ingest's MQTT thread and the sweeper thread, so it sits behind one lock.
+once-a-second pass; the rules they apply are `core.rules.scales`. It remembers, per scale, the
+last accepted reading (to refuse replays), the count waiting out its dwell time, and when the
+scale was last heard. That memory is shared by the ingest's MQTT thread and the sweeper thread,
+so it sits behind one lock.
 
 Lock order, always: the database transaction first, then the lock. The ingest calls the handler
 inside a transaction that (on SQLite, `BEGIN IMMEDIATE`) already holds the write lock; the sweep
@@ -21,20 +22,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from prometheus_client import Gauge
 from sqlmodel import select
 
 from bridge.ingest import DeviceMessage, Rejected
-from bridge.scale_rules import Action, LastAccepted, Tracker, check_replay, count_of, parse_reading
 from config.settings import Settings
 from core.models import Device, MenuItem
+from core.rules.scales import Action, LastAccepted, Reading, Tracker, check_grams, check_replay, count_of, countable
 from core.services import inventory
 from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.scales")
 
+MAX_SEQ = 2**63 - 1  # beyond this the database cannot hold the number
 SCALES_STALE = Gauge("orderbus_scales_stale", "scales that missed their heartbeats; their stock is left alone")
 
 Clock = Callable[[], float]
@@ -43,6 +45,36 @@ WallClock = Callable[[], datetime]
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def _is_int(value: Any) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def parse_reading(body: dict[str, Any]) -> Reading:
+    """The reading in `body`, every field of the JSON type docs/devices.md gives it.
+
+    Rejected `bad_type` for a malformed field, `bad_weight` for grams that are not a number.
+    """
+    item_id, grams, seq = body.get("item_id"), body.get("grams"), body.get("seq")
+    boot_id, ts = body.get("boot_id"), body.get("ts")
+    if not _is_int(item_id) or not 0 < item_id <= MAX_SEQ:
+        raise Rejected("bad_type", "item_id must be a positive integer")
+    if not _is_int(seq) or not 0 <= seq <= MAX_SEQ:
+        raise Rejected("bad_type", "seq must be a non-negative integer")
+    if not isinstance(boot_id, str) or not 0 < len(boot_id) <= 64:
+        raise Rejected("bad_type", "boot_id must be a non-empty string of at most 64 characters")
+    if not isinstance(ts, str) or len(ts) > 40:
+        raise Rejected("bad_type", "ts must be an ISO 8601 time with a time zone")
+    try:
+        when = datetime.fromisoformat(ts)
+    except ValueError:
+        raise Rejected("bad_type", "ts must be an ISO 8601 time with a time zone") from None
+    if when.utcoffset() is None:
+        raise Rejected("bad_type", "ts must carry a time zone (…Z or +00:00)")
+    if isinstance(grams, bool) or not isinstance(grams, int | float):
+        raise Rejected("bad_weight", "grams must be a finite number")
+    return Reading(item_id, float(grams), seq, boot_id, when)
 
 
 @dataclass
@@ -86,7 +118,8 @@ class ScaleReadings:
 
     def __call__(self, uow: UnitOfWork, device: Device, message: DeviceMessage) -> dict[str, Any] | None:
         reading = parse_reading(message.body)
-        item = self._item(uow, device, reading.item_id)
+        check_grams(reading.grams)
+        item = countable(device, reading.item_id, uow.session.get(MenuItem, reading.item_id))
         assert item.id is not None and item.unit_weight_grams is not None
         with self._lock:
             now = self.clock()
@@ -117,19 +150,6 @@ class ScaleReadings:
             state.last = LastAccepted(reading.boot_id, reading.seq, reading.ts)
             self._scales[device.id] = state
         return None
-
-    def _item(self, uow: UnitOfWork, device: Device, item_id: int) -> MenuItem:
-        """The item a reading may count: the scale's own, of its restaurant, tracked, with a unit weight."""
-        if device.item_id is not None and item_id != device.item_id:
-            raise Rejected("unknown_item", f"this scale weighs menu item {device.item_id}, not {item_id}")
-        item = uow.session.get(MenuItem, item_id)
-        if item is None or item.restaurant_id != device.restaurant_id:
-            raise Rejected("unknown_item", f"menu item {item_id} not found")
-        if not item.enable_stock_tracking:
-            raise Rejected("unknown_item", f"stock tracking is off for menu item {item_id}")
-        if not item.unit_weight_grams or item.unit_weight_grams <= 0:
-            raise Rejected("unknown_item", f"menu item {item_id} has no unit weight to count by")
-        return item
 
     def _tracker(self) -> Tracker:
         return Tracker(self.settings.scale_dwell_seconds, self.settings.scale_restock_units)

@@ -2,13 +2,15 @@
 
 The restaurant is the one in the topic (the broker has checked it against the token) and the
 ingest has already checked that the device belongs to it; `orders` refuses an order id of
-another restaurant as not found. Everything else about the message is checked here, strictly,
-before anything is written: a tablet is a screen somebody taps on, not a trusted peer.
+another restaurant as not found. The shape of the message is checked here, strictly, before
+anything is written: a tablet is a screen somebody taps on, not a trusted peer. Which status a
+bump may ask for, and which step a recall goes back, are rules of `core.domain`.
 
 Reasons: `bad_type` (a field of the wrong JSON type, or an unknown event type), `bad_field`
-(a field missing, unknown, or out of range). Illegal transitions are DomainErrors, which the
-ingest answers as `refused`. A bump to the status the order already has is acknowledged without
-a change: a QoS 1 redelivery, or two screens bumping the same order, is not an error.
+(a field missing, unknown, or out of range, a bump target a screen may not ask for included).
+Illegal transitions are DomainErrors, which the ingest answers as `refused`. A bump to the
+status the order already has is acknowledged without a change: a QoS 1 redelivery, or two
+screens bumping the same order, is not an error.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ from __future__ import annotations
 from typing import Any
 
 from bridge.ingest import DeviceMessage, Rejected
-from core.domain import OrderStatus
+from core.domain import OrderStatus, bump_target
 from core.models import Device, Order
 from core.services import orders
 from core.unit_of_work import UnitOfWork
 
-BUMP_TARGETS = frozenset({OrderStatus.PREPARING, OrderStatus.READY, OrderStatus.COMPLETED})  # a tablet never cancels
 MAX_REQUEST_ID = 64
 MAX_ORDER_ID = 2**63 - 1  # beyond this the database cannot hold the id: refuse rather than fail inside
 _FIELDS = {
@@ -85,9 +86,7 @@ def _target(body: dict[str, Any]) -> OrderStatus:
     value = _required(body, "to")
     if not isinstance(value, str):
         raise Rejected("bad_type", "to must be a string")
-    if value not in BUMP_TARGETS:
-        raise Rejected("bad_field", f"to must be one of {sorted(str(status) for status in BUMP_TARGETS)}")
-    return OrderStatus(value)
+    return bump_target(value)
 
 
 def _required(body: dict[str, Any], name: str) -> Any:

@@ -19,6 +19,17 @@ class NotFound(DomainError):
     """The thing named does not exist, or not in the caller's restaurant."""
 
 
+class Invalid(DomainError):
+    """A value that breaks a rule of the core; `reason` names the rule for machines (`not_whole`, `replayed`…).
+
+    The transport turns `reason` into what its clients read: a device's error reply, a metric label.
+    """
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 class OrderStatus(StrEnum):
     PENDING = "pending"
     PREPARING = "preparing"
@@ -38,6 +49,12 @@ RECALLS: dict[OrderStatus, OrderStatus] = {  # a kitchen screen's "recall": one 
     OrderStatus.READY: OrderStatus.PREPARING,
     OrderStatus.COMPLETED: OrderStatus.READY,
 }
+BUMPS: dict[OrderStatus, OrderStatus] = {  # a kitchen screen's "bump": one step on; completed = picked up
+    OrderStatus.PENDING: OrderStatus.PREPARING,
+    OrderStatus.PREPARING: OrderStatus.READY,
+    OrderStatus.READY: OrderStatus.COMPLETED,
+}
+BUMP_TARGETS = frozenset(BUMPS.values())  # a kitchen screen moves orders on; it never cancels one
 OPEN_STATUSES = frozenset({OrderStatus.PENDING, OrderStatus.PREPARING, OrderStatus.READY})
 
 
@@ -58,6 +75,13 @@ def check_recall(current: str) -> OrderStatus:
     if source not in RECALLS:
         raise DomainError(f"an order that is {source} cannot be recalled")
     return RECALLS[source]
+
+
+def bump_target(to: str) -> OrderStatus:
+    """The status a kitchen screen bumps an order to, or Invalid `unknown_target` for one a screen may not ask for."""
+    if to not in BUMP_TARGETS:
+        raise Invalid("unknown_target", f"to must be one of {sorted(str(status) for status in BUMP_TARGETS)}")
+    return OrderStatus(to)
 
 
 DEFAULT_STATION = "kitchen"  # where items of a category without a station print

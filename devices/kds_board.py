@@ -23,13 +23,16 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from core.domain import BUMPS, OPEN_STATUSES, RECALLS, OrderStatus
+
 log = logging.getLogger("orderbus.devices.kds")
 
 Colour = Literal["normal", "warn", "late"]
-OPEN = ("pending", "preparing", "ready")
-NEXT_STEP = {"pending": "preparing", "preparing": "ready", "ready": "completed"}  # a bump; completed = picked up
-RECALLABLE = ("ready", "completed")  # the bus moves these one step back
-LABELS = {"pending": "NEW", "preparing": "PREPARING", "ready": "READY"}
+LABELS: dict[str, str] = {  # what the screen calls each open status
+    OrderStatus.PENDING: "NEW",
+    OrderStatus.PREPARING: "PREPARING",
+    OrderStatus.READY: "READY",
+}
 
 
 def utcnow() -> datetime:
@@ -121,7 +124,7 @@ class Card:
         station = str(ticket.get("station") or "")
         return cls(
             order_id=int(ticket["order_id"]),
-            status="pending",
+            status=OrderStatus.PENDING,
             version=int(ticket.get("version", 0)),
             created_at=parse_time(ticket.get("created_at")) or utcnow(),
             lines=tuple(Line.from_json(item, station) for item in ticket.get("items") or []),
@@ -195,7 +198,7 @@ class Board:
         if not newer:
             return False
         self._versions[card.order_id] = max(card.version, known or 0)
-        if card.status not in OPEN:
+        if card.status not in OPEN_STATUSES:
             return self._drop(card.order_id)
         self.cards[card.order_id] = card
         return True
@@ -226,11 +229,12 @@ class Board:
         card = self.cards.get(order_id)
         if self._versions.get(order_id, 0) >= version:
             return False
-        if status in OPEN and card is None:
+        if status not in OPEN_STATUSES:
+            self._versions[order_id] = version
+            return self._drop(order_id)
+        if card is None:
             return False  # back from closed (a recall): its event carries the items, so leave it to that
         self._versions[order_id] = version
-        if status not in OPEN:
-            return self._drop(order_id)
         self.cards[order_id] = replace(card, status=status, version=version)
         return True
 
@@ -293,7 +297,8 @@ class Board:
         return cards[index]
 
     def next_step(self, card: Card) -> str | None:
-        return NEXT_STEP.get(card.status)
+        """The status a bump asks the bus for (the bus's own rule, `core.domain.BUMPS`)."""
+        return BUMPS[OrderStatus(card.status)] if card.status in BUMPS else None
 
     def bumped(self, order_id: int, status: str) -> None:
         """Remember a bump the bus accepted, so `recall` can take back the latest one.
@@ -301,7 +306,7 @@ class Board:
         Only bumps the bus can take back count (to `ready` or `completed`): a recall of an
         order that just started preparing would only be refused.
         """
-        if status not in RECALLABLE:
+        if status not in RECALLS:
             return
         if order_id in self.recall_stack:
             self.recall_stack.remove(order_id)

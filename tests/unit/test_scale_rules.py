@@ -1,4 +1,5 @@
-"""bridge.scale_rules: what a reading must look like, grams → count, replays, and the dwell/restock decision."""
+"""core.rules.scales: possible weights, the items a scale may count, grams → count, replays, and the
+dwell/restock decision."""
 
 from __future__ import annotations
 
@@ -9,80 +10,69 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.ingest import Rejected
-from bridge.scale_rules import (
+from core.domain import Invalid
+from core.models import Device, MenuItem
+from core.rules.scales import (
     MAX_AGE,
     MAX_AHEAD,
     Action,
     LastAccepted,
     Reading,
     Tracker,
+    check_grams,
     check_replay,
     count_of,
-    parse_reading,
+    countable,
 )
 
 NOW = datetime(2026, 11, 28, 19, 42, tzinfo=UTC)
 
 
-def body(**changes: Any) -> dict[str, Any]:
-    reading = {"item_id": 12, "grams": 5230.5, "seq": 41, "boot_id": "b" * 32, "ts": "2026-11-28T19:42:00.123Z"}
-    reading.update(changes)
-    return {k: v for k, v in reading.items() if v is not ...}
-
-
 def reason(call: Any) -> str:
-    with pytest.raises(Rejected) as caught:
+    with pytest.raises(Invalid) as caught:
         call()
     return caught.value.reason
 
 
-def test_a_reading_as_the_contract_shows_it_parses():
-    reading = parse_reading(body())
-    assert reading == Reading(12, 5230.5, 41, "b" * 32, datetime(2026, 11, 28, 19, 42, 0, 123000, tzinfo=UTC))
+@pytest.mark.parametrize("grams", [float("nan"), float("inf"), -float("inf"), -10.5, -5000, 1_000_000.5, 1e12])
+def test_impossible_weights_are_bad_weight(grams):
+    assert reason(lambda: check_grams(grams)) == "bad_weight"
 
 
-def test_integer_grams_and_offsets_are_fine():
-    assert parse_reading(body(grams=5000, ts="2026-11-28T20:42:00+01:00")).ts == datetime(
-        2026, 11, 28, 19, 42, tzinfo=UTC
-    )
+@pytest.mark.parametrize("grams", [-9.9, 0, 5230.5, 1_000_000])
+def test_a_little_below_zero_is_drift_not_an_error(grams):
+    check_grams(grams)
+
+
+def scale(item_id: int | None = 12) -> Device:
+    return Device(id="scale-1", restaurant_id=1, kind="scale", name="scale-1", item_id=item_id)
+
+
+def item(**changes: Any) -> MenuItem:
+    fields: dict[str, Any] = {"id": 12, "restaurant_id": 1, "menu_id": 1, "name": "Buns", "price_cents": 100}
+    fields |= {"enable_stock_tracking": True, "unit_weight_grams": 250.0}
+    return MenuItem(**(fields | changes))
+
+
+def test_a_scale_counts_its_own_tracked_item():
+    bun = item()
+    assert countable(scale(), 12, bun) is bun
+    assert countable(scale(item_id=None), 12, bun) is bun  # a scale without an item of its own counts any
 
 
 @pytest.mark.parametrize(
-    "changes",
+    ("scale_item", "found"),
     [
-        {"item_id": "12"},
-        {"item_id": True},
-        {"item_id": 1.0},
-        {"item_id": 0},
-        {"item_id": ...},
-        {"seq": -1},
-        {"seq": "41"},
-        {"seq": False},
-        {"seq": 2**64},
-        {"boot_id": ""},
-        {"boot_id": 7},
-        {"boot_id": "x" * 65},
-        {"ts": 1732822920},
-        {"ts": "yesterday"},
-        {"ts": "2026-11-28T19:42:00"},  # no time zone
-        {"ts": ...},
+        (13, item()),  # another item than the scale's own
+        (12, None),  # no such item
+        (12, item(restaurant_id=2)),  # another restaurant's
+        (12, item(enable_stock_tracking=False)),
+        (12, item(unit_weight_grams=None)),
+        (12, item(unit_weight_grams=0.0)),
     ],
 )
-def test_wrong_types_are_bad_type(changes):
-    assert reason(lambda: parse_reading(body(**changes))) == "bad_type"
-
-
-@pytest.mark.parametrize(
-    "grams", ["5230", None, True, False, float("nan"), float("inf"), -float("inf"), -10.5, -5000, 1_000_000.5, 1e12, []]
-)
-def test_impossible_weights_are_bad_weight(grams):
-    assert reason(lambda: parse_reading(body(grams=grams))) == "bad_weight"
-
-
-def test_a_little_below_zero_is_drift_not_an_error():
-    assert parse_reading(body(grams=-9.9)).grams == -9.9
-    assert parse_reading(body(grams=1_000_000)).grams == 1_000_000
+def test_items_a_scale_cannot_count_are_unknown_item(scale_item, found):
+    assert reason(lambda: countable(scale(scale_item), 12, found)) == "unknown_item"
 
 
 @pytest.mark.parametrize(

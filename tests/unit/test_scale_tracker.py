@@ -13,11 +13,12 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import select
 
-from bridge.ingest import DeviceMessage, Rejected
+from bridge.ingest import DeviceMessage, Rejected, reason_of
 from bridge.scales import ScaleReadings
 from config.settings import Settings
 from core.commands import MenuItemIn
 from core.db import create_schema, make_engine
+from core.domain import DomainError
 from core.models import Device, Menu, MenuItem, Notification, OutboxEvent, Restaurant
 from core.services import devices, menu
 from core.unit_of_work import UnitOfWork
@@ -95,9 +96,10 @@ class Bus:
         self.send(device_id, item_id, TARE + units * UNIT, **changes)
 
     def refused(self, device_id: str, item_id: int, grams: Any, **changes: Any) -> str:
-        with pytest.raises(Rejected) as caught:
+        """The reason the ingest would answer the scale with."""
+        with pytest.raises((Rejected, DomainError)) as caught:
             self.send(device_id, item_id, grams, **changes)
-        return caught.value.reason
+        return reason_of(caught.value)
 
     def sweep(self) -> None:
         """One sweep in one transaction, committed after it as the sweeper does."""
