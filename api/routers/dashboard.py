@@ -15,14 +15,13 @@ from pydantic import BaseModel
 from sqlmodel import col, select
 
 from api.deps import StaffScope, UowDep
-from core.domain import NotFound
+from core.domain import OPEN_STATUSES, NotFound
 from core.models import Device, Notification, Order, Restaurant
 from core.schemas import DeviceOut, MenuItemOut, NotificationOut, OrderOut
 from core.services import devices, inventory, orders
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
 WEBSOCKET_PATH = "/mqtt"  # the broker's WebSocket listener path (broker.server.WEBSOCKET_PATH)
-OPEN_STATUSES = ("pending", "preparing", "ready")
 SNAPSHOT_NOTIFICATIONS = 50
 SNAPSHOT_OPEN_ORDERS = 500
 

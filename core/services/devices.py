@@ -14,10 +14,9 @@ from core.domain import DomainError, NotFound
 from core.models import Device, MenuItem, Restaurant, utcnow
 from core.schemas import DeviceCredentialsOut, DeviceIn, DeviceOut
 from core.tokens import TokenService
+from core.topics import DEVICE_ROLES, PRESENCE_STATES
 from core.unit_of_work import UnitOfWork
 
-PRESENCE_STATES = frozenset({"online", "offline", "lost"})
-DEVICE_ROLES = frozenset({"printer", "tablet", "scale"})
 DEVICE_UPDATED = "device_updated"
 SECONDS_PER_DAY = 86_400
 
