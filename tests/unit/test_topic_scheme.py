@@ -1,7 +1,7 @@
 """core.topics, the bus's public contract, checked against the ACL that guards it (config/acl.toml).
 
-The tables below are the intended audience of each topic (docs: the Topics and Auth sections of
-README). A topic added to the scheme without deciding who uses it fails here, and so does a
+The tables below are the intended audience of each topic (the Topics section of the README and
+the ACL it points to). A topic added to the scheme without deciding who uses it fails here, and so does a
 policy change that lets one more role (or one fewer) publish or read it.
 """
 
