@@ -31,6 +31,7 @@ from broker.plugins import CLAIMS, role_of
 from broker.stats import ACL_DENIALS, AUTH_FAILURES, DISCONNECTS, DROPPED, REFUSED_CONNECTIONS
 from core.metrics import TICKETS
 from core.models import Device, OutboxEvent
+from core.topics import DEVICE_KINDS, PRESENCE_STATES
 
 log = logging.getLogger("orderbus.metrics")
 
@@ -54,8 +55,7 @@ __all__ = [
 ]
 
 DROP_CAUSES = ("queue_full", "rate_limit", "size")
-DEVICE_KINDS = ("printer", "tablet", "scale")
-PRESENCE = ("online", "offline", "lost", "unknown")
+PRESENCE = (*PRESENCE_STATES, "unknown")
 
 # --- broker: connections and traffic ----------------------------------------------------------
 BROKER_CONNECTS = Counter(

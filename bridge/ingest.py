@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -21,6 +20,7 @@ import paho.mqtt.client as mqtt
 from prometheus_client import Counter
 from sqlalchemy import Engine
 
+from core import topics
 from core.domain import DomainError, Invalid
 from core.models import Device, utcnow
 from core.services import devices
@@ -28,8 +28,6 @@ from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.ingest")
 
-DEVICE_FILTERS = ("restaurant/+/devices/+/status", "restaurant/+/devices/+/events", "restaurant/+/devices/+/readings")
-_DEVICE_TOPIC = re.compile(r"^restaurant/(\d+)/devices/([^/]+)/(status|events|readings)$")
 MAX_PAYLOAD = 4096
 LAST_SEEN_RESOLUTION = timedelta(seconds=5)  # fewer writes: last_seen is kept to within this
 
@@ -79,10 +77,10 @@ class Handler(Protocol):
 
 def parse(topic: str, payload: bytes) -> DeviceMessage | None:
     """The message, or None for a cleared retained status topic; Rejected for anything malformed."""
-    match = _DEVICE_TOPIC.match(topic)
-    if match is None:
-        raise Rejected("bad_topic", f"not a device topic: {topic!r}")
-    rid, device_id, leaf = int(match.group(1)), match.group(2), match.group(3)
+    try:
+        rid, device_id, leaf = topics.parse_device(topic, topics.FROM_DEVICES)
+    except topics.TopicError as exc:
+        raise Rejected("bad_topic", str(exc)) from exc
     if not payload and leaf == "status":
         return None
     if len(payload) > MAX_PAYLOAD:
@@ -94,10 +92,6 @@ def parse(topic: str, payload: bytes) -> DeviceMessage | None:
     if not isinstance(body, dict):
         raise Rejected("bad_type", "payload must be a JSON object")
     return DeviceMessage(rid, device_id, leaf, body)
-
-
-def commands_topic(restaurant_id: int, device_id: str) -> str:
-    return f"restaurant/{restaurant_id}/devices/{device_id}/commands"
 
 
 class Ingest:
@@ -126,7 +120,7 @@ class Ingest:
         def on_connect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
             if previous_on_connect is not None:
                 previous_on_connect(c, userdata, flags, reason, props)
-            c.subscribe([(topic_filter, 1) for topic_filter in DEVICE_FILTERS])
+            c.subscribe([(topic_filter, 1) for topic_filter in topics.DEVICE_FILTERS])
 
         client.on_connect = on_connect
 
@@ -177,14 +171,15 @@ class Ingest:
     def _refuse(self, topic: str, message: DeviceMessage | None, reason: str, detail: str) -> None:
         INGEST_REJECTED.labels(reason=reason).inc()
         log.warning("rejected %s: %s (%s)", topic, reason, detail)
-        match = _DEVICE_TOPIC.match(topic)
-        if match is None:
+        try:
+            rid, device_id, leaf = topics.parse_device(topic, topics.FROM_DEVICES)
+        except topics.TopicError:
             return
         reply: dict[str, Any] = {"type": "error", "reason": reason, "detail": detail, "topic": topic}
         if message is not None and message.request_id is not None:
             reply["request_id"] = message.request_id
-        self._reply(DeviceMessage(int(match.group(1)), match.group(2), match.group(3)), reply)
+        self._reply(DeviceMessage(rid, device_id, leaf), reply)
 
     def _reply(self, message: DeviceMessage, reply: dict[str, Any]) -> None:
         body = json.dumps(reply, separators=(",", ":"))
-        self._client.publish(commands_topic(message.restaurant_id, message.device_id), body, qos=1)
+        self._client.publish(topics.device(message.restaurant_id, message.device_id, "commands"), body, qos=1)

@@ -6,16 +6,17 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from core import topics
 from core.domain import is_open
 
 CHANNEL_TOPICS = {
-    "new_order": "orders",
-    "order_updated": "orders",
-    "inventory_updated": "inventory",
-    "low_stock": "inventory/low_stock",
-    "menu_updated": "menu",
-    "category_updated": "categories",
-    "notification": "notifications",
+    "new_order": topics.ORDERS,
+    "order_updated": topics.ORDERS,
+    "inventory_updated": topics.INVENTORY,
+    "low_stock": topics.LOW_STOCK,
+    "menu_updated": topics.MENU,
+    "category_updated": topics.CATEGORIES,
+    "notification": topics.NOTIFICATIONS,
 }
 
 
@@ -33,20 +34,19 @@ def encode(envelope: dict[str, Any]) -> bytes:
 def publications(envelope: dict[str, Any]) -> list[Publication]:
     """The event on its channel, then the retained state topic it changes (set, or cleared by an empty payload)."""
     rid = envelope["restaurant_id"]
-    base = f"restaurant/{rid}"
     kind = envelope["type"]
     payload = encode(envelope)
     data = envelope.get("data", {})
     if kind == "kitchen_ticket":  # only the station's printers and the tablets read tickets
-        return [Publication(f"{base}/kitchen/{data['ticket']['station']}/tickets", payload)]
-    channel = CHANNEL_TOPICS.get(kind, "notifications")
-    result = [Publication(f"{base}/{channel}", payload)]
+        return [Publication(topics.tickets(rid, data["ticket"]["station"]), payload)]
+    channel = CHANNEL_TOPICS.get(kind, topics.NOTIFICATIONS)
+    result = [Publication(topics.channel(rid, channel), payload)]
     if kind in ("new_order", "order_updated"):
         order = data["order"]
         state = payload if is_open(order["status"]) else b""
-        result.append(Publication(f"{base}/orders/open/{order['id']}", state, retain=True))
+        result.append(Publication(topics.open_order(rid, order["id"]), state, retain=True))
     elif kind == "inventory_updated":
-        result.append(Publication(f"{base}/inventory/items/{data['item']['id']}", payload, retain=True))
+        result.append(Publication(topics.inventory_item(rid, data["item"]["id"]), payload, retain=True))
     elif kind == "menu_updated" and data.get("action") == "deleted" and "menu_item" in data:
-        result.append(Publication(f"{base}/inventory/items/{data['menu_item']['id']}", b"", retain=True))
+        result.append(Publication(topics.inventory_item(rid, data["menu_item"]["id"]), b"", retain=True))
     return result

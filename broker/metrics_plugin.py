@@ -30,6 +30,7 @@ from amqtt.session import Session
 
 from api import metrics as m
 from broker.plugins import CLAIMS, role_of
+from core.topics import ROLES, SUPER_ADMIN
 
 log = logging.getLogger("orderbus.broker")
 SYS_ROOT = "$SYS/broker/"
@@ -217,7 +218,7 @@ class MetricsPlugin(BasePlugin):
         roles: dict[str, int] = {}
         for (role, _listener), count in figures["connections"].items():
             roles[role] = roles.get(role, 0) + count
-        for role in sorted(set(roles) | {"admin", "staff", "printer", "tablet", "scale", "ops", "service"}):
+        for role in sorted(set(roles) | (ROLES - {SUPER_ADMIN})):
             values[f"orderbus/clients/{role}"] = roles.get(role, 0)
         for cause, count in sorted(by_label(m.DROPPED, "cause").items()):
             values[f"orderbus/dropped/{cause}"] = count

@@ -6,7 +6,6 @@ The decisions themselves are made by `broker.policy`; this adapter only finds th
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -18,13 +17,14 @@ from amqtt.session import Session
 from broker.limits import Limits
 from broker.policy import Grants, Policy
 from broker.stats import ACL_DENIALS, AUTH_FAILURES, DROPPED
+from core.rate_limit import TokenBucket
 from core.tokens import TokenError, TokenService
+from core.topics import DEVICE_ROLES
 
 log = logging.getLogger("orderbus.broker")
 GRANTS = "orderbus.grants"
 CLAIMS = "orderbus.claims"
 BUCKET = "orderbus.publish_bucket"
-DEVICE_ROLES = frozenset({"printer", "tablet", "scale"})
 
 
 def client_id_matches(client_id: str, sub: str) -> bool:
@@ -93,13 +93,11 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         """A token bucket per device connection: `device_publish_burst` at once, then the steady rate."""
         if role_of(session) not in DEVICE_ROLES:
             return True
-        now = time.monotonic()
-        rate, burst = self.limits.device_publishes_per_second, self.limits.device_publish_burst
-        tokens, last = session.attributes.get(BUCKET, (float(burst), now))
-        tokens = min(float(burst), tokens + (now - last) * rate)
-        allowed = tokens >= 1.0
-        session.attributes[BUCKET] = (tokens - 1.0 if allowed else tokens, now)
-        return allowed
+        bucket = session.attributes.get(BUCKET)
+        if bucket is None:
+            bucket = TokenBucket(self.limits.device_publishes_per_second, self.limits.device_publish_burst)
+            session.attributes[BUCKET] = bucket
+        return bucket.try_take()
 
     async def topic_filtering(
         self, *, session: Session | None = None, topic: str | None = None, action: Action | None = None

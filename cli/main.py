@@ -20,7 +20,8 @@ from cli.simulate import simulate
 from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
 from core.demo import ensure_demo
-from core.tokens import ROLES, TokenService, load_or_create_key
+from core.tokens import TokenService, load_or_create_key
+from core.topics import ROLES
 
 app = typer.Typer(no_args_is_help=True, help="orderbus: an MQTT event bus for restaurant devices.")
 console = Console(soft_wrap=True)

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from api.metrics import summarize
+from core.topics import PRESENCE_STATES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
 LAG_WARN_SECONDS, LAG_BAD_SECONDS = 5.0, 30.0
@@ -138,7 +139,7 @@ def render(url: str, now: dict[str, Any], before: dict[str, Any] | None, problem
     parts.append(overview)
 
     devices = Table(title="devices", title_justify="left", title_style="bold")
-    presences = ("online", "offline", "lost", "unknown")
+    presences = (*PRESENCE_STATES, "unknown")
     devices.add_column("kind")
     for presence in presences:
         devices.add_column(presence, justify="right", style="red" if presence == "lost" else None)

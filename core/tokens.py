@@ -13,10 +13,11 @@ from typing import Any, Literal
 
 import jwt
 
+from core.topics import OPS, ROLES, SERVICE, SUPER_ADMIN
+
 ALGORITHM = "HS256"
 Audience = Literal["api", "mqtt"]
-ROLES = frozenset({"super_admin", "admin", "staff", "printer", "tablet", "scale", "ops", "service"})
-UNSCOPED_ROLES = frozenset({"super_admin", "ops", "service"})
+UNSCOPED_ROLES = frozenset({SUPER_ADMIN, OPS, SERVICE})
 REQUIRED_CLAIMS = ["sub", "role", "exp", "iat", "jti", "aud"]
 KEY_FILE = "jwt.key"
 

@@ -22,6 +22,7 @@ from typing import Any
 import aiomqtt
 import httpx
 
+from core import topics
 from devices.fleet_setup import START_UNITS, UNIT_GRAMS, Site
 from devices.link import utc_iso
 
@@ -90,8 +91,8 @@ class FleetRun:
 
     async def printer(self, site: Site, device_id: str, token: str) -> None:
         station = site.printer_station[device_id]
-        topics = [f"restaurant/{site.rid}/kitchen/{station}/tickets"]
-        async for client, message in self._session("printer", device_id, token, site.rid, topics, persistent=True):
+        wanted = [topics.tickets(site.rid, station)]
+        async for client, message in self._session("printer", device_id, token, site.rid, wanted, persistent=True):
             body = _json(message)
             if body is None or body.get("type") != "kitchen_ticket":
                 self._reply(body, message)
@@ -99,12 +100,12 @@ class FleetRun:
             ticket = body["data"]["ticket"]
             self._arrived(self.printed, (device_id, ticket["order_id"], ticket["station"]), ticket["order_id"])
             report = {"type": "printed", "ticket_id": ticket["id"], "printer": "primary", "ts": utc_iso()}
-            await client.publish(_topic(site.rid, device_id, "events"), json.dumps(report), qos=1)
+            await client.publish(topics.device(site.rid, device_id, "events"), json.dumps(report), qos=1)
 
     async def tablet(self, site: Site, device_id: str, token: str, bumps: bool) -> None:
-        topics = [f"restaurant/{site.rid}/kitchen/+/tickets"]
+        wanted = [topics.all_tickets(site.rid)]
         bumped: set[int] = set()
-        async for client, message in self._session("tablet", device_id, token, site.rid, topics, persistent=True):
+        async for client, message in self._session("tablet", device_id, token, site.rid, wanted, persistent=True):
             body = _json(message)
             if body is None or body.get("type") != "kitchen_ticket":
                 self._reply(body, message)
@@ -114,11 +115,11 @@ class FleetRun:
             if bumps and ticket["order_id"] not in bumped:
                 bumped.add(ticket["order_id"])
                 event = {"type": "bumped", "order_id": ticket["order_id"], "to": "preparing", "request_id": "b"}
-                await client.publish(_topic(site.rid, device_id, "events"), json.dumps(event), qos=1)
+                await client.publish(topics.device(site.rid, device_id, "events"), json.dumps(event), qos=1)
 
     async def dashboard(self, site: Site, client_id: str, token: str) -> None:
-        topics = [f"restaurant/{site.rid}/orders"]
-        async for _client, message in self._session("dashboard", client_id, token, site.rid, topics, ws=True):
+        wanted = [topics.orders(site.rid)]
+        async for _client, message in self._session("dashboard", client_id, token, site.rid, wanted, ws=True):
             body = _json(message)
             if body is not None and body.get("type") == "new_order":
                 order_id = body["data"]["order"]["id"]
@@ -137,7 +138,7 @@ class FleetRun:
             seq += 1
             grams = round(units * UNIT_GRAMS + random.gauss(0, 4), 1)
             reading = {"item_id": item_id, "grams": grams, "seq": seq, "boot_id": boot_id, "ts": utc_iso()}
-            await client.publish(_topic(site.rid, device_id, "readings"), json.dumps(reading), qos=1)
+            await client.publish(topics.device(site.rid, device_id, "readings"), json.dumps(reading), qos=1)
             self.readings_sent += 1
 
     # --- orders ----------------------------------------------------------------------------
@@ -198,7 +199,7 @@ class FleetRun:
         client_id: str,
         token: str,
         rid: int,
-        topics: list[str],
+        wanted: list[str],
         *,
         persistent: bool = False,
         ws: bool = False,
@@ -208,11 +209,11 @@ class FleetRun:
 
         Reconnects with backoff; persistent sessions get what they missed meanwhile.
         """
-        status = _topic(rid, client_id, "status") if kind != "dashboard" else None
+        status = topics.device(rid, client_id, "status") if kind != "dashboard" else None
         boot_id = uuid.uuid4().hex
         will = None
         if status:
-            will = aiomqtt.Will(status, json.dumps({"state": "lost", "boot_id": boot_id, "kind": kind}), 1, True)
+            will = aiomqtt.Will(status, json.dumps({"state": topics.LOST, "boot_id": boot_id, "kind": kind}), 1, True)
         delay = 1.0
         while True:
             try:
@@ -232,9 +233,9 @@ class FleetRun:
                     self.connected[kind] += 1
                     delay = 1.0
                     if status:
-                        online = {"state": "online", "boot_id": boot_id, "kind": kind, "ts": utc_iso()}
+                        online = {"state": topics.ONLINE, "boot_id": boot_id, "kind": kind, "ts": utc_iso()}
                         await client.publish(status, json.dumps(online), qos=1, retain=True)
-                    for topic_filter in [*topics, *([_topic(rid, client_id, "commands")] if status else [])]:
+                    for topic_filter in [*wanted, *([topics.device(rid, client_id, "commands")] if status else [])]:
                         await client.subscribe(topic_filter, qos=1)
                     async for item in _messages(client, idle):
                         yield client, item
@@ -268,10 +269,6 @@ async def _messages(client: aiomqtt.Client, idle: float | None):
         if pending is not None:
             pending.cancel()
             pending.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved: no warning
-
-
-def _topic(rid: int, device_id: str, leaf: str) -> str:
-    return f"restaurant/{rid}/devices/{device_id}/{leaf}"
 
 
 def _json(message: aiomqtt.Message) -> dict[str, Any] | None:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
+from core import topics
 from core.domain import BUMPS, OPEN_STATUSES, RECALLS, OrderStatus
 
 log = logging.getLogger("orderbus.devices.kds")
@@ -162,13 +163,14 @@ class Board:
 
     def receive(self, topic: str, payload: bytes) -> bool:
         """Apply one message a tablet received; True if the screen changed. Garbage is logged and ignored."""
-        parts = topic.split("/")
         try:
-            if len(parts) == 5 and parts[2:4] == ["orders", "open"]:
-                if not payload:
-                    return self.clear(int(parts[4]))
-                return self.apply_envelope(json.loads(payload))
-            if (len(parts) == 3 and parts[2] == "orders") or (len(parts) == 5 and parts[2] == "kitchen"):
+            found = topics.parse(topic)
+        except topics.TopicError:
+            return False
+        try:
+            if found.template == topics.OPEN_ORDER and not payload and isinstance(found.key, int):
+                return self.clear(found.key)
+            if found.template in (topics.OPEN_ORDER, topics.ORDERS, topics.TICKETS):
                 return self.apply_envelope(json.loads(payload))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             log.warning("kds: ignored a malformed message on %s: %s", topic, exc)

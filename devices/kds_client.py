@@ -18,6 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from core import topics
 from devices.kds_board import Board
 from devices.link import DeviceLink, Identity
 
@@ -28,8 +29,7 @@ Reply = dict[str, Any]
 
 def subscriptions(restaurant_id: int) -> list[str]:
     """What a tablet reads; its own commands topic is added by DeviceLink."""
-    base = f"restaurant/{restaurant_id}"
-    return [f"{base}/orders/open/+", f"{base}/orders", f"{base}/kitchen/+/tickets"]
+    return [topics.open_orders(restaurant_id), topics.orders(restaurant_id), topics.all_tickets(restaurant_id)]
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ import jwt
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from core import topics
+
 log = logging.getLogger("orderbus.devices")
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
@@ -51,11 +53,11 @@ class Identity:
 
     def topic(self, leaf: str) -> str:
         """This device's own topic: `status`, `events`, `readings` or `commands`."""
-        return f"restaurant/{self.restaurant_id}/devices/{self.device_id}/{leaf}"
+        return topics.device(self.restaurant_id, self.device_id, leaf)
 
     @property
     def tickets_topic(self) -> str:
-        return f"restaurant/{self.restaurant_id}/kitchen/{self.station}/tickets"
+        return topics.tickets(self.restaurant_id, str(self.station))
 
 
 class DeviceLink:
@@ -94,7 +96,7 @@ class DeviceLink:
             manual_ack=manual_ack,
         )
         client.username_pw_set(self.identity.device_id, token)
-        client.will_set(self.identity.topic("status"), self._presence("lost"), qos=1, retain=True)
+        client.will_set(self.identity.topic("status"), self._presence(topics.LOST), qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=8)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
@@ -115,7 +117,9 @@ class DeviceLink:
     def stop(self, timeout: float = 5.0) -> None:
         """Say `offline` (and wait for its PUBACK), then disconnect cleanly: no Last Will."""
         if self._client.is_connected():
-            info = self._client.publish(self.identity.topic("status"), self._presence("offline"), qos=1, retain=True)
+            info = self._client.publish(
+                self.identity.topic("status"), self._presence(topics.OFFLINE), qos=1, retain=True
+            )
             try:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError):
@@ -138,7 +142,7 @@ class DeviceLink:
         if reason.is_failure:
             log.error("%s: connection refused: %s", self.identity.device_id, reason)
             return
-        client.publish(self.identity.topic("status"), self._presence("online"), qos=1, retain=True)
+        client.publish(self.identity.topic("status"), self._presence(topics.ONLINE), qos=1, retain=True)
         for topic_filter in [*self._subscriptions, self.identity.topic("commands")]:
             client.subscribe(topic_filter, qos=1)
         self.connected.set()

@@ -21,6 +21,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from core.rate_limit import TokenBucket
 from devices.journal import Journal
 from devices.link import DeviceLink, Identity, utc_iso
 from devices.print_worker import PrintWorker
@@ -30,37 +31,11 @@ from devices.ticket import BadTicket, parse_envelope
 log = logging.getLogger("orderbus.devices.printer")
 
 
-class Pacer:
-    """A token bucket under the broker's per-device publish limit (broker/limits.py: 20/s, burst 60).
-
-    The broker drops a device's publishes beyond it without telling the device, so a printer
-    reporting a long backlog at once (or `failed` for fifty queued tickets) must slow down itself.
-    """
-
-    def __init__(self, rate: float = 10.0, burst: int = 30) -> None:
-        self.rate, self.burst = rate, burst
-        self._tokens, self._last = float(burst), time.monotonic()
-        self._lock = threading.Lock()
-
-    def take(self) -> float:
-        """Take a token; returns how long to wait before using it (0 when one was there)."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            self._tokens -= 1.0
-            return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
-
-    def try_take(self) -> bool:
-        """A token if one is there now; never waits (for paho's thread)."""
-        with self._lock:
-            now = time.monotonic()
-            self._tokens = min(float(self.burst), self._tokens + (now - self._last) * self.rate)
-            self._last = now
-            if self._tokens < 1.0:
-                return False
-            self._tokens -= 1.0
-            return True
+# Half the broker's per-device publish limit (broker/limits.py: 20/s, burst 60). The broker drops a
+# device's publishes beyond it without telling the device, so a printer reporting a long backlog at
+# once (or `failed` for fifty queued tickets) must slow down itself.
+REPORTS_PER_SECOND = 10.0
+REPORT_BURST = 30
 
 
 class PrinterAgent:
@@ -96,7 +71,7 @@ class PrinterAgent:
             manual_ack=True,
             keepalive=keepalive,
         )
-        self._pacer = Pacer()
+        self._pacer = TokenBucket(REPORTS_PER_SECOND, REPORT_BURST)
         self.worker = PrintWorker(
             primary=primary,
             backup=backup,

@@ -31,11 +31,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from core import topics
 from core.tokens import TokenService
 from tests.security import raw
 
 KEY = b"bench-key-not-a-secret-0123456789abcdef"
-TOPIC = "restaurant/7/orders"
+TOPIC = topics.orders(7)
 
 
 # --- the broker processes ---------------------------------------------------------------------

@@ -44,6 +44,8 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from core import topics
+
 API = "/api/v1"
 HOST = "127.0.0.1"
 P99_TARGET_MS = 20.0
@@ -248,7 +250,7 @@ def connect_subscriber(server: Server, session: Session, sub: Subscriber) -> mqt
         r = http.post(API + "/auth/mqtt-token", headers={"Authorization": f"Bearer {session.access_token}"})
         r.raise_for_status()
         grant = r.json()
-    topic = f"restaurant/{session.restaurant_id}/orders"
+    topic = topics.orders(session.restaurant_id)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=f"{grant['client_id_prefix']}:bench",

@@ -15,10 +15,9 @@ from core.commands import DeviceIn
 from core.domain import DomainError, NotFound
 from core.models import Device, MenuItem, Restaurant, utcnow
 from core.tokens import TokenService
+from core.topics import DEVICE_ROLES, PRESENCE_STATES
 from core.unit_of_work import UnitOfWork
 
-PRESENCE_STATES = frozenset({"online", "offline", "lost"})
-DEVICE_ROLES = frozenset({"printer", "tablet", "scale"})
 SECONDS_PER_DAY = 86_400
 
 

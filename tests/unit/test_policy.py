@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from broker import topics
 from broker.policy import Grants, Policy, PolicyError
 from config import DEFAULT_ACL_POLICY
-
-ROLES = {"super_admin", "admin", "staff", "printer", "tablet", "scale", "ops", "service"}
+from core.topics import ROLES
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from bridge.routing import CHANNEL_TOPICS, Publication, encode, publications
 from broker import topics
 from broker.policy import Policy
 from config import DEFAULT_ACL_POLICY
-from core.tokens import ROLES
+from core.topics import ROLES
 
 RID = 7
 

@@ -14,7 +14,8 @@ from typing import Any
 import jwt
 import pytest
 
-from core.tokens import KEY_FILE, REQUIRED_CLAIMS, ROLES, UNSCOPED_ROLES, TokenError, TokenService, load_or_create_key
+from core.tokens import KEY_FILE, REQUIRED_CLAIMS, UNSCOPED_ROLES, TokenError, TokenService, load_or_create_key
+from core.topics import ROLES
 
 KEY = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
 OTHER_KEY = b"fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210"
