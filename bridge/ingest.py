@@ -17,9 +17,9 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from prometheus_client import Counter
 from sqlalchemy import Engine
 
+from bridge.metrics import INGEST_PROCESSED, INGEST_REJECTED
 from core.domain import DomainError
 from core.models import Device, utcnow
 from core.services import devices
@@ -31,9 +31,6 @@ DEVICE_FILTERS = ("restaurant/+/devices/+/status", "restaurant/+/devices/+/event
 _DEVICE_TOPIC = re.compile(r"^restaurant/(\d+)/devices/([^/]+)/(status|events|readings)$")
 MAX_PAYLOAD = 4096
 LAST_SEEN_RESOLUTION = timedelta(seconds=5)  # fewer writes: last_seen is kept to within this
-
-INGEST_PROCESSED = Counter("orderbus_ingest_processed", "device messages applied", ["kind"])
-INGEST_REJECTED = Counter("orderbus_ingest_rejected", "device messages refused", ["reason"])
 
 
 class Rejected(ValueError):

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from bridge.sweeper import SWEEP_FAILURES, Sweeper
+from bridge.metrics import SWEEP_FAILURES
+from bridge.sweeper import Sweeper
 
 
 def test_a_failing_sweep_is_counted_and_the_others_still_run():
