@@ -25,8 +25,8 @@ from bridge.sweeper import Sweeper
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
-from cli import logs
 from config.settings import Settings
+from core import logs
 from core.db import create_schema, make_engine
 from core.metrics import DatabaseCollector
 from core.services.devices import DeviceDenylist, token_denylist

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.tokens import TokenService
-from tests.security import raw
+from scripts import raw_mqtt as raw
 
 KEY = b"bench-key-not-a-secret-0123456789abcdef"
 TOPIC = "restaurant/7/orders"
