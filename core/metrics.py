@@ -16,6 +16,7 @@ from prometheus_client import Counter
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
+from sqlmodel import col
 
 from core.models import Device, OutboxEvent
 
@@ -39,7 +40,7 @@ def outbox_figures(engine: Engine) -> tuple[int, float]:
     """(events not yet published, age in seconds of the oldest of them; 0 when none)."""
     with engine.connect() as connection:
         pending, oldest = connection.execute(
-            select(func.count(), func.min(OutboxEvent.created_at)).where(OutboxEvent.published_at.is_(None))
+            select(func.count(), func.min(OutboxEvent.created_at)).where(col(OutboxEvent.published_at).is_(None))
         ).one()
     if not pending or oldest is None:
         return int(pending or 0), 0.0
@@ -52,9 +53,9 @@ def device_figures(engine: Engine) -> dict[tuple[str, str], int]:
     """Registered, unrevoked devices by (kind, presence), from the Device table."""
     with engine.connect() as connection:
         rows = connection.execute(
-            select(Device.kind, Device.presence, func.count())
-            .where(Device.revoked.is_(False))
-            .group_by(Device.kind, Device.presence)
+            select(col(Device.kind), col(Device.presence), func.count())
+            .where(col(Device.revoked).is_(False))
+            .group_by(col(Device.kind), col(Device.presence))
         ).all()
     return {(kind, presence): int(count) for kind, presence, count in rows}
 
