@@ -31,8 +31,8 @@ $(BIN)/orderbus: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-lint: $(BIN)/orderbus
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: $(BIN)/orderbus  ## style, and imports that point down (the contracts in pyproject.toml)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache --no-logo
 
 clean:
 	rm -rf $(VENV) data .pytest_cache .ruff_cache *.egg-info

@@ -17,9 +17,9 @@ from datetime import timedelta
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
-from prometheus_client import Counter
 from sqlalchemy import Engine
 
+from bridge.metrics import INGEST_PROCESSED, INGEST_REJECTED
 from core import topics
 from core.domain import DomainError, Invalid
 from core.models import Device, utcnow
@@ -30,9 +30,6 @@ log = logging.getLogger("orderbus.ingest")
 
 MAX_PAYLOAD = 4096
 LAST_SEEN_RESOLUTION = timedelta(seconds=5)  # fewer writes: last_seen is kept to within this
-
-INGEST_PROCESSED = Counter("orderbus_ingest_processed", "device messages applied", ["kind"])
-INGEST_REJECTED = Counter("orderbus_ingest_rejected", "device messages refused", ["reason"])
 
 
 class Rejected(ValueError):

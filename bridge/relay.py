@@ -16,7 +16,7 @@ import paho.mqtt.client as mqtt
 from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
-from api.metrics import RELAY_EVENTS_PUBLISHED, RELAY_PUBLISH_SECONDS
+from bridge.metrics import RELAY_EVENTS_PUBLISHED, RELAY_PUBLISH_SECONDS
 from bridge.routing import publications
 from core.models import OutboxEvent
 

@@ -10,14 +10,10 @@ import logging
 import threading
 from collections.abc import Callable
 
-from prometheus_client import Counter
-
+from bridge.metrics import SWEEP_FAILURES
 from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.sweeper")
-SWEEP_FAILURES = Counter(
-    "orderbus_sweep_failures", "time-driven device rules that raised (logged with their traceback)", ["sweep"]
-)
 
 UowFactory = Callable[[], UnitOfWork]
 Sweep = Callable[[UnitOfWork], None]  # adds to the unit of work it is given; never commits

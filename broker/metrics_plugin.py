@@ -28,8 +28,10 @@ from amqtt.mqtt.packet import DISCONNECT, PUBLISH
 from amqtt.plugins.base import BasePlugin
 from amqtt.session import Session
 
-from api import metrics as m
+from broker import stats
+from broker.metrics import DISCONNECT_REASON, LISTENER, broker_figures, listener_of
 from broker.plugins import CLAIMS, role_of
+from broker.stats import Traffic
 from core.topics import ROLES, SUPER_ADMIN
 
 log = logging.getLogger("orderbus.broker")
@@ -41,40 +43,38 @@ def _packet_bytes(length: int) -> int:
     return 2 + length + (length >= 128) + (length >= 16_384) + (length >= 2_097_152)
 
 
-def _count_received(packet: Any, session: Session | None) -> None:
+def _count_received(traffic: Traffic, packet: Any, session: Session | None) -> None:
     header = getattr(packet, "fixed_header", None)
     if header is None:
         return
-    traffic = m.TRAFFIC
     traffic.packets_received += 1
     traffic.bytes_received += _packet_bytes(header.remaining_length or 0)
     if header.packet_type == PUBLISH:
         traffic.messages_received += 1
     elif header.packet_type == DISCONNECT and session is not None:
-        session.attributes[m.DISCONNECT_REASON] = "client"
+        session.attributes[DISCONNECT_REASON] = "client"
 
 
-def _count_sent(packet: Any) -> None:
+def _count_sent(traffic: Traffic, packet: Any) -> None:
     header = getattr(packet, "fixed_header", None)
     if header is None:
         return
-    traffic = m.TRAFFIC
     traffic.packets_sent += 1
     traffic.bytes_sent += _packet_bytes(header.remaining_length or 0)
     if header.packet_type == PUBLISH:
         traffic.messages_sent += 1
 
 
-def count_packets(manager: Any) -> None:
+def count_packets(manager: Any, traffic: Traffic) -> None:
     """Answer the per-packet events inside `fire_event`, without scheduling a task per packet."""
     fire = manager.fire_event
     received, sent = MQTTEvents.PACKET_RECEIVED, MQTTEvents.PACKET_SENT
 
     async def fire_event(event_name: Any, *, wait: bool = False, **kwargs: Any) -> None:
         if event_name == received:
-            _count_received(kwargs.get("packet"), kwargs.get("session"))
+            _count_received(traffic, kwargs.get("packet"), kwargs.get("session"))
         elif event_name == sent:
-            _count_sent(kwargs.get("packet"))
+            _count_sent(traffic, kwargs.get("packet"))
         else:
             await fire(event_name, wait=wait, **kwargs)
 
@@ -111,7 +111,7 @@ class MetricsPlugin(BasePlugin):
 
     async def on_broker_pre_start(self) -> None:
         try:
-            count_packets(self.broker.plugins_manager)
+            count_packets(self.broker.plugins_manager, self.broker.traffic)
         except AttributeError:  # a future amqtt without this seam: no traffic counts, everything else works
             log.warning("cannot count MQTT packets with this amqtt version; traffic metrics stay at 0")
 
@@ -131,17 +131,17 @@ class MetricsPlugin(BasePlugin):
 
     async def on_broker_client_connected(self, client_id: str, client_session: Session) -> None:
         entry = self.broker.sessions.get(client_id)
-        listener = m.listener_of(entry[1].writer) if entry and entry[1] is not None else "other"
-        client_session.attributes[m.LISTENER] = listener
-        client_session.attributes.pop(m.DISCONNECT_REASON, None)
-        m.BROKER_CONNECTS.labels(role=role_of(client_session), listener=listener).inc()
+        listener = listener_of(entry[1].writer) if entry and entry[1] is not None else "other"
+        client_session.attributes[LISTENER] = listener
+        client_session.attributes.pop(DISCONNECT_REASON, None)
+        stats.BROKER_CONNECTS.labels(role=role_of(client_session), listener=listener).inc()
 
     async def on_broker_client_disconnected(self, client_id: str, client_session: Session) -> None:
         attributes = client_session.attributes
-        reason = attributes.pop(m.DISCONNECT_REASON, None) or "lost"
-        listener = attributes.get(m.LISTENER, "other")
+        reason = attributes.pop(DISCONNECT_REASON, None) or "lost"
+        listener = attributes.get(LISTENER, "other")
         role = role_of(client_session)
-        m.BROKER_DISCONNECTS.labels(role=role, listener=listener, reason=reason).inc()
+        stats.BROKER_DISCONNECTS.labels(role=role, listener=listener, reason=reason).inc()
         claims = _claims(client_session)
         log.info(
             "disconnect client_id=%s role=%s rid=%s reason=%s",
@@ -181,7 +181,7 @@ class MetricsPlugin(BasePlugin):
         await self.broker.internal_message_broadcast(topic, data, 0)  # QoS 0: never queued for absent sessions
 
     def sys_values(self) -> dict[str, object]:
-        figures, traffic = m.broker_figures(self.broker), m.TRAFFIC
+        figures, traffic = broker_figures(self.broker), self.broker.traffic
 
         def value(counter: Any) -> int:
             return int(
@@ -205,21 +205,21 @@ class MetricsPlugin(BasePlugin):
             "messages/sent": traffic.packets_sent,
             "publish/messages/received": traffic.messages_received,
             "publish/messages/sent": traffic.messages_sent,
-            "publish/messages/dropped": value(m.DROPPED),
+            "publish/messages/dropped": value(stats.DROPPED),
             "bytes/received": traffic.bytes_received,
             "bytes/sent": traffic.bytes_sent,
             "retained messages/count": figures["retained"],
             "subscriptions/count": figures["subscriptions"],
             "store/messages/count": figures["stored_messages"],
             "orderbus/queue/deepest": max(figures["deepest_offline_queue"], figures["deepest_inflight"]),
-            "orderbus/auth/failures": value(m.AUTH_FAILURES),
-            "orderbus/acl/denials": value(m.ACL_DENIALS),
+            "orderbus/auth/failures": value(stats.AUTH_FAILURES),
+            "orderbus/acl/denials": value(stats.ACL_DENIALS),
         }
         roles: dict[str, int] = {}
         for (role, _listener), count in figures["connections"].items():
             roles[role] = roles.get(role, 0) + count
         for role in sorted(set(roles) | (ROLES - {SUPER_ADMIN})):
             values[f"orderbus/clients/{role}"] = roles.get(role, 0)
-        for cause, count in sorted(by_label(m.DROPPED, "cause").items()):
+        for cause, count in sorted(by_label(stats.DROPPED, "cause").items()):
             values[f"orderbus/dropped/{cause}"] = count
         return values

@@ -40,7 +40,7 @@ from broker.limits import Limits
 from broker.plugins import CLAIMS, JwtAclPlugin, grants_of, role_of
 from broker.policy import Policy
 from broker.session_state import lighten
-from broker.stats import ACL_DENIALS, DROPPED, REFUSED_CONNECTIONS, REQUEUED
+from broker.stats import ACL_DENIALS, DROPPED, REFUSED_CONNECTIONS, REQUEUED, Traffic
 from broker.subscription_table import SubscriptionTable
 from core.tokens import TokenService
 
@@ -83,6 +83,7 @@ class OrderbusBroker(Broker):
     """
 
     def __init__(self, config: dict[str, Any], limits: Limits, guard: ConnectionGuard) -> None:
+        self.traffic = Traffic()  # counted by broker.metrics_plugin, read by broker.metrics
         super().__init__(config)
         self.limits = limits
         self.guard = guard

@@ -1,4 +1,5 @@
-"""Counters for refusals at the broker: every rejected CONNECT, SUBSCRIBE or PUBLISH is counted by reason."""
+"""The broker's counters: refusals (every rejected CONNECT, SUBSCRIBE or PUBLISH, by reason), sessions
+and traffic. The figures that are state rather than events are read at scrape time (`broker.metrics`)."""
 
 from prometheus_client import Counter
 
@@ -14,3 +15,26 @@ REFUSED_CONNECTIONS = Counter(
 REQUEUED = Counter(
     "orderbus_broker_requeued_deliveries", "QoS 1 deliveries not acknowledged in time, kept for the persistent session"
 )
+BROKER_CONNECTS = Counter(
+    "orderbus_broker_connects", "MQTT sessions accepted (CONNACK 0), by role and listener", ["role", "listener"]
+)
+BROKER_DISCONNECTS = Counter(
+    "orderbus_broker_disconnects",
+    "MQTT sessions ended, by role, listener and reason (client: DISCONNECT sent; lost: the connection "
+    "dropped without one, so the Last Will was published)",
+    ["role", "listener", "reason"],
+)
+
+DROP_CAUSES = ("queue_full", "rate_limit", "size")
+for _cause in DROP_CAUSES:  # read 0 rather than be absent: a rate() over a missing series is "no data"
+    DROPPED.labels(cause=_cause)
+
+
+class Traffic:
+    """MQTT traffic through one broker: plain integers, bumped once per packet on the broker's event
+    loop (cheaper than a Counter's lock), exposed as counters by `broker.metrics.BrokerCollector`."""
+
+    def __init__(self) -> None:
+        self.packets_received = self.packets_sent = 0
+        self.messages_received = self.messages_sent = 0  # PUBLISH packets
+        self.bytes_received = self.bytes_sent = 0

@@ -13,12 +13,12 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 
-from cli import logs
 from cli.device import device_app
 from cli.runtime import Parts, PortInUse, Runtime
 from cli.simulate import simulate
 from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
+from core import logs
 from core.demo import ensure_demo
 from core.tokens import TokenService, load_or_create_key
 from core.topics import ROLES

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from api import metrics
@@ -21,11 +22,13 @@ from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
 from bridge.sweeper import Sweeper
+from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
-from cli import logs
 from config.settings import Settings
+from core import logs
 from core.db import create_schema, make_engine
+from core.metrics import DatabaseCollector
 from core.services.devices import DeviceDenylist, token_denylist
 from core.tokens import TokenService, load_or_create_key
 from core.unit_of_work import UnitOfWork
@@ -150,6 +153,8 @@ class Runtime:
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
         self._metrics_server: Any = None
+        # state read at scrape time, for the exposition: the broker's tables (up = 0 while it is stopped)
+        self.collectors: list[Collector] = [BrokerCollector(lambda: self.broker)] if broker else []
 
     @property
     def listeners(self) -> Listeners:
@@ -188,13 +193,10 @@ class Runtime:
         if self.with_api:
             await self._start_api()
         elif self.settings.metrics_port:  # no API in this process: /metrics on a port of its own
+            collectors = [DatabaseCollector(self.parts.engine), *self.collectors]
             self._metrics_server, _thread = metrics.serve_metrics(
-                self.settings.metrics_port, self.settings.host, self.metrics_state()
+                self.settings.metrics_port, self.settings.host, collectors
             )
-
-    def metrics_state(self) -> metrics.StateCollector:
-        """The state gauges of this process: its database, and its broker when it runs one."""
-        return metrics.StateCollector(self.parts.engine, (lambda: self.broker) if self.with_broker else None)
 
     async def start_broker(self) -> None:
         self.revocations.start()
@@ -228,7 +230,7 @@ class Runtime:
 
     async def _start_api(self) -> None:
         app = create_app(self.settings, self.parts.engine, self.parts.tokens, self.wake_relay)
-        app.state.broker = (lambda: self.broker) if self.with_broker else None  # for /metrics
+        app.state.collectors = self.collectors  # for /metrics; the API adds its own database
         config = uvicorn.Config(
             app,
             host=self.settings.host,

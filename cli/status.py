@@ -18,7 +18,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from api.metrics import summarize
+from api.summary import summarize
 from core.topics import PRESENCE_STATES
 
 DEFAULT_URL = "http://127.0.0.1:8000"

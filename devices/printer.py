@@ -147,7 +147,7 @@ def run(
     """`orderbus device printer`: bad options exit with code 2 and a clear message; runs until signalled."""
     import typer
 
-    from cli import logs
+    from core import logs
 
     logs.add_secret(token)  # redacted should anything ever log it
     logs.configure()

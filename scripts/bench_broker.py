@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core import topics
 from core.tokens import TokenService
-from tests.security import raw
+from scripts import raw_mqtt as raw
 
 KEY = b"bench-key-not-a-secret-0123456789abcdef"
 TOPIC = topics.orders(7)

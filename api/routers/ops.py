@@ -4,7 +4,8 @@
 - `GET /readyz`: the database answers, the broker completes an MQTT CONNECT, and the oldest
   unpublished outbox event is younger than `ready_max_outbox_lag_seconds`; 503 otherwise. The
   body says which check failed and why.
-- `GET /metrics`: Prometheus text format for the whole process (`api.metrics`).
+- `GET /metrics`: Prometheus text format for the whole process (`api.metrics`): the process registry,
+  this app's database, and the collectors the composition root put in `app.state.collectors`.
 - `GET /api/v1/ops/summary`: the figures of the ops page and `orderbus status`, as JSON.
 - `GET /ops` (+ `/ops/ops.js`, `/ops/ops.css`): the ops page, live charts polling the summary.
 
@@ -26,9 +27,12 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client.registry import Collector
 from sqlalchemy import text
 
 from api import metrics
+from api.summary import summarize
+from core.metrics import DatabaseCollector, outbox_figures
 
 log = logging.getLogger("orderbus.ops")
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -49,9 +53,10 @@ PAGE_HEADERS = {
 router = APIRouter()
 
 
-def state_of(request: Request) -> metrics.StateCollector:
-    """What this process can see: its database, and its broker when it runs one (`app.state.broker`)."""
-    return metrics.StateCollector(request.app.state.engine, getattr(request.app.state, "broker", None))
+def collectors_of(request: Request) -> list[Collector]:
+    """The state this process can see: the app's database, and what the composition root wired into
+    `app.state.collectors` (the broker's tables, when this process runs one)."""
+    return [DatabaseCollector(request.app.state.engine), *getattr(request.app.state, "collectors", ())]
 
 
 # --- liveness and readiness --------------------------------------------------------------------
@@ -108,7 +113,7 @@ async def _database_check(engine: Any) -> dict[str, Any]:
 
 
 async def _relay_check(engine: Any, threshold: float) -> dict[str, Any]:
-    pending, age = await _in_thread(metrics.outbox_figures, engine)
+    pending, age = await _in_thread(outbox_figures, engine)
     result: dict[str, Any] = {
         "ok": age <= threshold,
         "pending": pending,
@@ -175,7 +180,7 @@ async def _broker_check(host: str, port: int, tokens: Any) -> dict[str, Any]:
 @router.get("/metrics", include_in_schema=False)
 def prometheus_metrics(request: Request) -> Response:
     try:
-        body = metrics.exposition(state_of(request))
+        body = metrics.exposition(collectors_of(request))
     except Exception:  # a broken collector must not take the counters down with it
         log.exception("rendering /metrics failed; serving the process counters only")
         body = generate_latest(REGISTRY)
@@ -187,11 +192,11 @@ def ops_summary(request: Request) -> dict[str, Any]:
     """The figures of the ops page and `orderbus status`: connections, traffic counters (rates are the
     client's to compute), outbox lag, refusals, drops, devices by kind and presence."""
     try:
-        families = metrics.families(state_of(request))
+        families = metrics.families(collectors_of(request))
     except Exception:
         log.exception("reading the metrics for the ops summary failed")
         families = list(REGISTRY.collect())
-    summary = metrics.summarize(families)
+    summary = summarize(families)
     summary["ready_max_outbox_lag_seconds"] = request.app.state.settings.ready_max_outbox_lag_seconds
     return summary
 

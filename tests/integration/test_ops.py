@@ -28,8 +28,8 @@ from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
 
-from cli import logs
-from tests.security import raw
+from core import logs
+from scripts import raw_mqtt as raw
 from tests.support import Stack, Subscriber, free_port, wait_for
 
 ORDERBUS = str(Path(sys.executable).parent / "orderbus")

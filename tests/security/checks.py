@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.security import raw
+from scripts import raw_mqtt as raw
 from tests.support import Received, Subscriber, wait_for
 
 ACCEPTED, NOT_AUTHORIZED = 0, 5

@@ -6,7 +6,7 @@ import socket
 import time
 
 from broker.stats import DISCONNECTS, DROPPED, REFUSED_CONNECTIONS
-from tests.security import raw
+from scripts import raw_mqtt as raw
 from tests.support import Subscriber, wait_for
 
 ACCEPTED, SERVER_UNAVAILABLE, NOT_AUTHORIZED = 0, 3, 5

@@ -14,7 +14,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from broker.stats import AUTH_FAILURES, DISCONNECTS, DROPPED, REFUSED_CONNECTIONS
-from tests.security import raw
+from scripts import raw_mqtt as raw
 from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fixture)
     NOT_AUTHORIZED,
     PINGRESP,

@@ -10,7 +10,7 @@ import struct
 import pytest
 
 from broker.stats import ACL_DENIALS, AUTH_FAILURES, DROPPED
-from tests.security import raw
+from scripts import raw_mqtt as raw
 from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fixture)
     ACCEPTED,
     NOT_AUTHORIZED,

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from broker.stats import ACL_DENIALS, DISCONNECTS
-from tests.security import raw
+from scripts import raw_mqtt as raw
 from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fixture)
     ACCEPTED,
     REFUSED,

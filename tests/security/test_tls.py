@@ -12,7 +12,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.security import raw
+from scripts import raw_mqtt as raw
 from tests.support import Subscriber
 
 

@@ -17,7 +17,7 @@ import jwt
 import pytest
 
 from broker.stats import AUTH_FAILURES, DISCONNECTS
-from tests.security import raw
+from scripts import raw_mqtt as raw
 from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fixture)
     ACCEPTED,
     NOT_AUTHORIZED,

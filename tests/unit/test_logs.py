@@ -8,7 +8,7 @@ import logging
 
 import pytest
 
-from cli import logs
+from core import logs
 from core.tokens import TokenService
 
 TOKEN = TokenService(b"unit-test-key-0123456789abcdef-0123456789").issue(

@@ -13,7 +13,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
+import bridge.metrics  # noqa: F401  (registers the bridge's counters, as a process running the bridge does)
 from api import metrics
+from broker.metrics import BrokerCollector
+from core.metrics import DatabaseCollector
 
 CONFIG = Path(__file__).resolve().parents[2] / "config"
 METRIC = re.compile(r"\b(orderbus_[a-z_]+)")
@@ -25,7 +28,7 @@ def exposed() -> set[str]:
     """Every family and sample name of a process that runs broker, API and bridge."""
     engine = create_engine("sqlite://", connect_args={"check_same_thread": False}, poolclass=StaticPool)
     SQLModel.metadata.create_all(engine)
-    text = metrics.exposition(metrics.StateCollector(engine, lambda: None)).decode()
+    text = metrics.exposition([DatabaseCollector(engine), BrokerCollector(lambda: None)]).decode()
     names: set[str] = set()
     for family in text_string_to_metric_families(text):
         names.add(family.name)

@@ -9,7 +9,8 @@ import pytest
 from sqlalchemy import Engine, event
 from sqlmodel import select
 
-from bridge.sweeper import SWEEP_FAILURES, Sweeper
+from bridge.metrics import SWEEP_FAILURES
+from bridge.sweeper import Sweeper
 from core.db import create_schema, make_engine
 from core.models import Notification, OutboxEvent, Restaurant
 from core.services.notifications import notify

@@ -92,7 +92,7 @@ def test_the_policy_has_exactly_the_known_roles(policy):
 
 
 def test_device_kinds_are_the_device_roles_and_the_registrable_kinds():
-    from core.schemas import DeviceKind
+    from core.commands import DeviceKind
 
     assert set(topics.DEVICE_KINDS) == topics.DEVICE_ROLES == DEVICES
     assert typing.get_args(DeviceKind) == topics.DEVICE_KINDS

@@ -1,4 +1,6 @@
-"""Hand-built MQTT 3.1.1 packets, for what a well-behaved client library refuses to send."""
+"""Hand-built MQTT 3.1.1 packets over plain sockets: for what a well-behaved client library refuses to
+send (the security tests), and for thousands of connections that cost no client library (the broker
+benchmark)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,18 @@
+"""The bridge's metrics: the outbox relay's publishing, device messages applied or refused by ingest,
+and time-driven rules that failed. Exposition lives above (`api.metrics`); this module only defines."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+RELAY_PUBLISH_SECONDS = Histogram(
+    "orderbus_relay_publish_seconds",
+    "outbox relay: from publishing a message to the broker's PUBACK",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+RELAY_EVENTS_PUBLISHED = Counter("orderbus_relay_events_published", "outbox events stamped published")
+INGEST_PROCESSED = Counter("orderbus_ingest_processed", "device messages applied", ["kind"])
+INGEST_REJECTED = Counter("orderbus_ingest_rejected", "device messages refused", ["reason"])
+SWEEP_FAILURES = Counter(
+    "orderbus_sweep_failures", "time-driven device rules that raised (logged with their traceback)", ["sweep"]
+)
