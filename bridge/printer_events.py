@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.sweeper import Sweep, UowFactory
-from core.models import Device
+from core.models import Device, utcnow
 from core.services import tickets
 from core.services.inventory import notify
 from core.unit_of_work import UnitOfWork
@@ -85,12 +87,12 @@ def status_problem(body: dict[str, Any]) -> str | None:
     return None if online else "offline"
 
 
-def expire_tickets(deadline_seconds: float) -> Sweep:
-    """The sweep that marks tickets no printer confirmed in time."""
+def expire_tickets(deadline_seconds: float, now: Callable[[], datetime] = utcnow) -> Sweep:
+    """The sweep that marks tickets no printer confirmed in time; `now` is the clock (tests move it)."""
 
     def sweep(uow_factory: UowFactory) -> None:
         with uow_factory() as uow:
-            tickets.expire_unacknowledged(uow, deadline_seconds)
+            tickets.expire_unacknowledged(uow, deadline_seconds, now())
 
     sweep.__name__ = "expire_tickets"
     return sweep

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +28,11 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from api.main import create_app
+from bridge.printer_events import expire_tickets
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
 from core.db import create_schema, make_engine
-from core.models import Category, Device, Menu, Restaurant, User
+from core.models import Category, Device, Menu, Restaurant, User, utcnow
 from core.passwords import hash_password
 from core.schemas import CategoryIn, DeviceIn, MenuIn, MenuItemIn
 from core.services import devices
@@ -217,11 +219,28 @@ class Stack(Site):
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=f"{self.base_url}/api/v1", headers=headers, timeout=10)
 
+    def set_ticket_clock(self, now: Callable[[], datetime]) -> None:
+        """The bus's sweeper judges ticket deadlines by `now` from its next pass on."""
+        rules = self.runtime.rules
+        assert rules is not None
+        index = next(i for i, sweep in enumerate(rules.sweeps) if sweep.__name__ == "expire_tickets")
+        rules.sweeps[index] = expire_tickets(self.settings.ticket_ack_seconds, now)
+
     def subscribed(self, topic_filter: str, client_id: str) -> bool:
         """The broker holds this client's subscription: a message published now reaches it (or its queue)."""
         broker = self.runtime.broker
         assert broker is not None
         return any(session.client_id == client_id for session, _ in broker._subscriptions.get(topic_filter, []))
+
+
+@dataclass
+class ShiftedClock:
+    """The wall clock moved `ahead` seconds: a test lets the bus's time pass without waiting for it."""
+
+    ahead: float = 0.0
+
+    def __call__(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.ahead)
 
 
 def add_burger_and_fries(
