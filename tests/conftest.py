@@ -53,7 +53,8 @@ def engine(settings: Settings) -> Iterator[Engine]:
 
 @pytest.fixture
 def uow(engine: Engine) -> Iterator[UnitOfWork]:
-    """One unit of work for a service test; the test commits what it means to keep."""
+    """One unit of work for a service test; the test commits what it means to keep. From its first
+    statement to its commit it holds the database's writer turn: other writers (the app) wait."""
     with UnitOfWork(engine) as unit:
         yield unit
 

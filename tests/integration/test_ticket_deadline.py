@@ -61,12 +61,11 @@ def test_a_ticket_is_late_only_past_the_deadline_and_notifies_once(app: App, eng
     assert told == ["ticket_unacknowledged"]
 
 
-def test_a_printed_ticket_is_never_late(app: App, engine: Engine):
+def test_a_printed_ticket_is_never_late(app: App, engine: Engine, uow: UnitOfWork):
     _rid, order_id = place_grill_order(app)
-    with UnitOfWork(engine) as uow:
-        (ticket,) = uow.session.exec(select(Ticket).where(Ticket.order_id == order_id)).all()
-        ticket.state = "printed"
-        uow.session.add(ticket)
-        uow.commit()
+    (ticket,) = uow.session.exec(select(Ticket).where(Ticket.order_id == order_id)).all()
+    ticket.state = "printed"
+    uow.session.add(ticket)
+    uow.commit()
     assert expire_at(engine, DEADLINE + 60) == 0
     assert states(engine, order_id) == ["printed"]
