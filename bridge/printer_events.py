@@ -7,11 +7,13 @@ The shape of a report is checked here; what a status means, and the kitchen's no
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from bridge.ingest import DeviceMessage, Rejected
 from bridge.sweeper import Sweep
-from core.models import Device
+from core.models import Device, utcnow
 from core.rules.printers import (
     FAILURE_REASONS,
     PAPER_STATES,
@@ -82,11 +84,11 @@ def parse_status(body: dict[str, Any]) -> PrinterStatus:
     return PrinterStatus(online, paper, cover_open, error)
 
 
-def expire_tickets(deadline_seconds: float) -> Sweep:
-    """The sweep that marks tickets no printer confirmed in time."""
+def expire_tickets(deadline_seconds: float, now: Callable[[], datetime] = utcnow) -> Sweep:
+    """The sweep that marks tickets no printer confirmed in time; `now` is the clock (tests move it)."""
 
     def sweep(uow: UnitOfWork) -> None:
-        tickets.expire_unacknowledged(uow, deadline_seconds)
+        tickets.expire_unacknowledged(uow, deadline_seconds, now())
 
     sweep.__name__ = "expire_tickets"
     return sweep

@@ -4,8 +4,12 @@ import logging
 from collections.abc import Iterator
 
 import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import Engine
 
-from tests.support import Stack, Subscriber, TokenScan
+from config.settings import Settings
+from core.unit_of_work import UnitOfWork
+from tests.support import App, Stack, Subscriber, TokenScan, sqlite_engine
 
 _skipped: list[str] = []
 _token_scan = TokenScan()
@@ -32,6 +36,39 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         print(f"\n{len(_token_scan.leaks)} log record(s) carried a token, failing the run:")
         for leak in _token_scan.leaks[:20]:
             print("  " + leak)
+
+
+@pytest.fixture
+def settings(tmp_path) -> Settings:
+    return Settings(data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """A temporary SQLite file with the schema, on the same engine settings as production."""
+    made = sqlite_engine(settings)
+    yield made
+    made.dispose()
+
+
+@pytest.fixture
+def uow(engine: Engine) -> Iterator[UnitOfWork]:
+    """One unit of work for a service test; the test commits what it means to keep. From its first
+    statement to its commit it holds the database's writer turn: other writers (the app) wait."""
+    with UnitOfWork(engine) as unit:
+        yield unit
+
+
+@pytest.fixture
+def app(settings: Settings, engine: Engine) -> App:
+    """The REST app in this process: for what needs HTTP but no broker."""
+    return App(settings, engine)
+
+
+@pytest.fixture
+def client(app: App) -> TestClient:
+    """An anonymous client of the in-process app (paths below /api/v1)."""
+    return app.http()
 
 
 @pytest.fixture

@@ -1,33 +1,43 @@
-"""Test helpers: free ports, a running stack in a background loop, MQTT clients that record what they get."""
+"""Test helpers: free ports, the REST app in-process, a running stack in a background loop,
+MQTT clients that record what they get."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import queue
 import random
 import re
+import secrets
 import socket
 import threading
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import paho.mqtt.client as mqtt
+from fastapi.testclient import TestClient
 from paho.mqtt.enums import CallbackAPIVersion
+from sqlalchemy import Engine
 from sqlmodel import select
 
+from api.main import create_app
+from bridge.printer_events import expire_tickets
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
 from core.commands import CategoryIn, DeviceIn, MenuIn, MenuItemIn
-from core.models import Category, Device, Menu, Restaurant, User
+from core.db import create_schema, make_engine
+from core.models import Category, Device, Menu, Restaurant, User, utcnow
 from core.passwords import hash_password
 from core.services import devices
 from core.services import menu as menu_service
+from core.tokens import TokenService
 from core.unit_of_work import UnitOfWork
 
 
@@ -77,7 +87,108 @@ def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: floa
         time.sleep(interval)
 
 
-class Stack:
+@functools.cache
+def _password_hash(password: str) -> str:
+    """Argon2 takes half a second on purpose; a test's users may share one salted hash of the same password."""
+    return hash_password(password)
+
+
+class Site:
+    """Data helpers over one database and one token service, shared by the in-process app and the full stack.
+
+    Rows are written through the service layer or plain models in a unit of work of their own, the way
+    an operator's tooling would, so a test sets up only what it is about and reads the rest through HTTP."""
+
+    settings: Settings
+    engine: Engine
+    tokens: TokenService
+
+    def http(self, token: str | None = None) -> httpx.Client:
+        raise NotImplementedError
+
+    def mqtt_token(self, sub: str, role: str, rid: int | None, **extra: Any) -> str:
+        return self.tokens.issue(sub=sub, role=role, rid=rid, audience="mqtt", ttl_seconds=600, extra=extra)
+
+    def api_token(self, sub: str, role: str, rid: int | None) -> str:
+        return self.tokens.issue(sub=sub, role=role, rid=rid, audience="api", ttl_seconds=600)
+
+    def add_restaurant(self, name: str, admin_email: str, password: str = "secret-pass") -> int:
+        with UnitOfWork(self.engine) as uow:
+            restaurant = Restaurant(name=name)
+            uow.session.add(restaurant)
+            uow.session.flush()
+            uow.session.add(
+                User(
+                    restaurant_id=restaurant.id,
+                    email=admin_email,
+                    name=name + " admin",
+                    role="admin",
+                    password_hash=_password_hash(password),
+                )
+            )
+            uow.commit()
+            assert restaurant.id is not None
+            return restaurant.id
+
+    def add_device(self, rid: int, device_id: str, kind: str, **fields: Any) -> str:
+        """Register a device through the service layer; returns its broker token."""
+        with UnitOfWork(self.engine) as uow:
+            created = devices.create_device(
+                uow, self.tokens, rid, DeviceIn(id=device_id, kind=kind, name=device_id, **fields)
+            )
+            uow.commit()
+        return created.token
+
+    def add_menu_item(self, rid: int, name: str, *, station: str | None = None, **fields: Any) -> int:
+        """A menu item (in a category printing at `station`, when given) through the service layer."""
+        with UnitOfWork(self.engine) as uow:
+            menu = uow.session.exec(select(Menu).where(Menu.restaurant_id == rid)).first()
+            menu_id = menu.id if menu else menu_service.create_row(uow, Menu, rid, MenuIn(name="Menu")).id
+            category_id = None
+            if station is not None:
+                category = menu_service.create_row(
+                    uow, Category, rid, CategoryIn(name=station.title(), station=station)
+                )
+                category_id = category.id
+            body = MenuItemIn(menu_id=menu_id, category_id=category_id, name=name, price_cents=500, **fields)
+            item = menu_service.create_item(uow, rid, body)
+            uow.commit()
+            assert item.id is not None
+            return item.id
+
+    def device(self, device_id: str) -> Device:
+        with UnitOfWork(self.engine) as uow:
+            device = uow.session.get(Device, device_id)
+            assert device is not None
+            uow.session.expunge(device)  # readable after the unit of work ends
+            return device
+
+
+class App(Site):
+    """The REST app in this process over a temporary SQLite file: no server, no broker, no relay.
+
+    Requests go through the whole ASGI app (routing, validation, auth, the error mapping) by
+    `TestClient`; what a request commits lands in the outbox table, where `/events` reads it."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self.settings, self.engine = settings, engine
+        self.tokens = TokenService(secrets.token_hex(32).encode())
+        self.app = create_app(settings, engine, self.tokens)
+
+    def http(self, token: str | None = None) -> TestClient:
+        headers = {"authorization": f"Bearer {token}"} if token else {}
+        return TestClient(self.app, base_url="http://testserver/api/v1", headers=headers)
+
+
+def sqlite_engine(settings: Settings) -> Engine:
+    """The engine `orderbus up` would make for these settings, with its schema."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = make_engine(settings.db_url)
+    create_schema(engine)
+    return engine
+
+
+class Stack(Site):
     """`orderbus up` in a background thread, so tests can stop and start its broker."""
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
@@ -85,6 +196,7 @@ class Stack:
             data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port(), **overrides
         )
         self.parts = Parts.build(self.settings)
+        self.engine, self.tokens = self.parts.engine, self.parts.tokens
         self.runtime = Runtime(self.parts)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -110,54 +222,12 @@ class Stack:
         headers = {"authorization": f"Bearer {token}"} if token else {}
         return httpx.Client(base_url=f"{self.base_url}/api/v1", headers=headers, timeout=10)
 
-    def mqtt_token(self, sub: str, role: str, rid: int | None, **extra: Any) -> str:
-        return self.parts.tokens.issue(sub=sub, role=role, rid=rid, audience="mqtt", ttl_seconds=600, extra=extra)
-
-    def api_token(self, sub: str, role: str, rid: int | None) -> str:
-        return self.parts.tokens.issue(sub=sub, role=role, rid=rid, audience="api", ttl_seconds=600)
-
-    def add_restaurant(self, name: str, admin_email: str, password: str = "secret-pass") -> int:
-        with UnitOfWork(self.parts.engine) as uow:
-            restaurant = Restaurant(name=name)
-            uow.session.add(restaurant)
-            uow.session.flush()
-            uow.session.add(
-                User(
-                    restaurant_id=restaurant.id,
-                    email=admin_email,
-                    name=name + " admin",
-                    role="admin",
-                    password_hash=hash_password(password),
-                )
-            )
-            uow.commit()
-            assert restaurant.id is not None
-            return restaurant.id
-
-    def add_device(self, rid: int, device_id: str, kind: str, **fields: Any) -> str:
-        """Register a device through the service layer; returns its broker token."""
-        with UnitOfWork(self.parts.engine) as uow:
-            created = devices.create_device(
-                uow, self.parts.tokens, rid, DeviceIn(id=device_id, kind=kind, name=device_id, **fields)
-            )
-            uow.commit()
-        return created.token
-
-    def add_menu_item(self, rid: int, name: str, *, station: str | None = None, **fields: Any) -> int:
-        """A menu item (in a category printing at `station`, when given) through the service layer."""
-        with UnitOfWork(self.parts.engine) as uow:
-            menu = uow.session.exec(select(Menu).where(Menu.restaurant_id == rid)).first()
-            menu_id = menu.id if menu else menu_service.create_row(uow, Menu, rid, MenuIn(name="Menu")).id
-            category_id = None
-            if station is not None:
-                category = menu_service.create_row(
-                    uow, Category, rid, CategoryIn(name=station.title(), station=station)
-                )
-                category_id = category.id
-            body = MenuItemIn(menu_id=menu_id, category_id=category_id, name=name, price_cents=500, **fields)
-            item = menu_service.create_item(uow, rid, body)
-            uow.commit()
-            return item.id
+    def set_ticket_clock(self, now: Callable[[], datetime]) -> None:
+        """The bus's sweeper judges ticket deadlines by `now` from its next pass on."""
+        rules = self.runtime.rules
+        assert rules is not None
+        index = next(i for i, sweep in enumerate(rules.sweeps) if sweep.__name__ == "expire_tickets")
+        rules.sweeps[index] = expire_tickets(self.settings.ticket_ack_seconds, now)
 
     def subscribed(self, topic_filter: str, client_id: str) -> bool:
         """The broker holds this client's subscription: a message published now reaches it (or its queue)."""
@@ -165,12 +235,15 @@ class Stack:
         assert broker is not None
         return any(session.client_id == client_id for session, _ in broker._subscriptions.get(topic_filter, []))
 
-    def device(self, device_id: str) -> Device:
-        with UnitOfWork(self.parts.engine) as uow:
-            device = uow.session.get(Device, device_id)
-            assert device is not None
-            uow.session.expunge(device)  # readable after the unit of work ends
-            return device
+
+@dataclass
+class ShiftedClock:
+    """The wall clock moved `ahead` seconds: a test lets the bus's time pass without waiting for it."""
+
+    ahead: float = 0.0
+
+    def __call__(self) -> datetime:
+        return utcnow() + timedelta(seconds=self.ahead)
 
 
 def add_burger_and_fries(

@@ -1,51 +1,53 @@
-"""REST through the real app on a real SQLite file: scoping, bad input, stock rules, events."""
+"""REST through the whole app, in-process, on a real SQLite file: scoping, bad input, stock rules, events.
+
+No broker and no server: what the API promises ends at the commit, and `/events` reads the outbox."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.support import Stack, add_burger_and_fries
+from tests.support import App, add_burger_and_fries
 
 
 @pytest.fixture
-def bistro(stack: Stack):
+def bistro(app: App):
     """Restaurant A with a menu; restaurant B beside it; admin clients for both."""
-    rid = stack.add_restaurant("A", "a@example.com")
-    other = stack.add_restaurant("B", "b@example.com")
-    login = stack.http().post("/auth/login", json={"email": "a@example.com", "password": "secret-pass"})
+    rid = app.add_restaurant("A", "a@example.com")
+    other = app.add_restaurant("B", "b@example.com")
+    login = app.http().post("/auth/login", json={"email": "a@example.com", "password": "secret-pass"})
     assert login.status_code == 200, login.text
-    admin = stack.http(login.json()["access_token"])
-    other_admin = stack.http(stack.api_token("user-b", "admin", other))
+    admin = app.http(login.json()["access_token"])
+    other_admin = app.http(app.api_token("user-b", "admin", other))
     category = admin.post(f"/restaurants/{rid}/categories", json={"name": "Burgers", "station": "grill"}).json()
     burger, fries = add_burger_and_fries(admin, rid, stock=10, low_stock=3, category_id=category["id"])
     return {"rid": rid, "other": other, "admin": admin, "other_admin": other_admin, "burger": burger, "fries": fries}
 
 
-def events(stack: Stack, rid: int, after: int = 0) -> list[dict]:
-    client = stack.http(stack.api_token("reader", "admin", rid))
+def events(app: App, rid: int, after: int = 0) -> list[dict]:
+    client = app.http(app.api_token("reader", "admin", rid))
     return client.get(f"/restaurants/{rid}/events", params={"after": after, "limit": 1000}).json()
 
 
-def test_login_refuses_wrong_password_and_bad_email(stack: Stack):
-    stack.add_restaurant("A", "a@example.com")
-    http = stack.http()
+def test_login_refuses_wrong_password_and_bad_email(app: App):
+    app.add_restaurant("A", "a@example.com")
+    http = app.http()
     assert http.post("/auth/login", json={"email": "a@example.com", "password": "nope"}).status_code == 401
     bad = http.post("/auth/login", json={"email": "not-an-email", "password": "x"})
     assert bad.status_code == 422
     assert bad.json()["detail"][0]["loc"] == ["body", "email"]
 
 
-def test_routes_need_a_valid_api_token(stack: Stack, bistro):
+def test_routes_need_a_valid_api_token(app: App, bistro):
     rid = bistro["rid"]
-    assert stack.http().get(f"/restaurants/{rid}/orders").status_code == 401
-    assert stack.http("garbage").get(f"/restaurants/{rid}/orders").status_code == 401
-    mqtt_token = stack.mqtt_token("user-1", "admin", rid)
-    assert stack.http(mqtt_token).get(f"/restaurants/{rid}/orders").status_code == 401
+    assert app.http().get(f"/restaurants/{rid}/orders").status_code == 401
+    assert app.http("garbage").get(f"/restaurants/{rid}/orders").status_code == 401
+    mqtt_token = app.mqtt_token("user-1", "admin", rid)
+    assert app.http(mqtt_token).get(f"/restaurants/{rid}/orders").status_code == 401
 
 
-def test_an_admin_cannot_read_or_change_another_restaurant(stack: Stack, bistro):
+def test_an_admin_cannot_read_or_change_another_restaurant(app: App, bistro):
     rid, other_admin = bistro["rid"], bistro["other_admin"]
-    before = events(stack, rid)
+    before = events(app, rid)
     assert other_admin.get(f"/restaurants/{rid}/orders").status_code == 403
     assert other_admin.get(f"/restaurants/{rid}/menu-items").status_code == 403
     assert other_admin.get(f"/restaurants/{rid}/events").status_code == 403
@@ -58,13 +60,13 @@ def test_an_admin_cannot_read_or_change_another_restaurant(stack: Stack, bistro)
         other_admin.post(f"/restaurants/{rid}/inventory/{bistro['burger']['id']}/damage", json=damage).status_code
         == 403
     )
-    assert events(stack, rid) == before
-    assert events(stack, bistro["other"]) == []
+    assert events(app, rid) == before
+    assert events(app, bistro["other"]) == []
 
 
-def test_staff_may_take_orders_but_not_change_the_menu(stack: Stack, bistro):
+def test_staff_may_take_orders_but_not_change_the_menu(app: App, bistro):
     rid = bistro["rid"]
-    staff = stack.http(stack.api_token("user-s", "staff", rid))
+    staff = app.http(app.api_token("user-s", "staff", rid))
     order = staff.post(
         f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["fries"]["id"], "quantity": 2}]}
     )
@@ -86,26 +88,26 @@ def test_staff_may_take_orders_but_not_change_the_menu(stack: Stack, bistro):
         ({}, "items"),
     ],
 )
-def test_bad_orders_get_422_with_the_field_and_write_nothing(stack: Stack, bistro, body, field):
+def test_bad_orders_get_422_with_the_field_and_write_nothing(app: App, bistro, body, field):
     rid = bistro["rid"]
-    before = events(stack, rid)
+    before = events(app, rid)
     response = bistro["admin"].post(f"/restaurants/{rid}/orders", json=body)
     assert response.status_code == 422
     assert any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"])
     assert bistro["admin"].get(f"/restaurants/{rid}/orders").json() == []
-    assert events(stack, rid) == before
+    assert events(app, rid) == before
 
 
-def test_malformed_json_is_a_422(stack: Stack, bistro):
+def test_malformed_json_is_a_422(app: App, bistro):
     response = bistro["admin"].post(
         f"/restaurants/{bistro['rid']}/orders", content=b"{not json", headers={"content-type": "application/json"}
     )
     assert response.status_code == 422
 
 
-def test_an_order_for_more_than_is_available_is_refused_whole(stack: Stack, bistro):
+def test_an_order_for_more_than_is_available_is_refused_whole(app: App, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
-    before = events(stack, rid)
+    before = events(app, rid)
     body = {
         "items": [
             {"menu_item_id": bistro["fries"]["id"], "quantity": 1},
@@ -119,12 +121,12 @@ def test_an_order_for_more_than_is_available_is_refused_whole(stack: Stack, bist
     burger = admin.get(f"/restaurants/{rid}/menu-items/{bistro['burger']['id']}").json()
     assert (burger["stock_quantity"], burger["available_quantity"]) == (10, 10)
     assert admin.get(f"/restaurants/{rid}/orders").json() == []
-    assert events(stack, rid) == before
+    assert events(app, rid) == before
 
 
-def test_an_order_takes_stock_and_alerts_once_when_crossing_the_threshold(stack: Stack, bistro):
+def test_an_order_takes_stock_and_alerts_once_when_crossing_the_threshold(app: App, bistro):
     rid, admin, burger_id = bistro["rid"], bistro["admin"], bistro["burger"]["id"]
-    start = events(stack, rid)[-1]["seq"]
+    start = events(app, rid)[-1]["seq"]
 
     def order(quantity: int) -> dict:
         response = admin.post(
@@ -137,7 +139,7 @@ def test_an_order_takes_stock_and_alerts_once_when_crossing_the_threshold(stack:
     assert placed["total_cents"] == 7200 and placed["status"] == "pending"
     order(1)  # 4 -> 3: crosses to at-or-below 3: alert
     order(1)  # 3 -> 2: still low: no new alert
-    new = events(stack, rid, after=start)
+    new = events(app, rid, after=start)
     types = [event["type"] for event in new]
     assert types.count("new_order") == 3
     assert types.count("low_stock") == 1
@@ -148,7 +150,7 @@ def test_an_order_takes_stock_and_alerts_once_when_crossing_the_threshold(stack:
     assert isinstance(notes, list) and [note["kind"] for note in notes] == ["low_stock"]
 
 
-def test_damaged_items_reduce_available_but_never_stock(stack: Stack, bistro):
+def test_damaged_items_reduce_available_but_never_stock(app: App, bistro):
     rid, admin, burger_id = bistro["rid"], bistro["admin"], bistro["burger"]["id"]
     item = admin.post(
         f"/restaurants/{rid}/inventory/{burger_id}/damage", json={"quantity": 4, "reason": "dropped"}
@@ -161,7 +163,7 @@ def test_damaged_items_reduce_available_but_never_stock(stack: Stack, bistro):
     assert order.status_code == 409  # only 6 available
 
 
-def test_adjust_and_threshold_and_untracked_items(stack: Stack, bistro):
+def test_adjust_and_threshold_and_untracked_items(app: App, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
     burger_id, fries_id = bistro["burger"]["id"], bistro["fries"]["id"]
     assert (
@@ -172,12 +174,12 @@ def test_adjust_and_threshold_and_untracked_items(stack: Stack, bistro):
     assert admin.post(f"/restaurants/{rid}/inventory/9999/adjust", json={"delta": 5}).status_code == 404
     raised = admin.put(f"/restaurants/{rid}/inventory/{burger_id}/threshold", json={"low_stock_threshold": 15})
     assert raised.status_code == 200
-    assert [event["type"] for event in events(stack, rid)][-2:] == ["low_stock", "notification"]
+    assert [event["type"] for event in events(app, rid)][-2:] == ["low_stock", "notification"]
     tracked = admin.get(f"/restaurants/{rid}/inventory").json()
     assert [item["id"] for item in tracked] == [burger_id]
 
 
-def test_order_lifecycle_transitions_and_refunds(stack: Stack, bistro):
+def test_order_lifecycle_transitions_and_refunds(app: App, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
     order = admin.post(
         f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": bistro["burger"]["id"], "quantity": 2}]}
@@ -197,7 +199,7 @@ def test_order_lifecycle_transitions_and_refunds(stack: Stack, bistro):
     assert admin.get(f"/restaurants/{rid}/orders/99999").status_code == 404
 
 
-def test_cancelling_gives_the_stock_back(stack: Stack, bistro):
+def test_cancelling_gives_the_stock_back(app: App, bistro):
     rid, admin, burger_id = bistro["rid"], bistro["admin"], bistro["burger"]["id"]
     order = admin.post(
         f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": burger_id, "quantity": 4}]}
@@ -207,7 +209,7 @@ def test_cancelling_gives_the_stock_back(stack: Stack, bistro):
     assert admin.get(f"/restaurants/{rid}/menu-items/{burger_id}").json()["stock_quantity"] == 10
 
 
-def test_items_not_available_today_are_refused(stack: Stack, bistro):
+def test_items_not_available_today_are_refused(app: App, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
     import datetime
 
@@ -228,7 +230,7 @@ def test_items_not_available_today_are_refused(stack: Stack, bistro):
     )
 
 
-def test_menu_crud_and_delete_rules(stack: Stack, bistro):
+def test_menu_crud_and_delete_rules(app: App, bistro):
     rid, admin, other_admin = bistro["rid"], bistro["admin"], bistro["other_admin"]
     categories = admin.get(f"/restaurants/{rid}/categories").json()
     category_id = categories[0]["id"]
@@ -246,13 +248,13 @@ def test_menu_crud_and_delete_rules(stack: Stack, bistro):
     empty = admin.post(f"/restaurants/{rid}/categories", json={"name": "Empty"}).json()
     assert admin.delete(f"/restaurants/{rid}/categories/{empty['id']}").status_code == 204
     assert admin.get(f"/restaurants/{rid}/categories/{empty['id']}").status_code == 404
-    kinds = [event["type"] for event in events(stack, rid)]
+    kinds = [event["type"] for event in events(app, rid)]
     assert "category_updated" in kinds and "menu_updated" in kinds
 
 
-def test_events_endpoint_pages_by_seq(stack: Stack, bistro):
+def test_events_endpoint_pages_by_seq(app: App, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
-    every = events(stack, rid)
+    every = events(app, rid)
     assert [event["seq"] for event in every] == list(range(1, len(every) + 1))
     page = admin.get(f"/restaurants/{rid}/events", params={"after": 2, "limit": 2}).json()
     assert [event["seq"] for event in page] == [3, 4]
@@ -264,21 +266,21 @@ def test_events_endpoint_pages_by_seq(stack: Stack, bistro):
     assert admin.get(f"/restaurants/{rid}/events", params={"limit": 100000}).status_code == 422
 
 
-def test_mqtt_token_exchange(stack: Stack, bistro):
+def test_mqtt_token_exchange(app: App, bistro):
     rid, admin = bistro["rid"], bistro["admin"]
     issued = admin.post("/auth/mqtt-token").json()
-    claims = stack.parts.tokens.verify(issued["token"], audience="mqtt")
+    claims = app.tokens.verify(issued["token"], audience="mqtt")
     assert claims["rid"] == rid and claims["role"] == "admin" and claims["sub"] == issued["client_id_prefix"]
     assert issued["expires_in"] == 900
 
 
-def test_openapi_docs_are_served(stack: Stack):
-    spec = stack.http().get("/openapi.json").json()
+def test_openapi_docs_are_served(app: App):
+    spec = app.http().get("/openapi.json").json()
     assert "/api/v1/restaurants/{rid}/events" in spec["paths"]
 
 
-def test_only_a_super_admin_adds_restaurants_and_admins_see_their_own(stack: Stack, bistro):
-    operator = stack.http(stack.api_token("operator", "super_admin", None))
+def test_only_a_super_admin_adds_restaurants_and_admins_see_their_own(app: App, bistro):
+    operator = app.http(app.api_token("operator", "super_admin", None))
     created = operator.post("/restaurants", json={"name": "  Chain 3  "})
     assert created.status_code == 201 and created.json()["name"] == "Chain 3"
     for bad in ({}, {"name": ""}, {"name": "x" * 121}, {"name": 7}, {"name": "ok", "extra": 1}):

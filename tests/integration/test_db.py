@@ -5,16 +5,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
-from sqlalchemy import text
+from sqlalchemy import Engine, text
 from sqlmodel import Session
 
-from core.db import create_schema, make_engine
 
-
-def test_a_transaction_ended_on_another_thread_frees_the_writer(tmp_path):
+def test_a_transaction_ended_on_another_thread_frees_the_writer(engine: Engine):
     """FastAPI can roll a request's session back on another thread than the one that began it."""
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    create_schema(engine)
     session = Session(engine)
     began, done = threading.Event(), threading.Event()
 
@@ -61,9 +57,7 @@ def on_own_thread(work: Callable[[], object], timeout: float = 5) -> None:
         raise errors[0]
 
 
-def test_writers_on_many_threads_take_turns_without_errors(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'db.sqlite'}")
-    create_schema(engine)
+def test_writers_on_many_threads_take_turns_without_errors(engine: Engine):
     errors: list[BaseException] = []
 
     def add(n: int) -> None:
