@@ -14,6 +14,7 @@ demo: $(BIN)/orderbus  ## run everything on embedded defaults with demo data
 
 test: setup  ## set everything up and run the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 setup: system-deps $(BIN)/orderbus
@@ -32,10 +33,10 @@ $(BIN)/orderbus: pyproject.toml
 	@touch $@
 
 lint: $(BIN)/orderbus
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
 # The browser bundle of MQTT.js that the dashboard imports, vendored (running orderbus needs no Node).
 # `make vendor-mqtt` fetches the pinned release with npm in a temporary directory and refreshes
