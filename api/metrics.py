@@ -24,6 +24,7 @@ from prometheus_client import REGISTRY, Counter, Histogram, disable_created_metr
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine, func, select
+from sqlmodel import col
 from starlette.routing import Mount
 
 from bridge.ingest import INGEST_PROCESSED, INGEST_REJECTED
@@ -203,7 +204,7 @@ def outbox_figures(engine: Engine) -> tuple[int, float]:
     """(events not yet published, age in seconds of the oldest of them; 0 when none)."""
     with engine.connect() as connection:
         pending, oldest = connection.execute(
-            select(func.count(), func.min(OutboxEvent.created_at)).where(OutboxEvent.published_at.is_(None))
+            select(func.count(), func.min(OutboxEvent.created_at)).where(col(OutboxEvent.published_at).is_(None))
         ).one()
     if not pending or oldest is None:
         return int(pending or 0), 0.0
@@ -216,9 +217,9 @@ def device_figures(engine: Engine) -> dict[tuple[str, str], int]:
     """Registered, unrevoked devices by (kind, presence), from the Device table."""
     with engine.connect() as connection:
         rows = connection.execute(
-            select(Device.kind, Device.presence, func.count())
-            .where(Device.revoked.is_(False))
-            .group_by(Device.kind, Device.presence)
+            select(col(Device.kind), col(Device.presence), func.count())
+            .where(col(Device.revoked).is_(False))
+            .group_by(col(Device.kind), col(Device.presence))
         ).all()
     return {(kind, presence): int(count) for kind, presence, count in rows}
 
@@ -320,7 +321,7 @@ def families(state: StateCollector) -> list[Metric]:
 
 
 def exposition(state: StateCollector) -> bytes:
-    return generate_latest(_View(state))  # type: ignore[arg-type]
+    return generate_latest(_View(state))
 
 
 def serve_metrics(port: int, host: str, state: StateCollector) -> tuple[Any, Any]:
@@ -328,7 +329,7 @@ def serve_metrics(port: int, host: str, state: StateCollector) -> tuple[Any, Any
     returns (server, thread): `server.shutdown()` stops it."""
     from prometheus_client import start_http_server
 
-    return start_http_server(port, addr=host, registry=_View(state))  # type: ignore[arg-type]
+    return start_http_server(port, addr=host, registry=_View(state))
 
 
 # --- the summary shown by the ops page and `orderbus status` ----------------------------------

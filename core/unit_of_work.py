@@ -9,7 +9,7 @@ from types import TracebackType
 from typing import Any, Self
 
 from sqlalchemy import Engine, update
-from sqlmodel import Session
+from sqlmodel import Session, col
 
 from core.models import OutboxEvent, Restaurant
 
@@ -54,9 +54,9 @@ class UnitOfWork:
         """Record an event with the restaurant's next seq; the row lock keeps seq gap-free."""
         seq = self.session.execute(
             update(Restaurant)
-            .where(Restaurant.id == restaurant_id)  # type: ignore[arg-type]
+            .where(col(Restaurant.id) == restaurant_id)
             .values(event_seq=Restaurant.event_seq + 1)
-            .returning(Restaurant.event_seq)
+            .returning(col(Restaurant.event_seq))
         ).scalar_one()
         event_id = str(uuid.uuid4())
         row = OutboxEvent(

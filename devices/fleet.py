@@ -276,7 +276,7 @@ def _topic(rid: int, device_id: str, leaf: str) -> str:
 
 def _json(message: aiomqtt.Message) -> dict[str, Any] | None:
     try:
-        body = json.loads(message.payload)  # type: ignore[arg-type]
+        body = json.loads(message.payload)
     except (TypeError, ValueError):
         return None
     return body if isinstance(body, dict) else None

@@ -157,7 +157,7 @@ class Board:
 
     # --- input -----------------------------------------------------------------------------
 
-    def receive(self, topic: str, payload: bytes) -> bool:
+    def receive(self, topic: str, payload: bytes | bytearray) -> bool:
         """Apply one message a tablet received; True if the screen changed. Garbage is logged and ignored."""
         parts = topic.split("/")
         try:
@@ -231,6 +231,7 @@ class Board:
         self._versions[order_id] = version
         if status not in OPEN:
             return self._drop(order_id)
+        assert card is not None  # an open status without a card returned above
         self.cards[order_id] = replace(card, status=status, version=version)
         return True
 

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -25,7 +25,7 @@ from cli.runtime import Parts, Runtime
 from config.settings import Settings
 from core.models import Category, Device, Menu, Restaurant, User
 from core.passwords import hash_password
-from core.schemas import CategoryIn, DeviceIn, MenuIn, MenuItemIn
+from core.schemas import CategoryIn, DeviceIn, DeviceKind, MenuIn, MenuItemIn
 from core.services import devices
 from core.services import menu as menu_service
 from core.unit_of_work import UnitOfWork
@@ -134,7 +134,7 @@ class Stack:
             assert restaurant.id is not None
             return restaurant.id
 
-    def add_device(self, rid: int, device_id: str, kind: str, **fields: Any) -> str:
+    def add_device(self, rid: int, device_id: str, kind: DeviceKind, **fields: Any) -> str:
         """Register a device through the service layer; returns its broker token."""
         with UnitOfWork(self.parts.engine) as uow:
             created = devices.create_device(
@@ -147,6 +147,7 @@ class Stack:
         with UnitOfWork(self.parts.engine) as uow:
             menu = uow.session.exec(select(Menu).where(Menu.restaurant_id == rid)).first()
             menu_id = menu.id if menu else menu_service.create_row(uow, Menu, rid, MenuIn(name="Menu")).id
+            assert menu_id is not None
             category_id = None
             if station is not None:
                 category = menu_service.create_row(
@@ -198,7 +199,7 @@ def add_burger_and_fries(
 @dataclass
 class Received:
     topic: str
-    payload: bytes
+    payload: bytes | bytearray
     retain: bool
 
     def json(self) -> Any:
@@ -213,7 +214,7 @@ class Subscriber:
     client_id: str
     token: str
     clean_session: bool = True
-    transport: str = "tcp"  # or "websockets" (path /mqtt)
+    transport: Literal["tcp", "websockets"] = "tcp"  # "websockets": path /mqtt
     ca_certs: Path | None = None  # set: TLS, verifying the broker against this certificate
     messages: queue.Queue[Received] = field(default_factory=queue.Queue)
     connack: queue.Queue[int] = field(default_factory=queue.Queue)
@@ -252,7 +253,7 @@ class Subscriber:
         return self.subacks.get(timeout=10)[0]
 
     def collect(self, count: int, timeout: float = 10.0) -> list[Received]:
-        got = []
+        got: list[Received] = []
         deadline = time.monotonic() + timeout
         while len(got) < count:
             remaining = deadline - time.monotonic()

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.deps import StaffScope, UowDep
 from core.models import OutboxEvent
@@ -25,7 +25,7 @@ def events_after(
     query = (
         select(OutboxEvent.envelope)
         .where(OutboxEvent.restaurant_id == rid, OutboxEvent.seq > after)
-        .order_by(OutboxEvent.seq)  # type: ignore[arg-type]
+        .order_by(col(OutboxEvent.seq))
         .limit(limit)
     )
-    return list(uow.session.exec(query))
+    return [dict(envelope) for envelope in uow.session.exec(query)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlmodel import select
+from sqlmodel import col, select
 
 from api.deps import StaffScope, UowDep
 from core.domain import NotFound
@@ -21,7 +21,7 @@ def list_notifications(
     query = select(Notification).where(Notification.restaurant_id == rid)
     if unread:
         query = query.where(Notification.read == False)  # noqa: E712
-    rows = uow.session.exec(query.order_by(Notification.id.desc()).limit(limit))  # type: ignore[union-attr]
+    rows = uow.session.exec(query.order_by(col(Notification.id).desc()).limit(limit))
     return [NotificationOut.model_validate(row, from_attributes=True) for row in rows]
 
 

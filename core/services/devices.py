@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
+from sqlmodel import col
 
 from core import domain
 from core.domain import DomainError, NotFound
@@ -138,7 +139,7 @@ class DeviceDenylist:
 def token_denylist(engine: Engine) -> DeviceDenylist:
     """One small query; the broker calls this every half second."""
     with engine.connect() as connection:
-        rows = connection.execute(select(Device.id, Device.revoked, Device.token_jti)).all()
+        rows = connection.execute(select(col(Device.id), col(Device.revoked), col(Device.token_jti))).all()
     return DeviceDenylist(
         revoked=frozenset(device_id for device_id, revoked, _ in rows if revoked),
         jti={device_id: jti for device_id, revoked, jti in rows if not revoked and jti is not None},

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core import domain
 from core.domain import NotFound, Stock
@@ -105,4 +105,4 @@ def list_items(uow: UnitOfWork, restaurant_id: int, tracked_only: bool = False) 
     query = select(MenuItem).where(MenuItem.restaurant_id == restaurant_id)
     if tracked_only:
         query = query.where(MenuItem.enable_stock_tracking == True)  # noqa: E712
-    return [item_out(item) for item in uow.session.exec(query.order_by(MenuItem.id))]
+    return [item_out(item) for item in uow.session.exec(query.order_by(col(MenuItem.id)))]

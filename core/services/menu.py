@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import SQLModel, select
+from sqlmodel import col, select
 
 from core import domain
 from core.domain import NotFound
@@ -14,13 +14,13 @@ from core.schemas import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuIte
 from core.services.inventory import apply_stock, get_item, item_out, stock_of
 from core.unit_of_work import UnitOfWork
 
-T = TypeVar("T", bound=SQLModel)
+T = TypeVar("T", bound=Category | Menu)
 CHANNEL_EVENTS = {Category: "category_updated", Menu: "menu_updated"}
 
 
 def _owned(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:
     row = uow.session.get(model, row_id)
-    if row is None or row.restaurant_id != restaurant_id:  # type: ignore[attr-defined]
+    if row is None or row.restaurant_id != restaurant_id:
         raise NotFound(f"{model.__name__.lower()} {row_id} not found")
     return row
 
@@ -31,8 +31,8 @@ def _emit_row(uow: UnitOfWork, action: str, row: Category | Menu) -> None:
 
 
 def list_rows(uow: UnitOfWork, model: type[T], restaurant_id: int) -> list[T]:
-    query = select(model).where(model.restaurant_id == restaurant_id)  # type: ignore[attr-defined]
-    return list(uow.session.exec(query.order_by(model.id)))  # type: ignore[attr-defined]
+    query = select(model).where(model.restaurant_id == restaurant_id)
+    return list(uow.session.exec(query.order_by(col(model.id))))
 
 
 def get_row(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from datetime import date
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core import domain
 from core.domain import NotFound, OrderStatus
@@ -17,7 +17,7 @@ from core.unit_of_work import UnitOfWork
 
 
 def order_out(uow: UnitOfWork, order: Order) -> OrderOut:
-    items = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id))
+    items = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id)))
     return OrderOut(
         **order.model_dump(),
         items=[OrderItemOut.model_validate(item, from_attributes=True) for item in items],
@@ -58,12 +58,13 @@ def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date 
     )
     uow.session.add(order)
     uow.session.flush()
+    assert order.id is not None  # the flush gave it one
     stations = _stations(uow, items.values())
     for line in data.items:
         item = items[line.menu_item_id]
         uow.session.add(
             OrderItem(
-                order_id=order.id,  # type: ignore[arg-type]
+                order_id=order.id,
                 menu_item_id=line.menu_item_id,
                 name=item.name,
                 quantity=line.quantity,
@@ -90,7 +91,7 @@ def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, st
     category_ids = {item.category_id for item in items if item.category_id is not None}
     if not category_ids:
         return {}
-    rows = uow.session.exec(select(Category).where(Category.id.in_(category_ids)))  # type: ignore[union-attr]
+    rows = uow.session.exec(select(Category).where(col(Category.id).in_(category_ids)))
     return {row.id: row.station for row in rows}
 
 
@@ -160,7 +161,7 @@ def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None,
     query = select(Order).where(Order.restaurant_id == restaurant_id)
     if status is not None:
         query = query.where(Order.status == status)
-    rows = uow.session.exec(query.order_by(Order.id.desc()).limit(limit))  # type: ignore[union-attr]
+    rows = uow.session.exec(query.order_by(col(Order.id).desc()).limit(limit))
     return [order_out(uow, order) for order in rows]
 
 

@@ -27,7 +27,8 @@ TICKET_KINDS = ("new", "void", "reprint")
 def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
     """One ticket per station the order's items route to, each with its event, in the caller's transaction."""
     assert kind in TICKET_KINDS
-    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(OrderItem.id)))
+    assert order.id is not None, "tickets are cut from a stored order"
+    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id))))
     by_station: dict[str, list[OrderItem]] = {}
     for line in lines:
         by_station.setdefault(domain.station_of(line.station), []).append(line)
@@ -35,7 +36,7 @@ def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
     for station, station_lines in by_station.items():
         ticket = Ticket(
             restaurant_id=order.restaurant_id,
-            order_id=order.id,  # type: ignore[arg-type]
+            order_id=order.id,
             version=order.version,
             station=station,
             kind=kind,

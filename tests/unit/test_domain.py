@@ -51,7 +51,7 @@ def test_allowed_transitions(current, new):
 
 @pytest.mark.parametrize(("current", "new"), [pair for pair in ALL_PAIRS if pair not in ALLOWED])
 def test_forbidden_transitions(current, new):
-    with pytest.raises(DomainError, match=f"{current.value} cannot become {new.value}") as caught:
+    with pytest.raises(DomainError, match=f"{current.value} cannot become {new.value}"):
         check_transition(current.value, new.value)
 
 
