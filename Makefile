@@ -14,6 +14,7 @@ demo: $(BIN)/orderbus  ## run everything on embedded defaults with demo data
 
 test: setup  ## set everything up and run the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest
 
 setup: system-deps $(BIN)/orderbus
@@ -31,11 +32,11 @@ $(BIN)/orderbus: pyproject.toml
 	$(BIN)/pip install -q -e '.[test]'
 	@touch $@
 
-lint: $(BIN)/orderbus  ## style, and imports that point down (the contracts in pyproject.toml)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache --no-logo
+lint: $(BIN)/orderbus  ## style, types, and imports that point down (the contracts in pyproject.toml)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/mypy && $(BIN)/lint-imports --no-cache --no-logo
 
 clean:
-	rm -rf $(VENV) data .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) data .pytest_cache .ruff_cache .mypy_cache *.egg-info
 
 # The browser bundle of MQTT.js that the dashboard imports, vendored (running orderbus needs no Node).
 # `make vendor-mqtt` fetches the pinned release with npm in a temporary directory and refreshes

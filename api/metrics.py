@@ -50,7 +50,7 @@ def families(collectors: Iterable[Collector]) -> list[Metric]:
 
 
 def exposition(collectors: Iterable[Collector]) -> bytes:
-    return generate_latest(_View(collectors))  # type: ignore[arg-type]
+    return generate_latest(_View(collectors))
 
 
 def serve_metrics(port: int, host: str, collectors: Iterable[Collector]) -> tuple[Any, Any]:
@@ -58,7 +58,7 @@ def serve_metrics(port: int, host: str, collectors: Iterable[Collector]) -> tupl
     returns (server, thread): `server.shutdown()` stops it."""
     from prometheus_client import start_http_server
 
-    return start_http_server(port, addr=host, registry=_View(collectors))  # type: ignore[arg-type]
+    return start_http_server(port, addr=host, registry=_View(collectors))
 
 
 # --- HTTP latency by route template ------------------------------------------------------------

@@ -14,9 +14,11 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from sqlalchemy import Engine
 
 from bridge.metrics import INGEST_PROCESSED, INGEST_REJECTED
@@ -72,7 +74,7 @@ class Handler(Protocol):
     def __call__(self, uow: UnitOfWork, device: Device, message: DeviceMessage) -> dict[str, Any] | None: ...
 
 
-def parse(topic: str, payload: bytes) -> DeviceMessage | None:
+def parse(topic: str, payload: bytes | bytearray) -> DeviceMessage | None:
     """The message, or None for a cleared retained status topic; Rejected for anything malformed."""
     try:
         rid, device_id, leaf = topics.parse_device(topic, topics.FROM_DEVICES)
@@ -112,9 +114,12 @@ class Ingest:
         self._handlers = handlers
         self._wake_relay = wake_relay
         client.on_message = lambda _c, _u, message: self.process(message.topic, message.payload)
-        previous_on_connect = client.on_connect
+        # paho types the slot as any callback version; the bus's clients are made with VERSION2 (bridge.mqtt)
+        previous_on_connect = cast("mqtt.CallbackOnConnect_v2 | None", client.on_connect)
 
-        def on_connect(c: mqtt.Client, userdata: object, flags: object, reason: object, props: object) -> None:
+        def on_connect(
+            c: mqtt.Client, userdata: Any, flags: mqtt.ConnectFlags, reason: ReasonCode, props: Properties | None
+        ) -> None:
             if previous_on_connect is not None:
                 previous_on_connect(c, userdata, flags, reason, props)
             c.subscribe([(topic_filter, 1) for topic_filter in topics.DEVICE_FILTERS])
@@ -129,7 +134,7 @@ class Ingest:
         self._client.disconnect()
         self._client.loop_stop()
 
-    def process(self, topic: str, payload: bytes) -> None:
+    def process(self, topic: str, payload: bytes | bytearray) -> None:
         """Apply one device message; never raises (a bad message must not stop the ingest)."""
         message: DeviceMessage | None = None
         try:

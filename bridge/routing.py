@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,11 +28,11 @@ class Publication:
     retain: bool = False
 
 
-def encode(envelope: dict[str, Any]) -> bytes:
+def encode(envelope: Mapping[str, Any]) -> bytes:
     return json.dumps(envelope, separators=(",", ":")).encode()
 
 
-def publications(envelope: dict[str, Any]) -> list[Publication]:
+def publications(envelope: Mapping[str, Any]) -> list[Publication]:
     """The event on its channel, then the retained state topic it changes (set, or cleared by an empty payload)."""
     rid = envelope["restaurant_id"]
     kind = envelope["type"]

@@ -171,7 +171,7 @@ class GuardedReader(ReaderAdapter):
         self._inner.feed_eof()
 
 
-def _transport(writer: WriterAdapter) -> asyncio.BaseTransport | None:
+def _transport(writer: WriterAdapter) -> asyncio.WriteTransport | None:
     if isinstance(writer, StreamWriterAdapter):
         return writer._writer.transport
     if isinstance(writer, WebSocketsWriter):

@@ -419,7 +419,7 @@ def _guard_deliveries(handler: BrokerProtocolHandler, limit_bytes: int) -> None:
         finally:
             waiting -= size
 
-    handler.mqtt_publish = guarded  # type: ignore[method-assign]
+    handler.mqtt_publish = guarded
 
 
 async def _refuse(writer: WriterAdapter, return_code: int) -> None:

@@ -71,7 +71,7 @@ class FilterTrie:
         return found
 
 
-class SubscriptionTable(dict):
+class SubscriptionTable(dict[str, Any]):
     """amqtt's `_subscriptions`, kept in step with a FilterTrie by every way a key is added or removed."""
 
     def __init__(self) -> None:
@@ -94,7 +94,8 @@ class SubscriptionTable(dict):
     def __iter__(self) -> Iterator[str]:
         return iter(list(super().__iter__()))
 
-    def items(self):  # type: ignore[override]
+    # A list, not dict's live view: amqtt walks items() while other sessions subscribe and unsubscribe.
+    def items(self) -> list[tuple[str, list[Any]]]:  # type: ignore[override]
         return [(key, list(value)) for key, value in super().items()]
 
     def setdefault(self, topic_filter: str, default: Any = None) -> Any:

@@ -20,7 +20,7 @@ from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
 from core import logs
 from core.demo import ensure_demo
-from core.tokens import TokenService, load_or_create_key
+from core.tokens import Audience, TokenService, load_or_create_key
 from core.topics import ROLES
 
 app = typer.Typer(no_args_is_help=True, help="orderbus: an MQTT event bus for restaurant devices.")
@@ -211,6 +211,7 @@ def token(
     settings = _settings(config, data_dir=data_dir)
     if audience not in ("mqtt", "api"):
         raise typer.BadParameter("audience must be mqtt or api", param_hint="--audience")
+    checked_audience: Audience = "mqtt" if audience == "mqtt" else "api"
     if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,128}", sub) or ":" in sub:
         raise typer.BadParameter("letters, digits and _ . @ - only (at most 128)", param_hint="--sub")
     key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
@@ -219,7 +220,7 @@ def token(
             sub=sub,
             role=role,
             rid=restaurant,
-            audience=audience,  # type: ignore[arg-type]
+            audience=checked_audience,
             ttl_seconds=parse_ttl(ttl),
             extra={"station": station} if station else None,
         )

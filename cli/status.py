@@ -76,7 +76,8 @@ def _rate(now: dict[str, Any], before: dict[str, Any] | None, *path: str) -> str
     elapsed = now["time"] - before["time"]
     if elapsed <= 0:
         return "n/a"
-    a, b = now, before
+    a: Any = now
+    b: Any = before
     for key in path:
         a, b = a[key], b[key]
     return f"{max(0.0, (a - b) / elapsed):,.1f}/s"

@@ -98,8 +98,8 @@ class RedactSecrets(logging.Filter):
         clean = redact(message)
         redacted = clean != message
         record.msg, record.args = clean, None
-        record.fields = {key: _clean(value) for key, value in fields.items()}
-        redacted = redacted or record.fields != fields
+        record.fields = cleaned_fields = {key: _clean(value) for key, value in fields.items()}
+        redacted = redacted or cleaned_fields != fields
         for key, value in list(record.__dict__.items()):
             if key not in _STANDARD and isinstance(value, str | bytes):
                 cleaned = _clean(value)

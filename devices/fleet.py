@@ -273,7 +273,7 @@ async def _messages(client: aiomqtt.Client, idle: float | None):
 
 def _json(message: aiomqtt.Message) -> dict[str, Any] | None:
     try:
-        body = json.loads(message.payload)  # type: ignore[arg-type]
+        body = json.loads(message.payload)
     except (TypeError, ValueError):
         return None
     return body if isinstance(body, dict) else None

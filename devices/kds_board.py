@@ -161,7 +161,7 @@ class Board:
 
     # --- input -----------------------------------------------------------------------------
 
-    def receive(self, topic: str, payload: bytes) -> bool:
+    def receive(self, topic: str, payload: bytes | bytearray) -> bool:
         """Apply one message a tablet received; True if the screen changed. Garbage is logged and ignored."""
         try:
             found = topics.parse(topic)

@@ -46,7 +46,7 @@ class KdsClient:
         self.identity = Identity.from_token(token)
         self.board = board
         self.lock = threading.Lock()
-        self.on_change: Callable[[], None] = lambda: None  # the board changed (called on the MQTT thread)
+        self.on_change: Callable[[], object] = lambda: None  # the board changed (called on the MQTT thread)
         self.on_notice: Callable[[Reply], None] = lambda _reply: None  # a reply to no request of ours
         self._pending: dict[str, Pending] = {}
         self.link = DeviceLink(
@@ -108,7 +108,7 @@ class KdsClient:
         if changed:
             self.on_change()
 
-    def _reply(self, payload: bytes) -> None:
+    def _reply(self, payload: bytes | bytearray) -> None:
         try:
             reply = json.loads(payload)
         except ValueError:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
 import jwt
 import paho.mqtt.client as mqtt
@@ -79,7 +79,7 @@ class DeviceLink:
         persistent: bool,
         manual_ack: bool = False,
         keepalive: int = 30,
-        transport: str = "tcp",
+        transport: Literal["tcp", "websockets"] = "tcp",
     ) -> None:
         self.identity = Identity.from_token(token)
         self.boot_id = uuid.uuid4().hex
@@ -92,7 +92,7 @@ class DeviceLink:
             client_id=self.identity.device_id,
             clean_session=not persistent,  # paho's default would start clean and drop queued tickets
             protocol=mqtt.MQTTv311,
-            transport=transport,  # type: ignore[arg-type]
+            transport=transport,
             manual_ack=manual_ack,
         )
         client.username_pw_set(self.identity.device_id, token)

@@ -114,7 +114,7 @@ class PrinterAgent:
             self._command(message.payload)
         self.link.ack(message)  # not reached if the journal failed: the broker delivers it again
 
-    def _ticket(self, payload: bytes) -> None:
+    def _ticket(self, payload: bytes | bytearray) -> None:
         try:
             ticket = parse_envelope(payload)
         except BadTicket as exc:
@@ -128,7 +128,7 @@ class PrinterAgent:
         if self.journal.receive(ticket):
             self.worker.accept(ticket)
 
-    def _command(self, payload: bytes) -> None:
+    def _command(self, payload: bytes | bytearray) -> None:
         """The bus replies here; an `error` means it refused one of our reports."""
         log.info("from the bus: %.300s", payload.decode("utf-8", "replace"))
 

@@ -20,7 +20,7 @@ import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Literal, Protocol
 
 from escpos.printer import Dummy, File, Network
 
@@ -103,6 +103,8 @@ def is_status_byte(value: int) -> bool:
 
 class TcpPrinter(Network):
     """An Epson-compatible printer on raw TCP (port 9100)."""
+
+    _device: socket.socket | Literal[False] | None  # escpos's slot: False until opened and after a close
 
     def __init__(self, host: str, port: int = 9100, *, timeout: float = 3.0, confirm_timeout: float = 15.0) -> None:
         super().__init__(host=host, port=port, timeout=timeout)
@@ -194,6 +196,8 @@ class TcpPrinter(Network):
 
 class FilePrinter(File):
     """A device file (/dev/usb/lp0) or a plain file; appended to, never truncated. It cannot report paper."""
+
+    device: BinaryIO | None  # escpos's property over its slot: None when the file could not be opened
 
     def __init__(self, path: Path) -> None:
         super().__init__(devfile=str(path))

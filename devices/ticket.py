@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 MAX_PAYLOAD = 64 * 1024  # a 20-top's ticket is a few KiB; far beyond this is not a ticket
 MAX_ITEMS = 200
@@ -81,7 +81,7 @@ class Ticket:
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
-def parse_envelope(payload: bytes) -> Ticket:
+def parse_envelope(payload: bytes | bytearray) -> Ticket:
     """A `kitchen_ticket` event's ticket; BadTicket for anything else."""
     if len(payload) > MAX_PAYLOAD:
         raise BadTicket(f"payload of {len(payload)} bytes; the limit is {MAX_PAYLOAD}")
@@ -146,7 +146,7 @@ def _item(raw: Any, index: int) -> Item:
     )
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return type(value) is int  # bool is an int subclass: true is not a ticket id
 
 

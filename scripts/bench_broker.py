@@ -166,7 +166,7 @@ def deliveries_per_second(broker: BrokerProcess, messages: int, subscribers: int
     for sub in subs:
         sub.wait(timeout=600)
     elapsed = time.perf_counter() - started
-    failed = [s.stderr.read().decode() for s in subs if s.returncode != 0] if subs else []
+    failed = [s.stderr.read().decode() for s in subs if s.returncode != 0 and s.stderr is not None]
     if publisher.returncode != 0 or failed:
         raise RuntimeError(f"load failed: pub={publisher.stderr.decode()!r} subs={failed[:2]!r}")
     return messages * subscribers / elapsed
@@ -189,15 +189,16 @@ def idle_connection_kib(broker: BrokerProcess, count: int) -> tuple[float, int]:
         sock = socket.create_connection(("127.0.0.1", broker.port))
         sock.sendall(raw.connect(client_id, password, keepalive=600))
         sock.setblocking(False)
-        selector.register(sock, selectors.EVENT_READ)
+        selector.register(sock, selectors.EVENT_READ, sock)
         sockets.append(sock)
         pending += 1
     accepted = 0
     deadline = time.monotonic() + 120
     while pending and time.monotonic() < deadline:
         for key, _ in selector.select(timeout=1):
-            data = key.fileobj.recv(4)  # type: ignore[union-attr]
-            selector.unregister(key.fileobj)
+            sock = key.data  # the socket itself, registered as the key's data
+            data = sock.recv(4)
+            selector.unregister(sock)
             pending -= 1
             accepted += data[:1] == b"\x20" and data[3:4] == b"\x00"
     time.sleep(2)

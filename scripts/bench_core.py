@@ -274,6 +274,7 @@ def connect_subscriber(server: Server, session: Session, sub: Subscriber) -> mqt
     client.on_connect = on_connect
     client.on_subscribe = on_subscribe
     client.on_message = sub.on_message
+    assert server.mqtt_port is not None, "a subscriber needs the server started with its broker (`up`)"
     client.connect(HOST, server.mqtt_port, keepalive=30)
     client.loop_start()
     if not sub.subscribed.wait(15):
@@ -475,7 +476,8 @@ def throughput_off(args, data_dir: Path) -> dict:
 
 
 def run_throughput(args, workdir: Path) -> dict:
-    on, off = [], []
+    on: list[dict] = []
+    off: list[dict] = []
     for rnd in range(args.rounds):
         for mode, fn, bucket in (("on", throughput_on, on), ("off", throughput_off, off)):
             result = fn(args, workdir / f"tp-{mode}-{rnd}")

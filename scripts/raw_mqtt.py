@@ -95,6 +95,13 @@ def read_packet(sock: socket.socket) -> tuple[int, bytes] | None:
     return first[0] >> 4, body
 
 
+def expect_packet(sock: socket.socket) -> tuple[int, bytes]:
+    """The next packet, which the broker must send (an AssertionError if it closes the connection)."""
+    answer = read_packet(sock)
+    assert answer is not None, "the broker closed the connection"
+    return answer
+
+
 def connack_code(sock: socket.socket) -> int | None:
     answer = read_packet(sock)
     if answer is None:

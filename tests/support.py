@@ -18,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -31,7 +31,7 @@ from api.main import create_app
 from bridge.printer_events import expire_tickets
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
-from core.commands import CategoryIn, DeviceIn, MenuIn, MenuItemIn
+from core.commands import CategoryIn, DeviceIn, DeviceKind, MenuIn, MenuItemIn
 from core.db import create_schema, make_engine
 from core.models import Category, Device, Menu, Restaurant, User, utcnow
 from core.passwords import hash_password
@@ -130,7 +130,7 @@ class Site:
             assert restaurant.id is not None
             return restaurant.id
 
-    def add_device(self, rid: int, device_id: str, kind: str, **fields: Any) -> str:
+    def add_device(self, rid: int, device_id: str, kind: DeviceKind, **fields: Any) -> str:
         """Register a device through the service layer; returns its broker token."""
         with UnitOfWork(self.engine) as uow:
             created = devices.create_device(
@@ -144,6 +144,7 @@ class Site:
         with UnitOfWork(self.engine) as uow:
             menu = uow.session.exec(select(Menu).where(Menu.restaurant_id == rid)).first()
             menu_id = menu.id if menu else menu_service.create_row(uow, Menu, rid, MenuIn(name="Menu")).id
+            assert menu_id is not None
             category_id = None
             if station is not None:
                 category = menu_service.create_row(
@@ -273,7 +274,7 @@ def add_burger_and_fries(
 @dataclass
 class Received:
     topic: str
-    payload: bytes
+    payload: bytes | bytearray
     retain: bool
 
     def json(self) -> Any:
@@ -288,7 +289,7 @@ class Subscriber:
     client_id: str
     token: str
     clean_session: bool = True
-    transport: str = "tcp"  # or "websockets" (path /mqtt)
+    transport: Literal["tcp", "websockets"] = "tcp"  # "websockets": path /mqtt
     ca_certs: Path | None = None  # set: TLS, verifying the broker against this certificate
     messages: queue.Queue[Received] = field(default_factory=queue.Queue)
     connack: queue.Queue[int] = field(default_factory=queue.Queue)
@@ -327,7 +328,7 @@ class Subscriber:
         return self.subacks.get(timeout=10)[0]
 
     def collect(self, count: int, timeout: float = 10.0) -> list[Received]:
-        got = []
+        got: list[Received] = []
         deadline = time.monotonic() + timeout
         while len(got) < count:
             remaining = deadline - time.monotonic()

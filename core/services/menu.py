@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import SQLModel, select
+from sqlmodel import col, select
 
 from core import domain, events
 from core.commands import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemUpdate, MenuUpdate
@@ -14,12 +14,12 @@ from core.models import Category, Menu, MenuItem, OrderItem
 from core.services.inventory import apply_stock, get_item, stock_of
 from core.unit_of_work import UnitOfWork
 
-T = TypeVar("T", bound=SQLModel)
+T = TypeVar("T", bound=Category | Menu)
 
 
 def _owned(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:
     row = uow.session.get(model, row_id)
-    if row is None or row.restaurant_id != restaurant_id:  # type: ignore[attr-defined]
+    if row is None or row.restaurant_id != restaurant_id:
         raise NotFound(f"{model.__name__.lower()} {row_id} not found")
     return row
 
@@ -30,8 +30,8 @@ def _emit_row(uow: UnitOfWork, action: events.RowAction, row: Category | Menu) -
 
 
 def list_rows(uow: UnitOfWork, model: type[T], restaurant_id: int) -> list[T]:
-    query = select(model).where(model.restaurant_id == restaurant_id)  # type: ignore[attr-defined]
-    return list(uow.session.exec(query.order_by(model.id)))  # type: ignore[attr-defined]
+    query = select(model).where(model.restaurant_id == restaurant_id)
+    return list(uow.session.exec(query.order_by(col(model.id))))
 
 
 def get_row(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:

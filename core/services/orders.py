@@ -64,12 +64,13 @@ def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date 
     )
     uow.session.add(order)
     uow.session.flush()
+    assert order.id is not None  # the flush gave it one
     stations = _stations(uow, items.values())
     for line in data.items:
         item = items[line.menu_item_id]
         uow.session.add(
             OrderItem(
-                order_id=order.id,  # type: ignore[arg-type]
+                order_id=order.id,
                 menu_item_id=line.menu_item_id,
                 name=item.name,
                 quantity=line.quantity,
@@ -95,7 +96,7 @@ def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, st
     category_ids = {item.category_id for item in items if item.category_id is not None}
     if not category_ids:
         return {}
-    rows = uow.session.exec(select(Category).where(Category.id.in_(category_ids)))  # type: ignore[union-attr]
+    rows = uow.session.exec(select(Category).where(col(Category.id).in_(category_ids)))
     return {row.id: row.station for row in rows}
 
 

@@ -30,10 +30,11 @@ def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
     for line in lines:
         by_station.setdefault(domain.station_of(line.station), []).append(line)
     tickets = []
+    assert order.id is not None  # a stored order
     for station, station_lines in by_station.items():
         ticket = Ticket(
             restaurant_id=order.restaurant_id,
-            order_id=order.id,  # type: ignore[arg-type]
+            order_id=order.id,
             version=order.version,
             station=station,
             kind=kind,

@@ -25,6 +25,7 @@ from pathlib import Path
 import httpx
 import jwt
 import pytest
+from fastapi import FastAPI
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine
@@ -316,7 +317,10 @@ def test_a_stopped_broker_grows_the_outbox_lag_and_fails_readiness_until_it_retu
 def test_healthz_is_alive_and_readyz_reports_a_broken_database(stack: Stack):
     health = httpx.get(f"{stack.base_url}/healthz")
     assert health.status_code == 200 and health.json()["status"] == "ok"
-    app = stack.runtime._api_server.config.app  # type: ignore[union-attr]
+    server = stack.runtime._api_server
+    assert server is not None
+    app = server.config.app
+    assert isinstance(app, FastAPI)  # the app itself, no wrapper: its state holds the engine
     engine = app.state.engine
     app.state.engine = create_engine(f"sqlite:///{stack.settings.data_dir}/no/such/dir/db.sqlite")
     try:
@@ -469,7 +473,7 @@ def test_sys_topics_reach_ops_and_nobody_else(stack: Stack, bistro, subscribers)
         "orderbus/clients/ops",
         "orderbus/queue/deepest",
     }
-    got: dict[str, bytes] = {}
+    got: dict[str, bytes | bytearray] = {}
     deadline = time.monotonic() + 10
 
     def fresh() -> bool:  # the first values are the retained ones, from before these clients came
@@ -604,7 +608,12 @@ def captured_logs():
     for name in noisy:
         logging.getLogger(name).setLevel(logging.DEBUG)
     records: list[logging.LogRecord] = []
-    handler.addFilter(lambda record: records.append(record) or True)  # after RedactSecrets: what is emitted
+
+    def keep(record: logging.LogRecord) -> bool:
+        records.append(record)
+        return True
+
+    handler.addFilter(keep)  # after RedactSecrets: what is emitted
     yield stream, records
     root.removeHandler(handler)
     root.setLevel(previous)

@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from datetime import UTC
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlmodel import col, select
@@ -54,8 +55,8 @@ def agents() -> Iterator[list[PrinterAgent]]:
         agent.stop()
 
 
-def emulator(emulators: list[PrinterEmulator], **state: object) -> PrinterEmulator:
-    made = PrinterEmulator(**state).start()  # type: ignore[arg-type]
+def emulator(emulators: list[PrinterEmulator], **state: Any) -> PrinterEmulator:
+    made = PrinterEmulator(**state).start()
     emulators.append(made)
     return made
 

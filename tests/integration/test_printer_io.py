@@ -40,9 +40,9 @@ def test_status_comes_from_dle_eot_1_to_4(emulator, state, expected):
 
 
 def test_problems_map_to_the_reasons_failed_reports():
-    assert PrinterStatus(online=False, paper="out", cover_open=True).problem[0] == "cover_open"
-    assert PrinterStatus(online=False, paper="out").problem[0] == "paper_out"
-    assert PrinterStatus(online=False).problem[0] == "offline"
+    assert PrinterStatus(online=False, paper="out", cover_open=True).problem == ("cover_open", "cover open")
+    assert PrinterStatus(online=False, paper="out").problem == ("paper_out", "paper out")
+    assert PrinterStatus(online=False).problem == ("offline", "printer offline")
     assert PrinterStatus(online=True, paper="near_end").problem is None
     assert decode_status(0x12, 0x12, 0x12, 0x1E).paper == "near_end"  # bits 2-3: near-end sensor
 

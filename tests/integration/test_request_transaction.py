@@ -16,7 +16,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import Engine, event, text
-from sqlmodel import select
+from sqlmodel import SQLModel, select
 
 from api.deps import UowDep
 from api.main import create_app
@@ -48,7 +48,7 @@ class Api:
         token = self.tokens.issue(sub="user-1", role=role, rid=rid, audience="api", ttl_seconds=60)
         return {"authorization": f"Bearer {token}"}
 
-    def count(self, model: type) -> int:
+    def count(self, model: type[SQLModel]) -> int:
         with self.engine.connect() as connection:  # a connection of its own: sees committed rows only
             return connection.execute(text(f"SELECT count(*) FROM {model.__tablename__}")).scalar_one()
 

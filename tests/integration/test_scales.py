@@ -374,6 +374,7 @@ def test_the_real_agent_on_stdin_counts_stock_reports_bad_lines_and_shows_refusa
         assert bench.stock(item) == 8
         view = bench.rules.view("scale-agent")
         assert view is not None and view.boot_id == bench.stack.device("scale-agent").boot_id
+        assert agent.process.stdin is not None
         agent.process.stdin.close()  # end of input: the agent sends what it has and leaves cleanly
         assert agent.process.wait(timeout=15) == 0
     finally:

@@ -112,7 +112,7 @@ def test_a_tablet_cannot_change_another_restaurants_orders(stack: Stack, subscri
 
 
 BIG = {"type": "bumped", "order_id": 1, "to": "ready", "request_id": "big", "pad": "x" * 5000}
-BAD_INPUTS = [
+BAD_INPUTS: list[tuple[str, dict[str, Any] | bytes | str, str, str | None]] = [
     ("not json", b"{bumped", "not_json", None),
     ("json array", b'[{"type": "bumped"}]', "bad_type", None),
     ("order_id as a string", "ORDER_AS_STRING", "bad_type", "r1"),
@@ -213,11 +213,12 @@ class TicketSpy(Board):
 
 
 def test_station_tablets_get_live_tickets_and_show_only_their_station(stack: Stack, kitchen: Kitchen):
+    grill_spy = TicketSpy(station="grill")
     grill = KdsClient(
         stack.add_device(kitchen.rid, "kds-grill", "tablet", station="grill"),
         "127.0.0.1",
         stack.settings.mqtt_port,
-        TicketSpy(station="grill"),
+        grill_spy,
     )
     bar = KdsClient(
         stack.add_device(kitchen.rid, "kds-bar", "tablet", station="bar"),
@@ -230,14 +231,14 @@ def test_station_tablets_get_live_tickets_and_show_only_their_station(stack: Sta
     try:
         wait_for(lambda: grill.connected and bar.connected)
         oid = kitchen.place()["id"]  # burgers only: the grill
-        wait_for(lambda: [ticket["kind"] for ticket in grill.board.tickets] == ["new"])
-        assert grill.board.tickets[0]["order_id"] == oid and grill.board.tickets[0]["station"] == "grill"
+        wait_for(lambda: [ticket["kind"] for ticket in grill_spy.tickets] == ["new"])
+        assert grill_spy.tickets[0]["order_id"] == oid and grill_spy.tickets[0]["station"] == "grill"
         wait_for(lambda: [card.order_id for card in grill.board.orders()] == [oid])
         wait_for(lambda: oid in bar.board.cards)  # the bar tablet knows the order …
         assert bar.board.orders() == []  # … but has nothing of it to cook
         response = kitchen.admin.post(f"/restaurants/{kitchen.rid}/orders/{oid}/status", json={"status": "cancelled"})
         assert response.status_code == 200, response.text
-        wait_for(lambda: [ticket["kind"] for ticket in grill.board.tickets] == ["new", "void"])
+        wait_for(lambda: [ticket["kind"] for ticket in grill_spy.tickets] == ["new", "void"])
         wait_for(lambda: grill.board.orders() == [] and oid not in bar.board.cards)
     finally:
         for client in (grill, bar):

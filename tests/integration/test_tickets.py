@@ -135,11 +135,12 @@ def report(sub: Subscriber, rid: int, body: object) -> None:
     sub.client.publish(f"restaurant/{rid}/devices/grill-1/events", payload, qos=1).wait_for_publish(5)
 
 
-def ticket_state(stack: Stack, ticket_id: int) -> str:
+def ticket_state(stack: Stack, ticket: Ticket) -> str:
+    """The ticket's state as stored now."""
     with UnitOfWork(stack.parts.engine) as uow:
-        ticket = uow.session.get(Ticket, ticket_id)
-        assert ticket is not None
-        return ticket.state
+        stored = uow.session.get(Ticket, ticket.id)
+        assert stored is not None
+        return stored.state
 
 
 def counted(outcome: str) -> float:
@@ -159,13 +160,13 @@ def test_printed_and_failed_reports_are_recorded_and_a_failure_notifies_once(sta
     failure = {"type": "failed", "ticket_id": second.id, "reason": "paper_out", "detail": "DLE EOT 4", "ts": "x"}
     report(printer, rid, failure)
     report(printer, rid, failure)
-    wait_for(lambda: ticket_state(stack, first.id) == "printed" and ticket_state(stack, second.id) == "failed")
+    wait_for(lambda: ticket_state(stack, first) == "printed" and ticket_state(stack, second) == "failed")
 
     (note,) = wait_for(lambda: notifications(notes, "ticket_failed"))
     assert "paper_out" in note["body"]
     assert counted("printed") == printed_before + 1 and counted("failed") == failed_before + 1
     report(printer, rid, {"type": "printed", "ticket_id": second.id, "printer": "backup", "ts": "x"})  # late print
-    wait_for(lambda: ticket_state(stack, second.id) == "printed")
+    wait_for(lambda: ticket_state(stack, second) == "printed")
     assert notifications(notes, "ticket_failed") == []  # once per ticket, not per report
 
 
@@ -202,10 +203,10 @@ def test_a_ticket_nobody_confirms_becomes_unacknowledged_and_notifies(stack: Sta
     notes = notifications_watcher(stack, subscribers, rid)
     before = counted("unacknowledged")
     (ticket,) = tickets_of(stack, place(kitchen, ("burger", 1))["id"])
-    assert ticket_state(stack, ticket.id) == "sent"
+    assert ticket_state(stack, ticket) == "sent"
 
     clock.ahead = stack.settings.ticket_ack_seconds + 1
-    wait_for(lambda: ticket_state(stack, ticket.id) == "unacknowledged", timeout=5)
+    wait_for(lambda: ticket_state(stack, ticket) == "unacknowledged", timeout=5)
     assert len(wait_for(lambda: notifications(notes, "ticket_unacknowledged"), timeout=5)) == 1
     assert counted("unacknowledged") == before + 1
     assert notifications(notes, "ticket_unacknowledged", quiet=1.5) == []  # once, not on every sweep
@@ -239,7 +240,7 @@ def test_bad_printer_reports_get_an_error_reply_and_change_nothing(stack: Stack,
     (reply,) = printer.collect(1)
     assert reply.json()["type"] == "error" and reply.json()["reason"] == reason, reply.json()
     assert reply.json()["topic"] == f"restaurant/{rid}/devices/grill-1/events"
-    assert ticket_state(stack, ticket.id) == "sent"
+    assert ticket_state(stack, ticket) == "sent"
 
 
 def test_a_printer_cannot_confirm_another_restaurants_or_another_stations_ticket(stack: Stack, subscribers, kitchen):
@@ -256,4 +257,4 @@ def test_a_printer_cannot_confirm_another_restaurants_or_another_stations_ticket
     assert printer.collect(1)[0].json()["reason"] == "refused"
     report(printer, rid, {"type": "printed", "ticket_id": bar_ticket.id})
     assert printer.collect(1)[0].json()["reason"] == "wrong_station"
-    assert ticket_state(stack, foreign_ticket.id) == "sent" and ticket_state(stack, bar_ticket.id) == "sent"
+    assert ticket_state(stack, foreign_ticket) == "sent" and ticket_state(stack, bar_ticket) == "sent"

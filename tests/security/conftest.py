@@ -29,8 +29,8 @@ class BrokerUnderTest:
         self.tokens = TokenService(b"security-test-key-0123456789abcdef")
         self.policy = Policy.load(DEFAULT_ACL_POLICY)
         certfile, keyfile = self.tls or (None, None)
-        tls_ports = (free_port(), free_port()) if self.tls else (None, None)
-        self.listeners = Listeners("127.0.0.1", free_port(), free_port(), *tls_ports, certfile, keyfile)
+        tls_port, wss_port = (free_port(), free_port()) if self.tls else (None, None)
+        self.listeners = Listeners("127.0.0.1", free_port(), free_port(), tls_port, wss_port, certfile, keyfile)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.broker: OrderbusBroker | None = None

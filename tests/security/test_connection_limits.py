@@ -108,7 +108,7 @@ def test_a_frozen_subscriber_is_bounded_and_others_keep_receiving(make_broker):
     frozen.sendall(raw.connect("frozen", broker.token("frozen", "admin")))
     assert raw.connack_code(frozen) == ACCEPTED
     frozen.sendall(raw.subscribe("restaurant/7/#", qos=0))
-    assert raw.read_packet(frozen)[0] == 9  # SUBACK; from now on it reads nothing
+    assert raw.expect_packet(frozen)[0] == 9  # SUBACK; from now on it reads nothing
     healthy = Subscriber(broker.port, "healthy", broker.token("healthy", "admin"))
     assert healthy.connect() == 0
     healthy.subscribe("restaurant/7/orders", qos=0)
@@ -241,11 +241,11 @@ def test_a_delivery_never_acknowledged_is_kept_for_the_persistent_session(broker
     mute.sendall(raw.connect("printer-1", token, clean=False, keepalive=60))
     assert raw.connack_code(mute) == ACCEPTED
     mute.sendall(raw.subscribe("restaurant/7/kitchen/grill/tickets", qos=1))
-    assert raw.read_packet(mute)[0] == 9
+    assert raw.expect_packet(mute)[0] == 9
     bus = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
     assert bus.connect() == 0
     bus.client.publish("restaurant/7/kitchen/grill/tickets", b"ticket-311", qos=1).wait_for_publish(5)
-    kind, body = raw.read_packet(mute)  # the PUBLISH arrives, and the printer never acknowledges it
+    kind, body = raw.expect_packet(mute)  # the PUBLISH arrives, and the printer never acknowledges it
     assert kind == 3 and body.endswith(b"ticket-311")
     assert raw.closed_by_peer(mute, within=10.0)  # dropped once amqtt's 5 s PUBACK wait ran out
     back = Subscriber(broker.port, "printer-1", token, clean_session=False)

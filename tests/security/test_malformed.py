@@ -6,12 +6,14 @@ from __future__ import annotations
 import itertools
 import logging
 import struct
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
+from websockets.typing import Subprotocol
 
 from broker.stats import AUTH_FAILURES, DISCONNECTS, DROPPED, REFUSED_CONNECTIONS
 from scripts import raw_mqtt as raw
@@ -214,7 +216,7 @@ def test_over_websocket_the_same_checks_apply(make_broker, caplog):
     """Tokens, framing and size are checked on the byte stream, whichever listener carried it."""
     broker = make_broker(max_packet_bytes=4096)
     url = f"ws://127.0.0.1:{broker.listeners.ws_port}/mqtt"
-    attempts = [
+    attempts: list[tuple[bytes, bytes | None, Any, dict[str, Any], str]] = [
         (raw.connect("dash", "not-a-jwt"), None, AUTH_FAILURES, {"reason": "malformed"}, "reason=malformed"),
         (
             raw.connect("dash", broker.token("dash", "admin")),
@@ -233,7 +235,7 @@ def test_over_websocket_the_same_checks_apply(make_broker, caplog):
     ]
     for connect, attack, counter, labels, fragment in attempts:
         before = count(counter, **labels)
-        with ws_connect(url, subprotocols=["mqtt"], open_timeout=5) as ws:
+        with ws_connect(url, subprotocols=[Subprotocol("mqtt")], open_timeout=5) as ws:
             ws.send(connect)
             connack = ws.recv(timeout=5)
             if attack is None:

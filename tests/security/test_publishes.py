@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import struct
+from typing import Any
 
 import pytest
 
@@ -29,12 +30,13 @@ from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fix
 
 _payloads = itertools.count()
 
-PRINTER = ("printer-1", "printer", {"station": "grill"})
-TABLET = ("kds-1", "tablet", {})
-SCALE = ("scale-1", "scale", {})
-DASHBOARD = ("dash", "admin", {})
-STAFF = ("till", "staff", {})
-OPS = ("ops-1", "ops", {"rid": None})
+Identity = tuple[str, str, dict[str, Any]]  # (client id, role, extra claims)
+PRINTER: Identity = ("printer-1", "printer", {"station": "grill"})
+TABLET: Identity = ("kds-1", "tablet", {})
+SCALE: Identity = ("scale-1", "scale", {})
+DASHBOARD: Identity = ("dash", "admin", {})
+STAFF: Identity = ("till", "staff", {})
+OPS: Identity = ("ops-1", "ops", {"rid": None})
 
 
 def watching(broker, topic: str):
@@ -108,7 +110,7 @@ def test_a_device_publishing_retained_is_dropped_and_the_retained_state_stands(b
     payload = b"" if clear else f"forged {next(_payloads)}".encode()  # an empty retained payload clears the topic
     before = count(ACL_DENIALS, action="retain", role=role)
     attacker.sendall(raw.publish(topic, payload, qos=1, retain=True))
-    assert raw.read_packet(attacker)[0] == PUBACK
+    assert raw.expect_packet(attacker)[0] == PUBACK
     assert_counted(ACL_DENIALS, before, action="retain", role=role)
     assert_logged(caplog, f"acl denied retained publish client_id={client_id!r} topic={topic!r}")
     never_delivered(watch, payload)

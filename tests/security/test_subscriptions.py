@@ -26,13 +26,14 @@ from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fix
 )
 from tests.support import Subscriber
 
-PRINTER = ("printer-1", "printer", {"station": "grill"})
-TABLET = ("kds-1", "tablet", {})
-SCALE = ("scale-1", "scale", {})
-DASHBOARD = ("dash", "admin", {})
-STAFF = ("till", "staff", {})
-OPS = ("ops-1", "ops", {"rid": None})
-SERVICE = ("relay", "service", {"rid": None})
+Identity = tuple[str, str, dict[str, Any]]  # (client id, role, extra claims)
+PRINTER: Identity = ("printer-1", "printer", {"station": "grill"})
+TABLET: Identity = ("kds-1", "tablet", {})
+SCALE: Identity = ("scale-1", "scale", {})
+DASHBOARD: Identity = ("dash", "admin", {})
+STAFF: Identity = ("till", "staff", {})
+OPS: Identity = ("ops-1", "ops", {"rid": None})
+SERVICE: Identity = ("relay", "service", {"rid": None})
 
 # (who, filter, a topic the filter matches that this token may not read — published to prove nothing leaks)
 OVERREACH: list[tuple[tuple[str, str, dict[str, Any]], str, str | None]] = [
@@ -189,7 +190,7 @@ def test_many_filters_in_one_subscribe_are_judged_one_by_one(broker, caplog):
     body = struct.pack("!H", 5) + b"".join(struct.pack("!H", len(f)) + f + b"\x01" for f in filters)
     before = count(ACL_DENIALS, action="subscribe", role="admin")
     sock.sendall(raw.packet(0x82, body))
-    kind, answer = raw.read_packet(sock)
+    kind, answer = raw.expect_packet(sock)
     assert kind == 9 and list(answer[2:]) == [1, REFUSED, REFUSED, REFUSED, REFUSED]
     assert_counted(ACL_DENIALS, before, by=4, action="subscribe", role="admin")
     assert_logged(caplog, "client_id='dash'", times=4)

@@ -190,7 +190,7 @@ def test_a_valid_token_cannot_take_over_another_client_id(
     owner.sendall(raw.connect(victim, broker.token(victim_sub, victim_role)))
     assert raw.connack_code(owner) == ACCEPTED
     owner.sendall(raw.subscribe("restaurant/7/orders", qos=0))
-    assert raw.read_packet(owner)[0] == 9
+    assert raw.expect_packet(owner)[0] == 9
     before = count(AUTH_FAILURES, reason="client_id_mismatch")
     attacker = raw.open_socket(broker.port)
     attacker.sendall(raw.connect(attacker_client_id, broker.token(attacker_sub, "tablet"), clean=False))
@@ -201,7 +201,7 @@ def test_a_valid_token_cannot_take_over_another_client_id(
     owner.sendall(raw.PINGREQ)
     assert raw.read_packet(owner) == (PINGRESP, b"")
     publish_as_service(broker, "restaurant/7/orders", b"for the owner")
-    kind, body = raw.read_packet(owner)
+    kind, body = raw.expect_packet(owner)
     assert kind == 3 and body.endswith(b"for the owner")
     assert_still_serves(broker)
 

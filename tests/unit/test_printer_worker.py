@@ -39,13 +39,13 @@ def ticket(ticket_id: int, kind: str = "new") -> Ticket:
 class Rig:
     def __init__(self, state: Path, backup: bool = False, failover_seconds: float = 0.5) -> None:
         self.primary = DummyPrinter("primary-dummy")
-        self.backup = DummyPrinter("backup-dummy") if backup else None
+        self.backup = DummyPrinter("backup-dummy")  # the worker gets it only with backup=True
         self.journal = Journal(state / "journal.sqlite3")
         self.reports: list[dict] = []
         self._lock = threading.Lock()
         self.worker = PrintWorker(
             primary=self.primary,
-            backup=self.backup,
+            backup=self.backup if backup else None,
             journal=self.journal,
             report=self._report,
             failover_seconds=failover_seconds,

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine, event
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bridge.metrics import SWEEP_FAILURES
 from bridge.sweeper import Sweeper
@@ -29,7 +29,7 @@ def engine(tmp_path: Path) -> Engine:
 
 def titles(engine: Engine) -> list[str]:
     with UnitOfWork(engine) as uow:
-        return list(uow.session.exec(select(Notification.title).order_by(Notification.id)))
+        return list(uow.session.exec(select(Notification.title).order_by(col(Notification.id))))
 
 
 def test_a_failing_sweep_is_counted_changes_nothing_and_the_others_still_run(engine: Engine):

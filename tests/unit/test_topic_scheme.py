@@ -185,7 +185,7 @@ def test_device_agents_may_subscribe_to_what_they_ask_for(policy):
 # building and parsing
 
 ids = st.integers(min_value=0, max_value=2**63)
-names = st.text(st.characters(blacklist_characters="/+#\x00", blacklist_categories=("Cs",)), min_size=1, max_size=40)
+names = st.text(st.characters(blacklist_characters="/+#\x00", blacklist_categories=["Cs"]), min_size=1, max_size=40)
 
 
 @st.composite

@@ -13,7 +13,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from sqlalchemy import Engine, event
-from sqlmodel import select
+from sqlmodel import col, select
 
 from bridge.handlers import device_rules
 from bridge.ingest import Ingest
@@ -77,6 +77,7 @@ def scale_with_item(engine: Engine, stock: int) -> tuple[int, int]:
         menu_row = Menu(restaurant_id=rid, name="Main")
         uow.session.add(menu_row)
         uow.session.flush()
+        assert menu_row.id is not None
         body = MenuItemIn(
             menu_id=menu_row.id, name="Buns", price_cents=100, enable_stock_tracking=True, stock_quantity=stock
         )
@@ -104,7 +105,7 @@ def test_a_scale_reading_is_one_transaction(engine: Engine, ingest: tuple[Ingest
         assert item is not None and device is not None
         assert item.stock_quantity == 7
         assert device.last_seen is not None
-        types = [row.type for row in uow.session.exec(select(OutboxEvent).order_by(OutboxEvent.seq))]
+        types = [row.type for row in uow.session.exec(select(OutboxEvent).order_by(col(OutboxEvent.seq)))]
     assert types[events_before:] == ["inventory_updated"]
 
 
