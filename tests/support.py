@@ -136,6 +136,7 @@ class Site:
             created = devices.create_device(
                 uow, self.tokens, rid, DeviceIn(id=device_id, kind=kind, name=device_id, **fields)
             )
+            uow.commit()  # this helper owns its transaction, whether or not the service commits
         return created.token
 
     def add_menu_item(self, rid: int, name: str, *, station: str | None = None, **fields: Any) -> int:
@@ -149,9 +150,12 @@ class Site:
                     uow, Category, rid, CategoryIn(name=station.title(), station=station)
                 )
                 category_id = category.id
+            uow.commit()
         with UnitOfWork(self.engine) as uow:
             body = MenuItemIn(menu_id=menu_id, category_id=category_id, name=name, price_cents=500, **fields)
-            return menu_service.create_item(uow, rid, body).id
+            item_id = menu_service.create_item(uow, rid, body).id
+            uow.commit()
+            return item_id
 
     def device(self, device_id: str) -> Device:
         with UnitOfWork(self.engine) as uow:
