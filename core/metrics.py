@@ -27,7 +27,7 @@ TICKET_OUTCOMES = ("printed", "failed", "unacknowledged")
 TICKETS = Counter(
     "orderbus_tickets",
     "kitchen tickets by outcome: printed (confirmed by the printer), failed (the printer reported an error), "
-    "unacknowledged (no confirmation in time). Counted by the printer pipeline (device issues).",
+    "unacknowledged (no confirmation in time).",
     ["outcome"],
 )
 for _outcome in TICKET_OUTCOMES:  # read 0 rather than be absent: a rate() over a missing series is "no data"

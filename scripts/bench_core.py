@@ -1,4 +1,4 @@
-"""Core benchmark (issue 2): order → subscriber latency, and what the relay costs in orders/s.
+"""Core benchmark: order → subscriber latency, and what the relay costs in orders/s.
 
 A measurement, not a test: it prints numbers and exits 0 even when a target is missed.
 

@@ -1,4 +1,4 @@
-"""Fan-out benchmark (issue 4): one order to 1,000 MQTT-over-WebSocket subscribers.
+"""Fan-out benchmark: one order to 1,000 MQTT-over-WebSocket subscribers.
 
 A measurement, not a test: it prints numbers and exits 0 whether or not the target is met
 (exit 1 only when the run itself failed).

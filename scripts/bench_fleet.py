@@ -1,10 +1,10 @@
-"""Fleet benchmark (issue 5): `orderbus simulate` against `orderbus up`, with the bus's CPU and memory.
+"""Fleet benchmark: `orderbus simulate` against `orderbus up`, with the bus's CPU and memory.
 
 A measurement, not a test: it prints numbers and exits 0 even when a target is missed.
 
 Starts `orderbus up` in a fresh data directory on free ports, samples the bus process's CPU
-time and RSS from /proc once a second, runs `orderbus simulate` with the chain profile of
-DESIGN.md (per restaurant 5 printers, 5 tablets, 36 scales, 3 dashboards), and prints the
+time and RSS from /proc once a second, runs `orderbus simulate` with the busy-night profile of a chain
+(per restaurant 5 printers, 5 tablets, 36 scales, 3 dashboards), and prints the
 simulator's report (delivered / lost / duplicated, latency from the order's HTTP response to
 the printer printing it) with the bus's CPU (cores) and RSS while the fleet was connected.
 

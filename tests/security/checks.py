@@ -15,6 +15,17 @@ import pytest
 from scripts import raw_mqtt as raw
 from tests.support import Received, Subscriber, wait_for
 
+# Who connects in the policy checks: (client id, role, extra claims)
+Identity = tuple[str, str, dict[str, Any]]  # (client id, role, extra claims)
+PRINTER: Identity = ("printer-1", "printer", {"station": "grill"})
+TABLET: Identity = ("kds-1", "tablet", {})
+SCALE: Identity = ("scale-1", "scale", {})
+DASHBOARD: Identity = ("dash", "admin", {})
+STAFF: Identity = ("till", "staff", {})
+OPS: Identity = ("ops-1", "ops", {"rid": None})
+SERVICE: Identity = ("relay", "service", {"rid": None})
+
+
 ACCEPTED, NOT_AUTHORIZED = 0, 5
 PUBACK, SUBACK, PINGRESP = 4, 9, 13
 REFUSED = 0x80

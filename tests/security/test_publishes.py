@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import itertools
 import struct
-from typing import Any
 
 import pytest
 
@@ -14,9 +13,15 @@ from broker.stats import ACL_DENIALS, AUTH_FAILURES, DROPPED
 from scripts import raw_mqtt as raw
 from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fixture)
     ACCEPTED,
+    DASHBOARD,
     NOT_AUTHORIZED,
+    OPS,
     PINGRESP,
+    PRINTER,
     PUBACK,
+    SCALE,
+    STAFF,
+    TABLET,
     assert_counted,
     assert_logged,
     assert_still_serves,
@@ -29,14 +34,6 @@ from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fix
 )
 
 _payloads = itertools.count()
-
-Identity = tuple[str, str, dict[str, Any]]  # (client id, role, extra claims)
-PRINTER: Identity = ("printer-1", "printer", {"station": "grill"})
-TABLET: Identity = ("kds-1", "tablet", {})
-SCALE: Identity = ("scale-1", "scale", {})
-DASHBOARD: Identity = ("dash", "admin", {})
-STAFF: Identity = ("till", "staff", {})
-OPS: Identity = ("ops-1", "ops", {"rid": None})
 
 
 def watching(broker, topic: str):

@@ -12,7 +12,14 @@ from broker.stats import ACL_DENIALS, DISCONNECTS
 from scripts import raw_mqtt as raw
 from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fixture)
     ACCEPTED,
+    DASHBOARD,
+    OPS,
+    PRINTER,
     REFUSED,
+    SCALE,
+    SERVICE,
+    STAFF,
+    TABLET,
     assert_counted,
     assert_logged,
     assert_still_serves,
@@ -25,15 +32,6 @@ from tests.security.checks import (  # noqa: F401  (broker_log is an autouse fix
     watcher,
 )
 from tests.support import Subscriber
-
-Identity = tuple[str, str, dict[str, Any]]  # (client id, role, extra claims)
-PRINTER: Identity = ("printer-1", "printer", {"station": "grill"})
-TABLET: Identity = ("kds-1", "tablet", {})
-SCALE: Identity = ("scale-1", "scale", {})
-DASHBOARD: Identity = ("dash", "admin", {})
-STAFF: Identity = ("till", "staff", {})
-OPS: Identity = ("ops-1", "ops", {"rid": None})
-SERVICE: Identity = ("relay", "service", {"rid": None})
 
 # (who, filter, a topic the filter matches that this token may not read — published to prove nothing leaks)
 OVERREACH: list[tuple[tuple[str, str, dict[str, Any]], str, str | None]] = [

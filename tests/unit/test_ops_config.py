@@ -76,7 +76,7 @@ def test_the_grafana_dashboard_is_json_and_every_panel_queries_exposed_metrics(e
     assert len(queries) >= 20
     used = {metric for expr in queries for metric in METRIC.findall(expr)}
     assert used - exposed == set()
-    # every figure of the issue has a panel
+    # every figure the ops page shows has a panel
     for family in (
         "orderbus_broker_connections",
         "orderbus_broker_messages_received_total",
