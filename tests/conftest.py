@@ -5,11 +5,19 @@ from collections.abc import Iterator
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy import Engine
 
 from config.settings import Settings
 from core.unit_of_work import UnitOfWork
 from tests.support import App, Stack, Subscriber, TokenScan, sqlite_engine
+
+# Property tests judge correctness, not speed: on a shared two-core machine the first draw of a
+# strategy can take over a second, which is no defect of the code under test.
+hypothesis_settings.register_profile("orderbus", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+hypothesis_settings.load_profile("orderbus")
+
 
 _skipped: list[str] = []
 _token_scan = TokenScan()
