@@ -218,3 +218,30 @@ def test_a_restart_with_unpublishable_events_pending_is_not_stuck(tmp_path: Path
         assert row(second, b["rid"], follow_b).dead_letter_at is None
     finally:
         second.stop()
+
+
+def test_the_running_bridge_prunes_published_events_and_events_after_answers_410(tmp_path: Path):
+    """The sweeper of `orderbus up` prunes (retention of 3 s here); a client behind the pruned seqs
+    is sent to the snapshot, and a client at the snapshot's seq goes on with new events."""
+    stack = Stack(tmp_path / "data", outbox_retention_days=3 / 86_400).start()
+    try:
+        a = shop(stack, "A")
+        order(a)
+        wait_for(lambda: unpublished(stack) == 0)
+        events = a["admin"].get(f"/restaurants/{a['rid']}/events")
+        assert events.status_code == 200 and events.json(), "nothing is pruned before the retention period"
+
+        def gone() -> httpx.Response | None:
+            response = a["admin"].get(f"/restaurants/{a['rid']}/events", params={"after": 0})
+            return response if response.status_code == 410 else None
+
+        answer = wait_for(gone, timeout=15, interval=0.2).json()
+        snapshot = a["admin"].get(answer["snapshot"].removeprefix("/api/v1"))
+        assert snapshot.status_code == 200 and snapshot.json()["seq"] >= answer["pruned_through"]
+        seq = snapshot.json()["seq"]
+        assert events_after(a, seq) == []
+        order(a)
+        after = events_after(a, seq)
+        assert after[0]["seq"] == seq + 1 and after[0]["type"] == "new_order"
+    finally:
+        stack.stop()
