@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
@@ -13,6 +14,17 @@ router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
 MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in the database
 
 
+class EventsResponse(JSONResponse):
+    """UTF-8 JSON; a stored event holding a lone surrogate (not encodable in UTF-8) is written with
+    ASCII escapes instead, so one such event never makes the catch-up of its restaurant fail."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, separators=(",", ":")).encode()
+
+
 class Gone(BaseModel):
     """Events after the requested seq were pruned: load `snapshot`, then fetch events after its seq."""
 
@@ -21,7 +33,7 @@ class Gone(BaseModel):
     snapshot: str
 
 
-@router.get("", response_model=list[dict], responses={410: {"model": Gone}})
+@router.get("", response_model=list[dict], response_class=EventsResponse, responses={410: {"model": Gone}})
 def events_after(
     rid: StaffScope,
     uow: UowDep,

@@ -44,9 +44,15 @@ def row(stack: Stack, rid: int, seq: int) -> OutboxEvent:
         return found
 
 
-def emit_order_event(stack: Stack, rid: int, notes_chars: int, attempts: int | None = None) -> int:
+def emit_order_event(stack: Stack, rid: int, notes_chars: int, attempts: int | None = None, notes: str = "") -> int:
     """A `new_order` event whose notes are `notes_chars` Cyrillic letters (2 bytes each in UTF-8)."""
-    order = {"id": 10**6 + notes_chars, "status": "pending", "version": 1, "items": [], "notes": "ж" * notes_chars}
+    order = {
+        "id": 10**6 + notes_chars,
+        "status": "pending",
+        "version": 1,
+        "items": [],
+        "notes": notes or "ж" * notes_chars,
+    }
     with UnitOfWork(stack.engine, stack.runtime.wake_relay) as uow:
         emitted = uow.emit(rid, Event("new_order", {"order": order}))
         uow.session.flush()
@@ -120,18 +126,24 @@ def test_an_event_over_the_packet_limit_is_dead_lettered_and_every_stream_goes_o
     poison = emit_order_event(stack, a["rid"], notes_chars=150_000)  # 300 KB of UTF-8
     for _ in range(2):
         order(a)
+    unencodable = emit_order_event(stack, b["rid"], notes_chars=0, notes="\ud800")  # a lone surrogate
     later_b = [order(b), order(b)]
     wait_for(lambda: unpublished(stack) == 0, timeout=15)
 
     got_a, notes_a = seqs(watch_a)
-    got_b, _ = seqs(watch_b)
-    assert poison not in got_a
+    got_b, notes_b = seqs(watch_b)
+    assert poison not in got_a and unencodable not in got_b
     assert got_a == sorted(got_a) and got_b == sorted(got_b), "seq order kept on each stream"
     assert [s for s in got_a if s > poison][:2] == [poison + 1, poison + 2], "A's next events right after the hole"
-    assert len(got_b) == len(later_b) == 2
+    assert [s for s in got_b if s > unencodable][:2] == [unencodable + 1, unencodable + 2]
+    assert len(later_b) == 2
     [note] = notes_a
     assert note["kind"] == "outbox_dead_letter" and f"Event {poison} (new_order)" in note["title"]
+    assert [n["kind"] for n in notes_b] == ["outbox_dead_letter"]
     assert dead_letters("too_large") == before + 1
+    assert row(stack, b["rid"], unencodable).dead_letter_reason.startswith("unencodable")  # type: ignore[union-attr]
+    [withheld] = events_after(b, unencodable - 1)[:1]
+    assert withheld["data"]["order"]["notes"] == "\ud800" and withheld["mqtt_withheld"] is True
 
     dead = row(stack, a["rid"], poison)
     assert dead.dead_letter_at is not None and dead.published_at is not None
