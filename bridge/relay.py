@@ -189,9 +189,9 @@ class Relay:
         return 1
 
     def _wait_for_acks(self, row_id: int, infos: list[mqtt.MQTTMessageInfo], started: float) -> str:
-        """ "acked" once every message is; "refused" when the broker dropped the connection `max_attempts`
-        times while this was the oldest event in flight (its messages are then withdrawn); "stopped"
-        when a stop's drain time runs out first."""
+        """Wait for every PUBACK of one event: `acked`; `refused` when the broker dropped the connection
+        `max_attempts` times while this was the oldest event in flight (its messages are then
+        withdrawn); `stopped` when a stop's drain time runs out first."""
         drops = self._drops
         for info in infos:
             while not self._acked(info):
