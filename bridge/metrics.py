@@ -11,6 +11,17 @@ RELAY_PUBLISH_SECONDS = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 RELAY_EVENTS_PUBLISHED = Counter("orderbus_relay_events_published", "outbox events stamped published")
+DEAD_LETTER_REASONS = ("too_large", "unencodable", "refused")
+OUTBOX_DEAD_LETTERS = Counter(
+    "orderbus_outbox_dead_letter",
+    "outbox events the relay could not publish and set aside (their MQTT copy is withheld; /events has them), "
+    "by reason: too_large (over the broker's packet limit), unencodable, refused (the broker kept dropping the "
+    "connection while it was in flight)",
+    ["reason"],
+)
+for _reason in DEAD_LETTER_REASONS:  # read 0 rather than be absent, so increase() sees the first one
+    OUTBOX_DEAD_LETTERS.labels(reason=_reason)
+OUTBOX_PRUNED = Counter("orderbus_outbox_pruned", "published outbox events deleted after the retention period")
 INGEST_PROCESSED = Counter("orderbus_ingest_processed", "device messages applied", ["kind"])
 INGEST_REJECTED = Counter("orderbus_ingest_rejected", "device messages refused", ["reason"])
 SWEEP_FAILURES = Counter(

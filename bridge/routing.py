@@ -29,7 +29,16 @@ class Publication:
 
 
 def encode(envelope: Mapping[str, Any]) -> bytes:
-    return json.dumps(envelope, separators=(",", ":")).encode()
+    """Compact UTF-8 JSON: a non-ASCII character costs its 2-4 UTF-8 bytes, not a 6-12 byte `\\u` escape."""
+    return json.dumps(envelope, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def packet_size(publication: Publication) -> int:
+    """Bytes of the QoS 1 PUBLISH packet carrying `publication` (MQTT 3.1.1 §3.3): what a broker's
+    packet limit is checked against."""
+    remaining = 2 + len(publication.topic.encode()) + 2 + len(publication.payload)  # topic, packet id, payload
+    length_bytes = 1 if remaining < 128 else 2 if remaining < 16_384 else 3 if remaining < 2_097_152 else 4
+    return 1 + length_bytes + remaining
 
 
 def publications(envelope: Mapping[str, Any]) -> list[Publication]:

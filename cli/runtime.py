@@ -21,6 +21,7 @@ from bridge.handlers import DeviceRules, device_rules
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
+from bridge.retention import prune_outbox
 from bridge.sweeper import Sweeper
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
@@ -217,12 +218,15 @@ class Runtime:
     def _start_bridge(self) -> None:
         host, port = self.settings.mqtt_host, self.settings.mqtt_port
         relay_client = service_client("orderbus-relay", self.parts.service_token_factory("orderbus-relay"))
-        self.relay = Relay(self.parts.engine, relay_client, host, port)
+        self.relay = Relay(
+            self.parts.engine, relay_client, host, port, max_packet_bytes=self.settings.mqtt_max_packet_bytes
+        )
         ingest_client = service_client(
             "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
         )
         self.rules = rules = device_rules(self.settings)
         self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
+        rules.sweeps.append(prune_outbox(self.settings.outbox_retention_days))
         self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
         self.relay.start()
         self.ingest.start()

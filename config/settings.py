@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     sys_interval_seconds: float = 10.0  # how often the broker publishes $SYS/broker/...; 0 turns it off
     ready_max_outbox_lag_seconds: float = 30.0  # /readyz fails when the oldest unpublished event is older
     metrics_port: int | None = None  # /metrics on its own port, for processes without the API
+    # the outbox (docs/ops.md)
+    mqtt_max_packet_bytes: int = Field(default=256 * 1024, ge=1024)  # the broker's packet limit (embedded: 256 KiB)
+    outbox_retention_days: float = Field(default=7.0, gt=0)  # published events older than this are pruned
     # devices (docs/devices.md)
     ticket_ack_seconds: float = 30.0  # a ticket not printed by then is `unacknowledged`
     scale_heartbeat_seconds: float = 10.0  # a scale repeats its latest stable reading this often

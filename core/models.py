@@ -148,7 +148,13 @@ class Ticket(SQLModel, table=True):
 
 
 class OutboxEvent(SQLModel, table=True):
-    """One committed event; the relay publishes it and then stamps `published_at`."""
+    """One committed event; the relay publishes it and then stamps `published_at`.
+
+    An event the relay cannot publish (over the broker's packet limit, not encodable, or refused by
+    the broker `attempts` times in a row) is dead-lettered: `published_at` is stamped all the same
+    (the relay is done with it and goes on), `dead_letter_at` and `dead_letter_reason` say why no
+    MQTT copy went out; `/events` still serves it.
+    """
 
     __tablename__ = "outbox_event"
     __table_args__ = (UniqueConstraint("restaurant_id", "seq"),)
@@ -161,3 +167,6 @@ class OutboxEvent(SQLModel, table=True):
     envelope: dict = Field(sa_column=Column(JSON, nullable=False))
     created_at: datetime = Field(default_factory=utcnow)
     published_at: datetime | None = Field(default=None, index=True)
+    attempts: int | None = None  # broker disconnects while this event was in flight (None: none)
+    dead_letter_at: datetime | None = None
+    dead_letter_reason: str | None = None

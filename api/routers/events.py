@@ -1,24 +1,56 @@
 from __future__ import annotations
 
-from typing import Annotated
+import json
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from api.deps import StaffScope, UowDep
 from core.services import outbox
 
 router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
+MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in the database
 
 
-@router.get("")
+class EventsResponse(JSONResponse):
+    """UTF-8 JSON; a stored event holding a lone surrogate (not encodable in UTF-8) is written with
+    ASCII escapes instead, so one such event never makes the catch-up of its restaurant fail."""
+
+    def render(self, content: Any) -> bytes:
+        try:
+            return super().render(content)
+        except UnicodeEncodeError:
+            return json.dumps(content, separators=(",", ":")).encode()
+
+
+class Gone(BaseModel):
+    """Events after the requested seq were pruned: load `snapshot`, then fetch events after its seq."""
+
+    detail: str
+    pruned_through: int
+    snapshot: str
+
+
+@router.get("", response_model=list[dict], response_class=EventsResponse, responses={410: {"model": Gone}})
 def events_after(
     rid: StaffScope,
     uow: UowDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    request: Request,
+    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[dict]:
+) -> list[dict] | JSONResponse:
     """Committed events with seq > `after`, in seq order: the catch-up and polling endpoint.
 
-    Events are listed once committed, whether or not the relay has published them yet.
+    Events are listed once committed, whether or not the relay has published them yet; one marked
+    `"mqtt_withheld": true` was dead-lettered (no MQTT copy went out). 410 when events after `after`
+    were pruned after the retention period: the body names the snapshot to start again from.
     """
-    return outbox.events_after(uow, rid, after, limit)
+    try:
+        return outbox.events_after(uow, rid, after, limit)
+    except outbox.Pruned as gone:
+        snapshot = str(request.url_for("snapshot", rid=rid).path)
+        detail = f"events up to seq {gone.pruned_through} were pruned; load the snapshot, then the events after its seq"
+        body = Gone(detail=detail, pruned_through=gone.pruned_through, snapshot=snapshot)
+        return JSONResponse(status_code=410, content=body.model_dump())

@@ -119,9 +119,9 @@ class App {
       if (this.connection === connection && this.state === state) fn(...args);
     };
     const sink = {
-      snapshot: current((snapshot) => {
+      snapshot: current((snapshot, options) => {
         if (typeof snapshot?.restaurant_name === "string") this.ui.setRestaurant(snapshot.restaurant_name);
-        state.applySnapshot(snapshot);
+        state.applySnapshot(snapshot, options);
         this.render();
       }),
       event: current((envelope, source) => this.onEvent(envelope, source)),

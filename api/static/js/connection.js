@@ -9,6 +9,8 @@
 // - After every (re)connect: subscribe, hold live events, fetch `events?after=lastSeq` until the end,
 //   then release the held events in seq order. Only then is the screen "live".
 // - While disconnected, the same catch-up runs every few seconds (polling).
+// - A 410 from the catch-up (the events missed were pruned after the retention period) replaces the
+//   picture with a fresh snapshot and goes on from its seq.
 // - The MQTT token is renewed at 80 % of its lifetime by reconnecting with the new one; the
 //   catch-up covers the moment between the two connections.
 // - A token the broker refuses (CONNACK 4/5) is retried once with a freshly minted token, then the
@@ -200,10 +202,18 @@ export class LiveConnection {
     await this.ensureSnapshot();
     const { after, tick } = this.sequencer.beginCatchUp();
     let complete = false;
+    let pruned = false;
     try {
       let cursor = after;
       for (let page = 0; page < CATCH_UP_PAGES; page += 1) {
-        const list = await this.api.eventsAfter(this.rid, cursor, CATCH_UP_LIMIT);
+        let list;
+        try {
+          list = await this.api.eventsAfter(this.rid, cursor, CATCH_UP_LIMIT);
+        } catch (error) {
+          if (error.status !== 410) throw error;
+          pruned = true; // the events we miss are no longer kept: start again from a snapshot
+          break;
+        }
         if (!Array.isArray(list)) throw new Error("the events endpoint did not answer a list");
         const valid = [];
         for (const item of list) {
@@ -222,6 +232,16 @@ export class LiveConnection {
       const dropped = this.sequencer.endCatchUp({ complete, startedTick: tick });
       for (let i = 0; i < dropped; i += 1) this.sink.ignored("unconfirmed_seq", "live");
     }
+    if (pruned) await this.reloadSnapshot();
+  }
+
+  /** The whole picture again, replacing the old one; then the events after its seq (next round). */
+  async reloadSnapshot() {
+    const snapshot = await this.api.snapshot(this.rid);
+    if (!Number.isInteger(snapshot?.seq)) throw new Error("the snapshot has no seq");
+    this.sink.snapshot(snapshot, { replace: true });
+    this.sequencer.baseline(snapshot.seq);
+    this.catchUpAgain = true;
   }
 
   // --- MQTT -------------------------------------------------------------------------------------

@@ -120,8 +120,17 @@ export class DashboardState {
     this.changes += 1;
   }
 
-  applySnapshot(snapshot) {
+  /**
+   * Apply the snapshot. `replace`: it is the whole picture (the events between the old state and it
+   * are gone from the server), so orders, items and notifications it does not list are forgotten.
+   */
+  applySnapshot(snapshot, { replace = false } = {}) {
     const seq = int(snapshot?.seq);
+    if (replace) {
+      this.orders.clear();
+      this.items.clear();
+      this.notifications.clear();
+    }
     for (const raw of Array.isArray(snapshot?.orders) ? snapshot.orders : []) {
       const order = sanitizeOrder(raw);
       if (order) this._setOrder(order, seq);

@@ -4,7 +4,7 @@
 import { BoundedSet, Sequencer, classifyTopic, parseJson, validateEnvelope } from "/static/js/events.js";
 import { BASE_MS, CAP_MS, backoffCeiling, backoffDelay, jittered } from "/static/js/backoff.js";
 import { DashboardState, formatCents, isLow, sanitizeOrder } from "/static/js/state.js";
-import { grantedCodes, subscriptionFilters, websocketUrl } from "/static/js/connection.js";
+import { LiveConnection, grantedCodes, subscriptionFilters, websocketUrl } from "/static/js/connection.js";
 
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
@@ -347,6 +347,60 @@ test("money is formatted from cents", () => {
   eq(formatCents(5), "0.05");
   eq(formatCents(-250), "-2.50");
   eq(formatCents("x"), "0.00");
+});
+
+// --- events pruned after the retention period (410) ------------------------------------------------
+
+test("a replacing snapshot forgets what it does not list; a plain one merges", () => {
+  const state = new DashboardState(RID);
+  state.applyEvent({ ...env(1), data: { order: order(1) } }, "live");
+  state.applySnapshot({ seq: 5, orders: [order(2)] });
+  eq(state.openOrders().map((e) => e.order.id).sort(), [1, 2]);
+  state.applySnapshot({ seq: 90, orders: [order(3)] }, { replace: true });
+  eq(state.openOrders().map((e) => e.order.id), [3]);
+});
+
+test("a 410 from the catch-up reloads the snapshot, replacing the picture, and goes on from its seq", async () => {
+  const calls = [];
+  const snapshots = [{ seq: 2, orders: [] }, { seq: 50, orders: [] }];
+  const api = {
+    snapshot: async () => {
+      calls.push("snapshot");
+      return snapshots.shift();
+    },
+    eventsAfter: async (_rid, after) => {
+      calls.push(`after=${after}`);
+      if (after < 40) throw Object.assign(new Error("events up to seq 40 were pruned"), { status: 410 });
+      return after === 50 ? [env(51)] : [];
+    },
+  };
+  const seen = [];
+  const sink = {
+    snapshot: (snapshot, options) => seen.push(`snapshot ${snapshot.seq}${options?.replace ? " replace" : ""}`),
+    event: (envelope) => seen.push(`event ${envelope.seq}`),
+    ignored: (reason) => seen.push(`ignored ${reason}`),
+  };
+  const connection = new LiveConnection({ mqtt: null, api, rid: RID, wsUrl: "ws://test/mqtt", tabId: "t", sink });
+  await connection.catchUp();
+  eq(calls, ["snapshot", "after=2", "snapshot", "after=50"]);
+  eq(seen, ["snapshot 2", "snapshot 50 replace", "event 51"]);
+  eq(connection.sequencer.lastSeq, 51);
+  eq(connection.lastPollOk, true);
+});
+
+test("any other catch-up error is not taken for a 410", async () => {
+  const api = {
+    snapshot: async () => ({ seq: 2, orders: [] }),
+    eventsAfter: async () => {
+      throw Object.assign(new Error("boom"), { status: 500 });
+    },
+  };
+  const sink = { snapshot: () => {}, event: () => {}, ignored: () => {} };
+  const connection = new LiveConnection({ mqtt: null, api, rid: RID, wsUrl: "ws://test/mqtt", tabId: "t", sink });
+  let failed = null;
+  await connection.catchUp().catch((error) => (failed = error));
+  eq(failed?.status, 500);
+  eq(connection.sequencer.lastSeq, 2);
 });
 
 export async function run() {
