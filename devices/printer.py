@@ -11,6 +11,7 @@ The printing itself is `devices.print_worker`, on its own thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import threading
@@ -22,6 +23,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from core.rate_limit import TokenBucket
+from devices.catchup import INTERVAL_SECONDS, CatchUp, DeviceApi, Snapshot
 from devices.journal import Journal
 from devices.link import DeviceLink, Identity, utc_iso
 from devices.print_worker import PrintWorker
@@ -52,6 +54,8 @@ class PrinterAgent:
         host: str,
         port: int,
         keepalive: int = 30,
+        api_url: str | None = None,
+        catchup_seconds: float = INTERVAL_SECONDS,
         poll_seconds: float = 3.0,
         retry_seconds: float = 1.0,
         tz: tzinfo | None = None,
@@ -71,6 +75,18 @@ class PrinterAgent:
             manual_ack=True,
             keepalive=keepalive,
         )
+        self.catchup: CatchUp | None = None
+        if api_url is not None:  # without it, MQTT only: what the broker delivers is all it gets
+            self.catchup = CatchUp(
+                DeviceApi(api_url, token),
+                types=["kitchen_ticket"],
+                load=self.journal.cursor,
+                save=self.journal.set_cursor,
+                apply=self._caught_up,
+                restart=self._restart,
+                interval=catchup_seconds,
+            )
+            self.link.on_ready = self.catchup.trigger
         self._pacer = TokenBucket(REPORTS_PER_SECOND, REPORT_BURST)
         self.worker = PrintWorker(
             primary=primary,
@@ -93,9 +109,13 @@ class PrinterAgent:
     def start(self) -> None:
         self.worker.start()
         self.link.start()
+        if self.catchup is not None:
+            self.catchup.start()
 
     def stop(self) -> None:
         """Worker first, so a ticket being printed is still reported; then `offline` and disconnect."""
+        if self.catchup is not None:
+            self.catchup.stop()
         self.worker.stop()
         self.link.stop()  # waits for the PUBACK of `offline`, so of every event published before it
         self.worker.settle_reports()
@@ -113,6 +133,21 @@ class PrinterAgent:
         elif message.topic == self.identity.topic("commands"):
             self._command(message.payload)
         self.link.ack(message)  # not reached if the journal failed: the broker delivers it again
+
+    def _caught_up(self, envelope: dict[str, Any]) -> None:
+        """A ticket read back by catch-up: the live path, so the journal dedupes it by id."""
+        self._ticket(json.dumps(envelope, ensure_ascii=False).encode())
+
+    def _restart(self, snapshot: Snapshot) -> None:
+        """No cursor (a new journal) or one the bus cannot continue: go on from the bus's latest seq.
+
+        Tickets before it are not printed: a new printer starts with what comes next, and tickets
+        older than the bus keeps are too old for the kitchen.
+        """
+        if self.journal.cursor() is not None:
+            log.warning(
+                "printer %s: tickets before seq %d are not kept by the bus", self.identity.device_id, snapshot.seq
+            )
 
     def _ticket(self, payload: bytes | bytearray) -> None:
         try:
@@ -143,6 +178,7 @@ def run(
     host: str,
     port: int,
     keepalive: int,
+    api_url: str,
 ) -> None:
     """`orderbus device printer`: bad options exit with code 2 and a clear message; runs until signalled."""
     import typer
@@ -171,6 +207,7 @@ def run(
             host=host,
             port=port,
             keepalive=keepalive,
+            api_url=api_url,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--token") from None
