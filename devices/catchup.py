@@ -95,7 +95,8 @@ class CatchUp:
     """One thread that brings the device up to the bus's latest seq whenever asked (`trigger`) and every `interval`.
 
     `load` / `save` keep the cursor (None: no memory); `apply` takes one envelope the way a live
-    message is taken; `restart` takes a snapshot before the cursor jumps to its seq.
+    message is taken; `finish` runs once a run has read everything, before the cursor is saved;
+    `restart` takes a snapshot before the cursor jumps to its seq.
     """
 
     def __init__(
@@ -107,11 +108,12 @@ class CatchUp:
         save: Callable[[int], None],
         apply: Callable[[dict[str, Any]], None],
         restart: Callable[[Snapshot], None],
+        finish: Callable[[], None] = lambda: None,
         interval: float = INTERVAL_SECONDS,
         retry: float = RETRY_SECONDS,
     ) -> None:
         self.api, self.types = api, tuple(types)
-        self._load, self._save, self._apply, self._restart = load, save, apply, restart
+        self._load, self._save, self._apply, self._restart, self._finish = load, save, apply, restart, finish
         self.interval, self.retry = interval, retry
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -133,11 +135,15 @@ class CatchUp:
         self._wake.set()
 
     def run_once(self) -> int:
-        """Read and apply everything after the cursor up to the head; the number of events applied."""
+        """Read and apply everything after the cursor up to the head; the number of events read.
+
+        The cursor is saved once, after `finish`: a run cut short (a crash, the API gone) is read
+        again from the old cursor, and applying an event twice is harmless.
+        """
         cursor = self._load()
         if cursor is None:
             cursor = self._from_snapshot()
-        applied, restarted = 0, False
+        read, restarted = 0, False
         while not self._stopping.is_set():
             try:
                 page = self.api.events(cursor, self.types)
@@ -149,19 +155,19 @@ class CatchUp:
                 continue
             for envelope in page.events:
                 self._apply(envelope)
-            applied += len(page.events)
+            read += len(page.events)
             if page.next_after <= cursor:
                 break  # nothing after the cursor
             cursor = page.next_after
-            self._save(cursor)
             if cursor >= page.head:
                 break
-        return applied
+        self._finish()
+        self._save(cursor)
+        return read
 
     def _from_snapshot(self) -> int:
         snapshot = self.api.snapshot()
         self._restart(snapshot)
-        self._save(snapshot.seq)
         return snapshot.seq
 
     def _run(self) -> None:
@@ -172,7 +178,7 @@ class CatchUp:
             if self._stopping.is_set():
                 return
             try:
-                applied = self.run_once()
+                read = self.run_once()
             except CatchUpError as exc:
                 log.warning("catch-up failed, retrying in %.0f s: %s", self.retry, exc)
                 wait = self.retry
@@ -182,6 +188,6 @@ class CatchUp:
                 wait = self.retry
                 continue
             self.runs += 1
-            if applied:
-                log.info("caught up: %d event(s) applied", applied)
+            if read:
+                log.info("caught up: %d event(s) read", read)
             wait = self.interval

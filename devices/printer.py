@@ -22,6 +22,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from core.domain import OPEN_STATUSES
 from core.rate_limit import TokenBucket
 from devices.catchup import INTERVAL_SECONDS, CatchUp, DeviceApi, Snapshot
 from devices.journal import Journal
@@ -75,14 +76,17 @@ class PrinterAgent:
             manual_ack=True,
             keepalive=keepalive,
         )
+        self._missed: list[dict[str, Any]] = []  # catch-up's tickets, printed once its run has read everything
+        self._closed: dict[int, bool] = {}  # order id → closed, by the latest event of the run
         self.catchup: CatchUp | None = None
         if api_url is not None:  # without it, MQTT only: what the broker delivers is all it gets
             self.catchup = CatchUp(
                 DeviceApi(api_url, token),
-                types=["kitchen_ticket"],
+                types=["kitchen_ticket", "new_order", "order_updated"],
                 load=self.journal.cursor,
                 save=self.journal.set_cursor,
                 apply=self._caught_up,
+                finish=self._print_caught_up,
                 restart=self._restart,
                 interval=catchup_seconds,
             )
@@ -135,8 +139,28 @@ class PrinterAgent:
         self.link.ack(message)  # not reached if the journal failed: the broker delivers it again
 
     def _caught_up(self, envelope: dict[str, Any]) -> None:
-        """A ticket read back by catch-up: the live path, so the journal dedupes it by id."""
-        self._ticket(json.dumps(envelope, ensure_ascii=False).encode())
+        """One event read back by catch-up: tickets wait for `_print_caught_up`, orders say which closed."""
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            return
+        if envelope.get("type") == "kitchen_ticket":
+            self._missed.append(envelope)
+        elif isinstance(order := data.get("order"), dict) and isinstance(order.get("id"), int):
+            self._closed[order["id"]] = order.get("status") not in OPEN_STATUSES
+
+    def _print_caught_up(self) -> None:
+        """The missed tickets, through the live path (the journal dedupes by id), but the bus's rule
+        first: a ticket of an order served or cancelled meanwhile is not worth paper; its void is."""
+        missed, closed = self._missed, self._closed
+        self._missed, self._closed = [], {}
+        for envelope in missed:
+            ticket = envelope["data"].get("ticket")
+            order_id = ticket.get("order_id") if isinstance(ticket, dict) else None
+            served = isinstance(order_id, int) and closed.get(order_id, False)
+            if served and isinstance(ticket, dict) and ticket.get("kind") != "void":
+                log.info("ticket %s not printed: its order closed while the printer was away", ticket.get("id"))
+                continue
+            self._ticket(json.dumps(envelope, ensure_ascii=False).encode())
 
     def _restart(self, snapshot: Snapshot) -> None:
         """No cursor (a new journal) or one the bus cannot continue: go on from the bus's latest seq.
