@@ -51,7 +51,7 @@ def device_events(
         page = outbox.device_events_after(uow, device.restaurant_id, after, limit, device.may_receive, types or ())
     except outbox.SeqGone as exc:
         detail = {
-            "detail": str(exc),
+            "message": str(exc),
             "snapshot": f"/api/v1/restaurants/{device.restaurant_id}/devices/{device.device_id}/snapshot",
         }
         raise HTTPException(status.HTTP_410_GONE, detail) from exc

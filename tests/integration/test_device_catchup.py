@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from devices.journal import Journal
 from devices.kds_board import Board
 from devices.kds_client import KdsClient
 from devices.printer import PrinterAgent
@@ -193,3 +194,25 @@ def test_a_printer_away_while_its_queue_was_lost_prints_each_missed_ticket_once(
     assert "VOID" in printer.texts()[-1]
     head = kitchen.events()[-1]["seq"]
     assert agent.journal.cursor() == head
+
+
+def test_a_printer_whose_cursor_the_bus_cannot_continue_restarts_from_the_latest_seq(
+    stack: Stack, kitchen: Kitchen, stopping, tmp_path
+):
+    """Its journal's cursor is ahead of the bus (the bus's data was reset): 410, then the snapshot's
+    seq; what comes next prints, and the cursor follows the bus again."""
+    rid = kitchen.rid
+    printer = PrinterEmulator().start()
+    stopping.append(printer)
+    token = stack.add_device(rid, "printer-moved", "printer", station="grill")
+    state_dir = tmp_path / "printer"
+    journal = Journal(state_dir / "printer-moved.journal.sqlite3")
+    journal.set_cursor(10_000)
+    journal.close()
+    kitchen.place(table="T0")
+
+    agent = printer_agent(stack, token, state_dir, printer, stopping)
+    wait_for(lambda: agent.journal.cursor() == kitchen.events()[-1]["seq"])
+    after = kitchen.place(table="T1")["id"]
+    wait_for(lambda: after in printed_orders(printer))
+    wait_for(lambda: agent.journal.cursor() == kitchen.events()[-1]["seq"])
