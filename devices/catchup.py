@@ -34,7 +34,11 @@ PAGE = 500
 
 
 class CatchUpError(RuntimeError):
-    """The API did not answer usefully; the check is retried later."""
+    """The API did not answer usefully; the check is retried later (`refused`: the token was, so not soon)."""
+
+    def __init__(self, detail: str, refused: bool = False) -> None:
+        super().__init__(detail)
+        self.refused = refused
 
 
 class SeqGone(CatchUpError):
@@ -81,7 +85,8 @@ class DeviceApi:
         if response.status_code == 410:
             raise SeqGone(response.text[:300])
         if response.status_code != 200:
-            raise CatchUpError(f"{path}: HTTP {response.status_code}: {response.text[:300]}")
+            refused = response.status_code in (401, 403)
+            raise CatchUpError(f"{path}: HTTP {response.status_code}: {response.text[:300]}", refused)
         try:
             body = response.json()
         except ValueError as exc:
@@ -180,8 +185,8 @@ class CatchUp:
             try:
                 read = self.run_once()
             except CatchUpError as exc:
-                log.warning("catch-up failed, retrying in %.0f s: %s", self.retry, exc)
-                wait = self.retry
+                wait = self.interval if exc.refused else self.retry
+                log.warning("catch-up failed, retrying in %.0f s: %s", wait, exc)
                 continue
             except Exception:  # a bad event must not end catch-up for good
                 log.exception("catch-up failed, retrying in %.0f s", self.retry)

@@ -170,7 +170,7 @@ class PrinterAgent:
         """
         if self.journal.cursor() is not None:
             log.warning(
-                "printer %s: tickets before seq %d are not kept by the bus", self.identity.device_id, snapshot.seq
+                "the bus cannot go on from the journal's cursor; printing what comes after seq %d", snapshot.seq
             )
 
     def _ticket(self, payload: bytes | bytearray) -> None:
