@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from core.services import devices
 from core.tokens import TokenError, TokenService
+from core.topics import DEVICE_ROLES
 from core.unit_of_work import UnitOfWork
 
 bearer = HTTPBearer(auto_error=False)
+
+# The topic ACL as the API sees it: a token's claims → may it receive a message on this topic?
+# The composition root builds it from the broker's policy, so REST and MQTT agree on what a device sees.
+DeviceGrants = Callable[[dict[str, Any]], Callable[[str], bool]]
 
 
 def get_uow(request: Request) -> Iterator[UnitOfWork]:
@@ -69,3 +75,47 @@ def restaurant_scope(*allowed_roles: str):
 
 StaffScope = Annotated[int, Depends(restaurant_scope("admin", "staff"))]
 AdminScope = Annotated[int, Depends(restaurant_scope("admin"))]
+
+
+@dataclass(frozen=True)
+class DeviceCaller:
+    """A device calling with its own broker token, on its own path: what its topic ACL lets it receive."""
+
+    restaurant_id: int
+    device_id: str
+    may_receive: Callable[[str], bool]
+
+
+def get_device(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    rid: Annotated[int, Path(ge=1, le=2**63 - 1)],
+    did: Annotated[str, Path(min_length=1, max_length=64)],
+    uow: UowDep,
+) -> DeviceCaller:
+    """The device's MQTT token, checked as the broker checks it at CONNECT, and bound to the path.
+
+    401 for no token, a bad or expired one, an API token, or one the broker would refuse (the device
+    is revoked or the token was re-issued since); 403 for a token of another device or restaurant, or
+    one that is not a device's.
+    """
+    if credentials is None:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+    tokens: TokenService = request.app.state.tokens
+    try:
+        claims = tokens.verify(credentials.credentials, audience="mqtt")
+    except TokenError as exc:
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), {"WWW-Authenticate": "Bearer"}) from exc
+    if claims["role"] not in DEVICE_ROLES:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {claims['role']} is not a device")
+    if claims["sub"] != did or claims.get("rid") != rid:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "not this device's token")
+    if devices.refuses_token(uow, claims):
+        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token revoked or replaced", {"WWW-Authenticate": "Bearer"})
+    grants: DeviceGrants | None = request.app.state.device_grants
+    if grants is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no topic ACL policy is configured")
+    return DeviceCaller(rid, did, grants(claims))
+
+
+CurrentDevice = Annotated[DeviceCaller, Depends(get_device)]

@@ -8,10 +8,12 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
+from api.deps import DeviceGrants
 from api.metrics import HttpMetricsMiddleware
 from api.routers import (
     auth,
     categories,
+    device_events,
     devices,
     events,
     inventory,
@@ -31,8 +33,13 @@ API_PREFIX = "/api/v1"
 
 
 def create_app(
-    settings: Settings, engine: Engine, tokens: TokenService, wake_relay: Callable[[], None] | None = None
+    settings: Settings,
+    engine: Engine,
+    tokens: TokenService,
+    wake_relay: Callable[[], None] | None = None,
+    device_grants: DeviceGrants | None = None,
 ) -> FastAPI:
+    """`device_grants` is the topic ACL for the devices' catch-up; without it those routes answer 503."""
     app = FastAPI(
         title="orderbus",
         summary="Orders, stock and devices of a restaurant, published live over MQTT.",
@@ -44,9 +51,22 @@ def create_app(
     app.state.engine = engine
     app.state.tokens = tokens
     app.state.wake_relay = wake_relay
+    app.state.device_grants = device_grants
 
     api = APIRouter(prefix=API_PREFIX)
-    for module in (auth, restaurants, categories, menus, menu_items, inventory, orders, notifications, events, devices):
+    for module in (
+        auth,
+        restaurants,
+        categories,
+        menus,
+        menu_items,
+        inventory,
+        orders,
+        notifications,
+        events,
+        devices,
+        device_events,
+    ):
         api.include_router(module.router)
     app.include_router(api)
     mount_dashboard(app, API_PREFIX)  # the browser dashboard: /, /debug.html, /static/, GET /api/v1/config

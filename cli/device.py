@@ -17,6 +17,14 @@ Token = Annotated[
 ]
 BrokerHost = Annotated[str, typer.Option("--host", help="Broker host.")]
 BrokerPort = Annotated[int, typer.Option("--port", help="Broker MQTT/TCP port.")]
+ApiUrl = Annotated[
+    str,
+    typer.Option(
+        "--api-url",
+        envvar="ORDERBUS_API_URL",
+        help="The bus's REST API, where the agent catches up on what MQTT did not bring (by seq).",
+    ),
+]
 Keepalive = Annotated[
     int, typer.Option(help="MQTT keepalive in seconds; the broker declares the device lost after 1.5 times that.")
 ]
@@ -36,6 +44,7 @@ def printer(
     host: BrokerHost = "127.0.0.1",
     port: BrokerPort = 1883,
     keepalive: Keepalive = 30,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
     """A kitchen printer: prints its station's tickets once each, reports printed/failed and paper status."""
     from devices.printer import run
@@ -49,6 +58,7 @@ def printer(
         host=host,
         port=port,
         keepalive=keepalive,
+        api_url=api_url,
     )
 
 
@@ -60,11 +70,20 @@ def kds(
     host: BrokerHost = "127.0.0.1",
     port: BrokerPort = 1883,
     keepalive: Keepalive = 30,
+    api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
     """A kitchen display: open orders and live tickets, with keys to bump and recall."""
     from devices.kds import run
 
-    run(token=token, warn_minutes=warn_minutes, late_minutes=late_minutes, host=host, port=port, keepalive=keepalive)
+    run(
+        token=token,
+        warn_minutes=warn_minutes,
+        late_minutes=late_minutes,
+        host=host,
+        port=port,
+        keepalive=keepalive,
+        api_url=api_url,
+    )
 
 
 @device_app.command()

@@ -58,6 +58,10 @@ class Parts:
         create_schema(engine)
         return cls(settings, engine, TokenService(key), Policy.load(settings.acl_policy))
 
+    def device_grants(self, claims: dict[str, Any]) -> Callable[[str], bool]:
+        """What a device's token may receive, for the API's device catch-up: the broker's own policy."""
+        return self.policy.grants(claims).may_receive
+
     def service_token_factory(self, sub: str) -> Callable[[], str]:
         return lambda: self.tokens.issue(
             sub=sub, role="service", rid=None, audience="mqtt", ttl_seconds=SERVICE_TOKEN_TTL
@@ -233,7 +237,7 @@ class Runtime:
         self.sweeper.start()
 
     async def _start_api(self) -> None:
-        app = create_app(self.settings, self.parts.engine, self.parts.tokens, self.wake_relay)
+        app = create_app(self.settings, self.parts.engine, self.parts.tokens, self.wake_relay, self.parts.device_grants)
         app.state.collectors = self.collectors  # for /metrics; the API adds its own database
         config = uvicorn.Config(
             app,

@@ -6,6 +6,8 @@ It is what makes "never print twice unmarked" hold across crashes and restarts:
   once the broker forgets it the journal still has it, and tickets print in the order they came;
 - `printing`: recorded before the first byte goes to a printer; found without `printed` after a
   restart (or a failed attempt), the ticket may be on paper already, so it prints again as REPRINT;
+- `cursor`: the seq up to which every ticket of the station is here, moved by catch-up
+  (devices.catchup) once the tickets before it are stored, so a restart goes on from it;
 - `printed`: recorded once the printer took (and, if it can, confirmed) the ticket; a ticket
   delivered again after that is acknowledged and not printed. `reported` once the broker has
   the `printed` event; one that was not is sent again at the next start.
@@ -40,6 +42,10 @@ CREATE TABLE IF NOT EXISTS ticket (
     updated_at TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS ticket_pending ON ticket (state, arrival);
+CREATE TABLE IF NOT EXISTS cursor (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL             -- every ticket up to this seq of the restaurant is in the journal
+);
 """
 
 
@@ -115,6 +121,16 @@ class Journal:
                 (_now(), ticket_id),
             )
         return cursor.rowcount == 1
+
+    def cursor(self) -> int | None:
+        """The seq catch-up goes on from (devices.catchup); None before the first catch-up."""
+        with self._lock:
+            row = self._db.execute("SELECT seq FROM cursor WHERE id = 1").fetchone()
+        return None if row is None else int(row[0])
+
+    def set_cursor(self, seq: int) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO cursor (id, seq) VALUES (1, ?)", (seq,))
 
     def pending(self) -> list[Ticket]:
         """Tickets not printed yet, in arrival order (what a restarted agent prints first)."""

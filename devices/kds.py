@@ -241,6 +241,7 @@ def run(
     host: str,
     port: int,
     keepalive: int,
+    api_url: str,
     clock: Callable[[], datetime] = utcnow,
 ) -> None:
     """Run the KDS until `q`; a per-station screen when the tablet's token names a station."""
@@ -249,7 +250,7 @@ def run(
     except ValueError as exc:
         raise SystemExit(f"orderbus device kds: the token is not a device token ({exc})") from None
     board = Board(warn_minutes=warn_minutes, late_minutes=late_minutes, clock=clock, station=identity.station)
-    app = KdsApp(KdsClient(token, host, port, board, keepalive=keepalive))
+    app = KdsApp(KdsClient(token, host, port, board, keepalive=keepalive, api_url=api_url))
     devices_log = logging.getLogger("orderbus.devices")
     handler = ToScreen(app)
     devices_log.addHandler(handler)

@@ -9,8 +9,10 @@ The board is fed everything a tablet receives (`receive(topic, payload)`):
 - `restaurant/{rid}/kitchen/{station}/tickets`: `kitchen_ticket` (docs/devices.md).
 
 The same event reaches it twice (on `orders` and on `orders/open/{id}`), retained state comes
-again on every reconnect, and QoS 1 may repeat a message: events are deduped by `id`, orders
-only move forward by `version` (kept after an order closes, so a late copy cannot revive it).
+again on every reconnect, QoS 1 may repeat a message, and catch-up (devices/catchup.py) reads
+events again that came live: events are deduped by `id`, orders only move forward by `version`
+(kept after an order closes, so a late copy cannot revive it). A snapshot (`restart`) replaces
+what the board learnt up to its seq.
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class Board:
     recall_stack: list[int] = field(default_factory=list, init=False)  # latest accepted bump last
     _versions: dict[int, int] = field(default_factory=dict, init=False)  # highest version seen, kept after close
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False)
+    _seq: dict[int, int] = field(default_factory=dict, init=False)  # the latest event seq each card came from
     _selected: int | None = field(default=None, init=False)
     _selected_index: int = field(default=0, init=False)
 
@@ -186,10 +189,27 @@ class Board:
                 self._seen.popitem(last=False)
         kind, data = envelope.get("type"), envelope.get("data") or {}
         if kind in ("new_order", "order_updated"):
-            return self.apply_order(data["order"])
-        if kind == "kitchen_ticket":
-            return self.apply_ticket(data["ticket"])
-        return False
+            order_id, changed = int(data["order"]["id"]), self.apply_order(data["order"])
+        elif kind == "kitchen_ticket":
+            order_id, changed = int(data["ticket"]["order_id"]), self.apply_ticket(data["ticket"])
+        else:
+            return False
+        seq = envelope.get("seq")
+        if isinstance(seq, int) and seq > self._seq.get(order_id, 0):
+            self._seq[order_id] = seq
+        return changed
+
+    def restart(self, open_orders: list[dict[str, Any]], seq: int) -> bool:
+        """A snapshot of the open orders as of `seq` or later: cards it lacks that nothing after `seq`
+        brought are closed orders (their events were missed), so they leave the screen."""
+        listed = {int(order["id"]) for order in open_orders}
+        changed = False
+        for order in open_orders:
+            changed = self.apply_order(order) or changed
+        for order_id in [order_id for order_id in self.cards if order_id not in listed]:
+            if self._seq.get(order_id, 0) <= seq:
+                changed = self._drop(order_id) or changed
+        return changed
 
     def apply_order(self, order: dict[str, Any]) -> bool:
         """The order as the bus now has it; older versions than what the board saw are ignored."""
@@ -247,6 +267,7 @@ class Board:
         return self._drop(order_id)
 
     def _drop(self, order_id: int) -> bool:
+        self._seq.pop(order_id, None)
         return self.cards.pop(order_id, None) is not None
 
     # --- what the screen shows -------------------------------------------------------------

@@ -19,12 +19,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from core import topics
+from devices.catchup import INTERVAL_SECONDS, CatchUp, DeviceApi, Snapshot
 from devices.kds_board import Board
 from devices.link import DeviceLink, Identity
 
 log = logging.getLogger("orderbus.devices.kds")
 
 Reply = dict[str, Any]
+
+
+CATCHUP_TYPES = ("new_order", "order_updated", "kitchen_ticket")  # what the board reads
 
 
 def subscriptions(restaurant_id: int) -> list[str]:
@@ -42,7 +46,17 @@ class Pending:
 class KdsClient:
     """One tablet's connection: a persistent session, so events missed while away still arrive."""
 
-    def __init__(self, token: str, host: str, port: int, board: Board, *, keepalive: int = 30) -> None:
+    def __init__(
+        self,
+        token: str,
+        host: str,
+        port: int,
+        board: Board,
+        *,
+        keepalive: int = 30,
+        api_url: str | None = None,
+        catchup_seconds: float = INTERVAL_SECONDS,
+    ) -> None:
         self.identity = Identity.from_token(token)
         self.board = board
         self.lock = threading.Lock()
@@ -59,12 +73,45 @@ class KdsClient:
             keepalive=keepalive,
         )
         self._commands = self.identity.topic("commands")
+        self._cursor: int | None = None  # in memory: a restarted screen starts from the snapshot
+        self.catchup: CatchUp | None = None
+        if api_url is not None:  # without it, MQTT only: retained state and live events
+            self.catchup = CatchUp(
+                DeviceApi(api_url, token),
+                types=CATCHUP_TYPES,
+                load=lambda: self._cursor,
+                save=self._save_cursor,
+                apply=self._caught_up,
+                restart=self._restart,
+                interval=catchup_seconds,
+            )
+            self.link.on_ready = self.catchup.trigger
 
     def start(self) -> None:
         self.link.start()
+        if self.catchup is not None:
+            self.catchup.start()
 
     def stop(self) -> None:
+        if self.catchup is not None:
+            self.catchup.stop()
         self.link.stop()
+
+    def _save_cursor(self, seq: int) -> None:
+        self._cursor = seq
+
+    def _caught_up(self, envelope: dict[str, Any]) -> None:
+        """An event read back by catch-up, applied as a live one is (the board dedupes by id and version)."""
+        with self.lock:
+            changed = self.board.apply_envelope(envelope)
+        if changed:
+            self.on_change()
+
+    def _restart(self, snapshot: Snapshot) -> None:
+        with self.lock:
+            changed = self.board.restart(snapshot.open_orders, snapshot.seq)
+        if changed:
+            self.on_change()
 
     @property
     def connected(self) -> bool:

@@ -66,6 +66,8 @@ class DeviceLink:
     `persistent=True` (printers, tablets) keeps the broker session across disconnects so QoS 1
     messages sent while the device was away are delivered when it returns. `manual_ack=True`
     lets the handler acknowledge a message only once it has acted on it (`link.ack(message)`).
+    `on_ready` runs (on paho's thread) each time the broker has acknowledged the subscriptions of a
+    new connection: from then on every event reaches the device live, so a catch-up started then misses nothing.
     """
 
     def __init__(
@@ -80,12 +82,15 @@ class DeviceLink:
         manual_ack: bool = False,
         keepalive: int = 30,
         transport: Literal["tcp", "websockets"] = "tcp",
+        on_ready: Callable[[], None] = lambda: None,
     ) -> None:
         self.identity = Identity.from_token(token)
         self.boot_id = uuid.uuid4().hex
         self.connected = threading.Event()
         self._subscriptions = subscriptions
         self._on_message = on_message
+        self.on_ready = on_ready
+        self._subscribe_mid: int | None = None
         self._host, self._port, self._keepalive = host, port, keepalive
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -100,6 +105,7 @@ class DeviceLink:
         client.reconnect_delay_set(min_delay=1, max_delay=8)
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
+        client.on_subscribe = self._subscribed
         client.on_message = lambda _c, _u, message: self._handle(message)
         self._client = client
 
@@ -143,10 +149,18 @@ class DeviceLink:
             log.error("%s: connection refused: %s", self.identity.device_id, reason)
             return
         client.publish(self.identity.topic("status"), self._presence(topics.ONLINE), qos=1, retain=True)
-        for topic_filter in [*self._subscriptions, self.identity.topic("commands")]:
-            client.subscribe(topic_filter, qos=1)
+        filters = [*self._subscriptions, self.identity.topic("commands")]
+        _result, self._subscribe_mid = client.subscribe([(topic_filter, 1) for topic_filter in filters])
         self.connected.set()
         log.info("%s connected (boot %s)", self.identity.device_id, self.boot_id)
+
+    def _subscribed(self, _c: mqtt.Client, _u: object, mid: int, codes: list[Any], _props: object) -> None:
+        if mid != self._subscribe_mid:
+            return
+        refused = [code for code in codes if getattr(code, "is_failure", False)]
+        if refused:
+            log.error("%s: %d subscription(s) refused by the broker", self.identity.device_id, len(refused))
+        self.on_ready()
 
     def _disconnected(self, _c: mqtt.Client, _u: object, _flags: object, reason: object, _props: object) -> None:
         self.connected.clear()

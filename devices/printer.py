@@ -11,6 +11,7 @@ The printing itself is `devices.print_worker`, on its own thread.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import signal
 import threading
@@ -21,7 +22,9 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from core.domain import OPEN_STATUSES
 from core.rate_limit import TokenBucket
+from devices.catchup import INTERVAL_SECONDS, CatchUp, DeviceApi, Snapshot
 from devices.journal import Journal
 from devices.link import DeviceLink, Identity, utc_iso
 from devices.print_worker import PrintWorker
@@ -52,6 +55,8 @@ class PrinterAgent:
         host: str,
         port: int,
         keepalive: int = 30,
+        api_url: str | None = None,
+        catchup_seconds: float = INTERVAL_SECONDS,
         poll_seconds: float = 3.0,
         retry_seconds: float = 1.0,
         tz: tzinfo | None = None,
@@ -71,6 +76,21 @@ class PrinterAgent:
             manual_ack=True,
             keepalive=keepalive,
         )
+        self._missed: list[dict[str, Any]] = []  # catch-up's tickets, printed once its run has read everything
+        self._closed: dict[int, bool] = {}  # order id → closed, by the latest event of the run
+        self.catchup: CatchUp | None = None
+        if api_url is not None:  # without it, MQTT only: what the broker delivers is all it gets
+            self.catchup = CatchUp(
+                DeviceApi(api_url, token),
+                types=["kitchen_ticket", "new_order", "order_updated"],
+                load=self.journal.cursor,
+                save=self.journal.set_cursor,
+                apply=self._caught_up,
+                finish=self._print_caught_up,
+                restart=self._restart,
+                interval=catchup_seconds,
+            )
+            self.link.on_ready = self.catchup.trigger
         self._pacer = TokenBucket(REPORTS_PER_SECOND, REPORT_BURST)
         self.worker = PrintWorker(
             primary=primary,
@@ -93,9 +113,13 @@ class PrinterAgent:
     def start(self) -> None:
         self.worker.start()
         self.link.start()
+        if self.catchup is not None:
+            self.catchup.start()
 
     def stop(self) -> None:
         """Worker first, so a ticket being printed is still reported; then `offline` and disconnect."""
+        if self.catchup is not None:
+            self.catchup.stop()
         self.worker.stop()
         self.link.stop()  # waits for the PUBACK of `offline`, so of every event published before it
         self.worker.settle_reports()
@@ -113,6 +137,41 @@ class PrinterAgent:
         elif message.topic == self.identity.topic("commands"):
             self._command(message.payload)
         self.link.ack(message)  # not reached if the journal failed: the broker delivers it again
+
+    def _caught_up(self, envelope: dict[str, Any]) -> None:
+        """One event read back by catch-up: tickets wait for `_print_caught_up`, orders say which closed."""
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            return
+        if envelope.get("type") == "kitchen_ticket":
+            self._missed.append(envelope)
+        elif isinstance(order := data.get("order"), dict) and isinstance(order.get("id"), int):
+            self._closed[order["id"]] = order.get("status") not in OPEN_STATUSES
+
+    def _print_caught_up(self) -> None:
+        """The missed tickets, through the live path (the journal dedupes by id), but the bus's rule
+        first: a ticket of an order served or cancelled meanwhile is not worth paper; its void is."""
+        missed, closed = self._missed, self._closed
+        self._missed, self._closed = [], {}
+        for envelope in missed:
+            ticket = envelope["data"].get("ticket")
+            order_id = ticket.get("order_id") if isinstance(ticket, dict) else None
+            served = isinstance(order_id, int) and closed.get(order_id, False)
+            if served and isinstance(ticket, dict) and ticket.get("kind") != "void":
+                log.info("ticket %s not printed: its order closed while the printer was away", ticket.get("id"))
+                continue
+            self._ticket(json.dumps(envelope, ensure_ascii=False).encode())
+
+    def _restart(self, snapshot: Snapshot) -> None:
+        """No cursor (a new journal) or one the bus cannot continue: go on from the bus's latest seq.
+
+        Tickets before it are not printed: a new printer starts with what comes next, and tickets
+        older than the bus keeps are too old for the kitchen.
+        """
+        if self.journal.cursor() is not None:
+            log.warning(
+                "the bus cannot go on from the journal's cursor; printing what comes after seq %d", snapshot.seq
+            )
 
     def _ticket(self, payload: bytes | bytearray) -> None:
         try:
@@ -143,6 +202,7 @@ def run(
     host: str,
     port: int,
     keepalive: int,
+    api_url: str,
 ) -> None:
     """`orderbus device printer`: bad options exit with code 2 and a clear message; runs until signalled."""
     import typer
@@ -171,6 +231,7 @@ def run(
             host=host,
             port=port,
             keepalive=keepalive,
+            api_url=api_url,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--token") from None

@@ -29,6 +29,7 @@ from sqlmodel import select
 
 from api.main import create_app
 from bridge.printer_events import expire_tickets
+from broker.policy import Policy
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
 from core.commands import CategoryIn, DeviceIn, DeviceKind, MenuIn, MenuItemIn
@@ -174,7 +175,10 @@ class App(Site):
     def __init__(self, settings: Settings, engine: Engine) -> None:
         self.settings, self.engine = settings, engine
         self.tokens = TokenService(secrets.token_hex(32).encode())
-        self.app = create_app(settings, engine, self.tokens)
+        policy = Policy.load(settings.acl_policy)
+        self.app = create_app(
+            settings, engine, self.tokens, device_grants=lambda claims: policy.grants(claims).may_receive
+        )
 
     def http(self, token: str | None = None) -> TestClient:
         headers = {"authorization": f"Bearer {token}"} if token else {}

@@ -149,6 +149,17 @@ def token_denylist(engine: Engine) -> DeviceDenylist:
     )
 
 
+def refuses_token(uow: UnitOfWork, claims: dict[str, Any]) -> bool:
+    """The broker's denylist rule (`DeviceDenylist.refuses`) for one token, from its device's row alone."""
+    sub = claims.get("sub")
+    device = uow.session.get(Device, sub) if isinstance(sub, str) else None
+    if device is None:
+        return False
+    revoked = frozenset({device.id}) if device.revoked else frozenset()
+    jti = {device.id: device.token_jti} if not device.revoked and device.token_jti is not None else {}
+    return DeviceDenylist(revoked, jti).refuses(claims)
+
+
 def record_presence(uow: UnitOfWork, device: Device, state: str, boot_id: str | None) -> bool:
     """Apply a presence message; False when it is a leftover of an earlier run (see `domain.presence_applies`)."""
     if state not in PRESENCE_STATES:

@@ -281,3 +281,35 @@ def test_an_ack_of_a_recall_leaves_the_order_to_its_event(board: Board):
     assert board.apply_ack(1, "ready", 5) is False
     assert send(board, "orders", envelope("order_updated", {"order": order(1, "ready", version=5)})) is True
     assert [(card.order_id, card.status, card.version) for card in board.orders()] == [(1, "ready", 5)]
+
+
+def at(seq: int, kind: str, data: dict) -> dict:
+    return {**envelope(kind, data), "seq": seq}
+
+
+def test_a_snapshot_replaces_what_the_board_learnt_up_to_its_seq(board: Board):
+    """After a 410 the screen restarts from a snapshot: orders it no longer lists closed meanwhile,
+    unless an event after the snapshot's seq brought them (that order is newer than the snapshot)."""
+    board.apply_envelope(at(1, "new_order", {"order": order(1)}))
+    board.apply_envelope(at(2, "new_order", {"order": order(2)}))
+    board.apply_envelope(at(9, "kitchen_ticket", {"ticket": ticket(3, "grill", ticket_id=5)}))
+    assert ids(board) == [1, 2, 3]
+
+    assert board.restart([order(2, "preparing", version=2)], seq=5) is True
+    assert ids(board) == [2, 3]  # 1 closed before seq 5; 3 came at seq 9
+    assert board.cards[2].status == "preparing"
+    assert board.restart([order(2, "pending", version=1)], seq=6) is False  # an older version changes nothing
+    assert board.cards[2].status == "preparing"
+    # the order that left is not revived by a late copy of what it was
+    assert board.apply_envelope(at(1, "new_order", {"order": order(1)})) is False
+    assert ids(board) == [2, 3]
+
+
+def test_events_read_again_by_catch_up_change_nothing(board: Board):
+    events = [at(1, "new_order", {"order": order(1)}), at(2, "order_updated", {"order": order(1, "cancelled", 2)})]
+    for event in events:
+        board.apply_envelope(event)
+    assert ids(board) == []
+    assert [board.apply_envelope(event) for event in events] == [False, False]
+    assert board.apply_envelope({**events[0], "id": "another copy"}) is False  # same version, other id
+    assert ids(board) == []

@@ -104,3 +104,15 @@ def test_printed_tickets_whose_report_did_not_reach_the_bus_are_listed_until_mar
     journal.printed(2, "backup")
     journal.mark_reported(1)
     assert journal.unreported() == [(2, "backup")]  # 3 is not printed: nothing to report yet
+
+
+def test_the_catch_up_cursor_survives_a_restart(tmp_path):
+    path = tmp_path / "p.sqlite3"
+    journal = Journal(path)
+    assert journal.cursor() is None  # a new journal: catch-up starts from the bus's snapshot
+    journal.set_cursor(41)
+    journal.set_cursor(42)
+    journal.close()
+    again = Journal(path)
+    assert again.cursor() == 42
+    again.close()
