@@ -6,9 +6,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from core.commands import Id
 from core.tokens import TokenError, TokenService
 from core.unit_of_work import UnitOfWork
 
@@ -57,7 +58,7 @@ CurrentUser = Annotated[Caller, Depends(get_caller)]
 def restaurant_scope(*allowed_roles: str):
     """A dependency giving the path's restaurant id once the caller may act on it in one of these roles."""
 
-    def check(caller: CurrentUser, rid: Annotated[int, Path(ge=1)]) -> int:
+    def check(caller: CurrentUser, rid: Id) -> int:
         if caller.role != "super_admin" and caller.restaurant_id != rid:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "not your restaurant")
         if caller.role not in allowed_roles and caller.role != "super_admin":

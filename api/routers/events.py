@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import StaffScope, UowDep
 from core.services import outbox
+from core.sizes import MAX_ID
 
 router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
 
@@ -14,7 +15,7 @@ router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
 def events_after(
     rid: StaffScope,
     uow: UowDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict]:
     """Committed events with seq > `after`, in seq order: the catch-up and polling endpoint.
