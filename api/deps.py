@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request, status
+from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from core.commands import DeviceId, Id
 from core.services import devices
 from core.tokens import TokenError, TokenService
 from core.topics import DEVICE_ROLES
@@ -63,7 +64,7 @@ CurrentUser = Annotated[Caller, Depends(get_caller)]
 def restaurant_scope(*allowed_roles: str):
     """A dependency giving the path's restaurant id once the caller may act on it in one of these roles."""
 
-    def check(caller: CurrentUser, rid: Annotated[int, Path(ge=1)]) -> int:
+    def check(caller: CurrentUser, rid: Id) -> int:
         if caller.role != "super_admin" and caller.restaurant_id != rid:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "not your restaurant")
         if caller.role not in allowed_roles and caller.role != "super_admin":
@@ -89,8 +90,8 @@ class DeviceCaller:
 def get_device(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    rid: Annotated[int, Path(ge=1, le=2**63 - 1)],
-    did: Annotated[str, Path(min_length=1, max_length=64)],
+    rid: Id,
+    did: DeviceId,
     uow: UowDep,
 ) -> DeviceCaller:
     """The device's MQTT token, checked as the broker checks it at CONNECT, and bound to the path.

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import math
+import re
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
@@ -30,6 +35,7 @@ from core.domain import DomainError, NotFound
 from core.tokens import TokenService
 
 API_PREFIX = "/api/v1"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def create_app(
@@ -75,7 +81,27 @@ def create_app(
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFound) else 409)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": jsonable_encoder(printable(exc.errors()))}, status_code=422)
+
     app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
     app.add_middleware(HttpMetricsMiddleware)
 
     return app
+
+
+def printable(value: Any) -> Any:
+    """What a 422 echoes of the input, made valid JSON in UTF-8: a lone surrogate or an undecodable byte
+    becomes U+FFFD, NaN and infinities their names (they are not JSON numbers)."""
+    if isinstance(value, str):
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, bytes | bytearray):
+        return bytes(value).decode("utf-8", "replace")
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {printable(key): printable(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [printable(item) for item in value]
+    return value

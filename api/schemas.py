@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
+from pydantic import Strict as StrictType
 
 from core.commands import Quantity, ShortText, Strict, TokenDays
 from core.domain import OrderStatus
@@ -107,7 +108,7 @@ class OrderOut(BaseModel):
 
 
 class StatusIn(Strict):
-    status: OrderStatus
+    status: Annotated[OrderStatus, StrictType(False)]  # its value, as JSON carries it
 
 
 class RefundIn(Strict):

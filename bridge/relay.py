@@ -29,6 +29,7 @@ from bridge.metrics import OUTBOX_DEAD_LETTERS, RELAY_EVENTS_PUBLISHED, RELAY_PU
 from bridge.routing import Publication, packet_size, publications
 from core.models import OutboxEvent
 from core.services import outbox
+from core.sizes import MAX_PACKET_BYTES
 from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.relay")
@@ -44,7 +45,7 @@ class Relay:
         *,
         batch_size: int = 200,
         idle_poll_seconds: float = 5.0,
-        max_packet_bytes: int = 256 * 1024,
+        max_packet_bytes: int = MAX_PACKET_BYTES,
         max_attempts: int = 5,
     ) -> None:
         self._engine = engine

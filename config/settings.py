@@ -15,6 +15,7 @@ from pydantic_settings import (
 )
 
 from config import DEFAULT_ACL_POLICY
+from core.sizes import MAX_PACKET_BYTES
 
 
 class Settings(BaseSettings):
@@ -43,7 +44,7 @@ class Settings(BaseSettings):
     ready_max_outbox_lag_seconds: float = 30.0  # /readyz fails when the oldest unpublished event is older
     metrics_port: int | None = None  # /metrics on its own port, for processes without the API
     # the outbox (docs/ops.md)
-    mqtt_max_packet_bytes: int = Field(default=256 * 1024, ge=1024)  # the broker's packet limit (embedded: 256 KiB)
+    mqtt_max_packet_bytes: int = Field(default=MAX_PACKET_BYTES, ge=1024)  # the broker's packet limit
     outbox_retention_days: float = Field(default=7.0, gt=0)  # published events older than this are pruned
     # devices (docs/devices.md)
     ticket_ack_seconds: float = 30.0  # a ticket not printed by then is `unacknowledged`

@@ -8,18 +8,56 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=120)]
-ShortText = Annotated[str, StringConstraints(max_length=500)]
+from core import sizes
+
+
+def _printable(value: str) -> str:
+    """No control characters (a newline and a tab are text) and no lone surrogates, which UTF-8 cannot encode."""
+    for char in value:
+        code = ord(char)
+        if (code < 0x20 and char not in "\n\t") or 0x7F <= code <= 0x9F or 0xD800 <= code <= 0xDFFF:
+            raise ValueError(f"character U+{code:04X} is not allowed in text")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if "\n" in value or "\t" in value:
+        raise ValueError("a line break or a tab is not allowed here")
+    return _printable(value)
+
+
+# Every string a person types ends with one of these two checks, after its length: `TEXT` may span lines.
+TEXT = AfterValidator(_printable)
+LINE = AfterValidator(_one_line)
+
+# A row id, in a body, a path or a query: what a signed 64-bit database column holds.
+Id = Annotated[int, Field(ge=1, le=sizes.MAX_ID)]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=sizes.NAME_CHARS), LINE]
+DeviceName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=sizes.DEVICE_NAME_CHARS), LINE
+]
+Description = Annotated[str, StringConstraints(max_length=sizes.DESCRIPTION_CHARS), TEXT]
+ShortText = Annotated[str, StringConstraints(max_length=sizes.REASON_CHARS), TEXT]
 Station = Annotated[str, StringConstraints(pattern=r"^[a-z0-9_-]{1,32}$")]
 Quantity = Annotated[int, Field(gt=0, le=10_000)]
-Modifier = Annotated[str, StringConstraints(min_length=1, max_length=80)]
+Modifier = Annotated[str, StringConstraints(min_length=1, max_length=sizes.MODIFIER_CHARS), LINE]
 Weekday = Annotated[int, Field(ge=1, le=7)]
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Input as sent: no field the model lacks, no `true` for 1 nor `"2"` for 2, no NaN."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
 class RestaurantIn(Strict):
@@ -49,10 +87,10 @@ class MenuUpdate(Strict):
 
 
 class MenuItemIn(Strict):
-    menu_id: int
-    category_id: int | None = None
+    menu_id: Id
+    category_id: Id | None = None
     name: Name
-    description: ShortText = ""
+    description: Description = ""
     price_cents: Annotated[int, Field(ge=0, le=10_000_000)]
     available: bool = True
     available_days: Annotated[list[Weekday], Field(max_length=7)] = []
@@ -64,9 +102,9 @@ class MenuItemIn(Strict):
 
 
 class MenuItemUpdate(Strict):
-    category_id: int | None = None
+    category_id: Id | None = None
     name: Name | None = None
-    description: ShortText | None = None
+    description: Description | None = None
     price_cents: Annotated[int, Field(ge=0, le=10_000_000)] | None = None
     available: bool | None = None
     available_days: Annotated[list[Weekday], Field(max_length=7)] | None = None
@@ -76,19 +114,21 @@ class MenuItemUpdate(Strict):
 
 
 class OrderItemIn(Strict):
-    menu_item_id: int
-    quantity: Quantity
-    modifiers: Annotated[list[Modifier], Field(max_length=20)] = []
-    notes: ShortText = ""
-    course: Annotated[str, StringConstraints(max_length=40)] | None = None
+    menu_item_id: Id
+    quantity: Annotated[int, Field(gt=0, le=sizes.MAX_LINE_QUANTITY)]
+    modifiers: Annotated[list[Modifier], Field(max_length=sizes.MODIFIERS_PER_LINE)] = []
+    notes: Annotated[str, StringConstraints(max_length=sizes.LINE_NOTES_CHARS), TEXT] = ""
+    course: Annotated[str, StringConstraints(max_length=sizes.COURSE_CHARS), LINE] | None = None
 
 
 class OrderIn(Strict):
-    items: Annotated[list[OrderItemIn], Field(min_length=1, max_length=100)]
-    table_name: Annotated[str, StringConstraints(max_length=40)] | None = None
-    pickup_name: Annotated[str, StringConstraints(max_length=80)] | None = None
-    server_name: Annotated[str, StringConstraints(max_length=80)] | None = None
-    notes: ShortText = ""
+    """At most `sizes.MAX_ORDER_LINES` lines: the largest order is still one MQTT packet."""
+
+    items: Annotated[list[OrderItemIn], Field(min_length=1, max_length=sizes.MAX_ORDER_LINES)]
+    table_name: Annotated[str, StringConstraints(max_length=sizes.TABLE_CHARS), LINE] | None = None
+    pickup_name: Annotated[str, StringConstraints(max_length=sizes.PERSON_CHARS), LINE] | None = None
+    server_name: Annotated[str, StringConstraints(max_length=sizes.PERSON_CHARS), LINE] | None = None
+    notes: Annotated[str, StringConstraints(max_length=sizes.ORDER_NOTES_CHARS), TEXT] = ""
 
 
 DeviceId = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -101,10 +141,10 @@ RESERVED_DEVICE_ID_PREFIXES = ("orderbus-", "user-")
 class DeviceIn(Strict):
     id: DeviceId
     kind: DeviceKind
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=80)]
+    name: DeviceName
     station: Station | None = None
     ttl_days: TokenDays = 365
-    item_id: int | None = None  # a scale's item
+    item_id: Id | None = None  # a scale's item
     tare_grams: Annotated[float, Field(ge=0, le=100_000)] = 0.0  # a scale's container weight
 
     @field_validator("id")

@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeGuard
 
-MAX_PAYLOAD = 64 * 1024  # a 20-top's ticket is a few KiB; far beyond this is not a ticket
+from core.sizes import MAX_PACKET_BYTES
+
+MAX_PAYLOAD = MAX_PACKET_BYTES  # the largest valid order's ticket, escaped, is up to one packet
 MAX_ITEMS = 200
 MAX_MODIFIERS = 30
 KINDS = ("new", "void", "reprint")

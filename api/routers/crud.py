@@ -4,6 +4,7 @@ from fastapi import APIRouter, status
 from pydantic import BaseModel
 
 from api.deps import AdminScope, StaffScope, UowDep
+from core.commands import Id
 from core.models import Category, Menu
 from core.services import menu
 
@@ -24,7 +25,7 @@ def crud_router(
         return menu.create_row(uow, model, rid, body)
 
     @router.get("/{row_id}", response_model=model)
-    def get_row(rid: StaffScope, row_id: int, uow: UowDep):
+    def get_row(rid: StaffScope, row_id: Id, uow: UowDep):
         return menu.get_row(uow, model, rid, row_id)
 
     @router.patch("/{row_id}", response_model=model)
@@ -32,7 +33,7 @@ def crud_router(
         return menu.update_row(uow, model, rid, row_id, body)
 
     @router.delete("/{row_id}", status_code=status.HTTP_204_NO_CONTENT)
-    def delete_row(rid: AdminScope, row_id: int, uow: UowDep) -> None:
+    def delete_row(rid: AdminScope, row_id: Id, uow: UowDep) -> None:
         menu.delete_row(uow, model, rid, row_id)
 
     return router

@@ -14,10 +14,11 @@ from pydantic import BaseModel
 from api.deps import CurrentDevice, UowDep
 from core import events
 from core.services import outbox
+from core.sizes import MAX_ID
 
 router = APIRouter(prefix="/restaurants/{rid}/devices/{did}", tags=["device catch-up"])
 
-MAX_SEQ = 2**63 - 1
+
 EVENT_TYPES = (*outbox.CHANNEL_OF, events.KITCHEN_TICKET, events.DEVICE_UPDATED)
 EventType = Literal[EVENT_TYPES]  # type: ignore[valid-type]
 
@@ -37,7 +38,7 @@ class DeviceSnapshotOut(BaseModel):
 def device_events(
     device: CurrentDevice,
     uow: UowDep,
-    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     types: Annotated[list[EventType] | None, Query(alias="type", max_length=len(EVENT_TYPES))] = None,
 ) -> DeviceEventsOut:

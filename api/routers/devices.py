@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response, status
 
 from api.deps import AdminScope, StaffScope, UowDep
 from api.schemas import DeviceCredentialsOut, DeviceOut, DeviceTokenIn, credentials_out, device_out
-from core.commands import DeviceIn
+from core.commands import DeviceId, DeviceIn
 from core.services import devices
 
 router = APIRouter(prefix="/restaurants/{rid}/devices", tags=["devices"])
@@ -35,7 +35,7 @@ def create_device(
 @router.post("/{device_id}/token")
 def reissue_token(
     rid: AdminScope,
-    device_id: str,
+    device_id: DeviceId,
     uow: UowDep,
     request: Request,
     response: Response,
@@ -48,6 +48,6 @@ def reissue_token(
 
 
 @router.delete("/{device_id}", status_code=status.HTTP_204_NO_CONTENT)
-def revoke_device(rid: AdminScope, device_id: str, uow: UowDep) -> None:
+def revoke_device(rid: AdminScope, device_id: DeviceId, uow: UowDep) -> None:
     """Revoke the device: the broker refuses its tokens from now on. Revoking again is harmless."""
     devices.revoke_device(uow, rid, device_id)

@@ -9,9 +9,9 @@ from pydantic import BaseModel
 
 from api.deps import StaffScope, UowDep
 from core.services import outbox
+from core.sizes import MAX_ID
 
 router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
-MAX_SEQ = 2**63 - 1  # a seq is a signed 64-bit integer in the database
 
 
 class EventsResponse(JSONResponse):
@@ -38,7 +38,7 @@ def events_after(
     rid: StaffScope,
     uow: UowDep,
     request: Request,
-    after: Annotated[int, Query(ge=0, le=MAX_SEQ)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[dict] | JSONResponse:
     """Committed events with seq > `after`, in seq order: the catch-up and polling endpoint.

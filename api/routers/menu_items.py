@@ -4,7 +4,7 @@ from fastapi import APIRouter, status
 
 from api.deps import AdminScope, StaffScope, UowDep
 from api.schemas import MenuItemOut, item_out
-from core.commands import MenuItemIn, MenuItemUpdate
+from core.commands import Id, MenuItemIn, MenuItemUpdate
 from core.services import inventory, menu
 
 router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu items"])
@@ -21,15 +21,15 @@ def create_menu_item(rid: AdminScope, body: MenuItemIn, uow: UowDep) -> MenuItem
 
 
 @router.get("/{item_id}")
-def get_menu_item(rid: StaffScope, item_id: int, uow: UowDep) -> MenuItemOut:
+def get_menu_item(rid: StaffScope, item_id: Id, uow: UowDep) -> MenuItemOut:
     return item_out(inventory.get_item(uow, rid, item_id))
 
 
 @router.patch("/{item_id}")
-def update_menu_item(rid: AdminScope, item_id: int, body: MenuItemUpdate, uow: UowDep) -> MenuItemOut:
+def update_menu_item(rid: AdminScope, item_id: Id, body: MenuItemUpdate, uow: UowDep) -> MenuItemOut:
     return item_out(menu.update_item(uow, rid, item_id, body))
 
 
 @router.delete("/{item_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_menu_item(rid: AdminScope, item_id: int, uow: UowDep) -> None:
+def delete_menu_item(rid: AdminScope, item_id: Id, uow: UowDep) -> None:
     menu.delete_item(uow, rid, item_id)

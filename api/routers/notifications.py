@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from api.deps import StaffScope, UowDep
 from api.schemas import NotificationOut, notification_out
+from core.commands import Id
 from core.services import notifications
 
 router = APIRouter(prefix="/restaurants/{rid}/notifications", tags=["notifications"])
@@ -20,5 +21,5 @@ def list_notifications(
 
 
 @router.post("/{notification_id}/read")
-def mark_read(rid: StaffScope, notification_id: int, uow: UowDep) -> NotificationOut:
+def mark_read(rid: StaffScope, notification_id: Id, uow: UowDep) -> NotificationOut:
     return notification_out(notifications.mark_read(uow, rid, notification_id))

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, status
 
 from api.deps import AdminScope, StaffScope, UowDep
 from api.schemas import OrderOut, RefundIn, StatusIn, TicketOut, order_out, ticket_out
-from core.commands import OrderIn
+from core.commands import Id, OrderIn
 from core.domain import OrderStatus
 from core.services import orders, tickets
 
@@ -29,27 +29,27 @@ def list_orders(
 
 
 @router.get("/{order_id}")
-def get_order(rid: StaffScope, order_id: int, uow: UowDep) -> OrderOut:
+def get_order(rid: StaffScope, order_id: Id, uow: UowDep) -> OrderOut:
     return order_out(orders.view_of(uow, orders.get_order(uow, rid, order_id)))
 
 
 @router.post("/{order_id}/status")
-def change_status(rid: StaffScope, order_id: int, body: StatusIn, uow: UowDep) -> OrderOut:
+def change_status(rid: StaffScope, order_id: Id, body: StatusIn, uow: UowDep) -> OrderOut:
     return order_out(orders.change_status(uow, rid, order_id, body.status))
 
 
 @router.post("/{order_id}/reprint")
-def reprint(rid: StaffScope, order_id: int, uow: UowDep) -> OrderOut:
+def reprint(rid: StaffScope, order_id: Id, uow: UowDep) -> OrderOut:
     """Send the order's kitchen tickets again; printers mark them REPRINT."""
     return order_out(orders.reprint(uow, rid, order_id))
 
 
 @router.get("/{order_id}/tickets")
-def order_tickets(rid: StaffScope, order_id: int, uow: UowDep) -> list[TicketOut]:
+def order_tickets(rid: StaffScope, order_id: Id, uow: UowDep) -> list[TicketOut]:
     orders.get_order(uow, rid, order_id)
     return [ticket_out(ticket) for ticket in tickets.list_tickets(uow, rid, order_id, None)]
 
 
 @router.post("/{order_id}/refunds")
-def refund(rid: AdminScope, order_id: int, body: RefundIn, uow: UowDep) -> OrderOut:
+def refund(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep) -> OrderOut:
     return order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason))
