@@ -21,7 +21,7 @@ from bridge.handlers import DeviceRules, device_rules
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
-from bridge.sweeper import Sweeper
+from bridge.sweeper import Sweeper, prune_idempotency_keys
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
@@ -223,7 +223,9 @@ class Runtime:
         )
         self.rules = rules = device_rules(self.settings)
         self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
-        self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
+        self.sweeper = Sweeper(
+            lambda: UnitOfWork(self.parts.engine, self.wake_relay), [*rules.sweeps, prune_idempotency_keys()]
+        )
         self.relay.start()
         self.ingest.start()
         self.sweeper.start()
