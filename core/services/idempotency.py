@@ -73,9 +73,9 @@ def claim(
     uow: UnitOfWork, scope: str, key: str, fingerprint: str, now: datetime | None = None
 ) -> IdempotencyRecord | Stored:
     """Claim `key` in this unit of work (a new record, to `keep` the answer in), or the stored answer
-    of the request that claimed it first. Raises KeyReused when that request was another one."""
+    of the request that claimed it first. Raises KeyReused when that request was another one.
+    The key's format is the caller's to check (`check_key` for HTTP; a device's request id has its own)."""
     now = now or utcnow()
-    check_key(key)
     while True:
         record = IdempotencyRecord(scope=scope, key=key, request_hash=fingerprint, created_at=now)
         try:
