@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Request, status
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, status
 from fastapi.concurrency import run_in_threadpool
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -51,9 +51,18 @@ class Once:
         return answer
 
 
-async def idempotent(request: Request, caller: CurrentUser, uow: UowDep) -> AsyncIterator[Once]:
+KeyHeader = Annotated[
+    str | None,
+    Header(
+        alias=HEADER,
+        description="A fresh id per user action, 1 to 255 printable ASCII characters; send it again on a retry "
+        "and the write is done once, the retry getting the first answer (kept 24 h).",
+    ),
+]
+
+
+async def idempotent(request: Request, caller: CurrentUser, uow: UowDep, key: KeyHeader = None) -> AsyncIterator[Once]:
     route = request.scope["route"]
-    key = request.headers.get(HEADER)
     if key is None:
         yield Once(uow, None, route.status_code or 200)
         return
