@@ -7,8 +7,14 @@ sent twice must not go back two steps.
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import func, update
+from sqlmodel import select
+
+from core.models import IdempotencyRecord, utcnow
+from core.unit_of_work import UnitOfWork
 from tests.integration.kitchen import Kitchen, Tablet, open_kitchen, rejected
 from tests.support import Stack, Subscriber, wait_for
 
@@ -71,3 +77,23 @@ def test_two_tablets_may_use_the_same_request_id(stack: Stack, subscribers, kitc
     other.send({"type": "bumped", "order_id": second, "to": "preparing", "request_id": "r1"})
     assert tablet.reply()["order_id"] == first and other.reply()["order_id"] == second
     assert kitchen.order(first) == kitchen.order(second) == ("preparing", 2)
+
+
+def test_the_running_bus_prunes_a_day_old_request_id_and_it_is_free_again(
+    stack: Stack, kitchen: Kitchen, tablet: Tablet
+):
+    oid = kitchen.place()["id"]
+    tablet.send({"type": "bumped", "order_id": oid, "to": "preparing", "request_id": "old"})
+    assert tablet.reply()["status"] == "preparing"
+
+    def records() -> int:
+        with UnitOfWork(stack.engine) as uow:
+            return uow.session.exec(select(func.count()).select_from(IdempotencyRecord)).one()
+
+    assert records() == 1
+    with UnitOfWork(stack.engine) as uow:
+        uow.session.execute(update(IdempotencyRecord).values(created_at=utcnow() - timedelta(hours=24, seconds=1)))
+        uow.commit()
+    wait_for(lambda: records() == 0, timeout=10)  # the sweeper of the running bus, once a second
+    tablet.send({"type": "bumped", "order_id": oid, "to": "ready", "request_id": "old"})  # a new request now
+    assert tablet.reply()["status"] == "ready"
