@@ -13,6 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
+from api import idempotency
 from api.deps import DeviceGrants
 from api.metrics import HttpMetricsMiddleware
 from api.routers import (
@@ -84,6 +85,8 @@ def create_app(
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": jsonable_encoder(printable(exc.errors()))}, status_code=422)
+
+    idempotency.install(app)  # a retried write with its Idempotency-Key gets the first answer
 
     app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
     app.add_middleware(HttpMetricsMiddleware)

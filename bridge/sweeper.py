@@ -1,4 +1,4 @@
-"""Time-driven device rules (tickets past their deadline, silent scales), run once a second.
+"""Time-driven rules (tickets past their deadline, silent scales, expired idempotency keys), run once a second.
 
 Each sweep gets a unit of work of its own and the sweeper commits it once the sweep returns: a
 sweep that raises changes nothing, and does not undo what the sweeps before it did.
@@ -9,8 +9,11 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from datetime import datetime
 
 from bridge.metrics import SWEEP_FAILURES
+from core.models import utcnow
+from core.services import idempotency
 from core.unit_of_work import UnitOfWork
 
 log = logging.getLogger("orderbus.sweeper")
@@ -48,3 +51,13 @@ class Sweeper:
     def _run(self) -> None:
         while not self._stopping.wait(self._interval):
             self.run_once()
+
+
+def prune_idempotency_keys(now: Callable[[], datetime] = utcnow) -> Sweep:
+    """The sweep that deletes idempotency records past their 24 hours, a small batch a second."""
+
+    def sweep(uow: UnitOfWork) -> None:
+        idempotency.prune(uow, now())
+
+    sweep.__name__ = "prune_idempotency_keys"
+    return sweep

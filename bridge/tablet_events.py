@@ -9,8 +9,10 @@ bump may ask for, and which step a recall goes back, are rules of `core.domain`.
 Reasons: `bad_type` (a field of the wrong JSON type, or an unknown event type), `bad_field`
 (a field missing, unknown, or out of range, a bump target a screen may not ask for included).
 Illegal transitions are DomainErrors, which the ingest answers as `refused`. A bump to the
-status the order already has is acknowledged without a change: a QoS 1 redelivery, or two
-screens bumping the same order, is not an error.
+status the order already has is acknowledged without a change: two screens bumping the same
+order is not an error. The `request_id` is the tablet's idempotency key: a message sent again
+with it (a QoS 1 redelivery, a retry after a lost ack) changes nothing and gets the first ack;
+the same id with another request is refused as `bad_field`.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from bridge.ingest import DeviceMessage, Rejected
 from core.domain import OrderStatus, bump_target
 from core.models import Device, Order
-from core.services import orders
+from core.services import idempotency, orders
 from core.unit_of_work import UnitOfWork
 
 MAX_REQUEST_ID = 64
@@ -38,14 +40,29 @@ def apply_tablet_event(uow: UnitOfWork, device: Device, message: DeviceMessage) 
     _known_fields(body, _FIELDS[kind])
     request_id = _request_id(body)
     order_id = _order_id(body)
+    scope = f"device:{device.id}|{message.restaurant_id}|tablet events"
+    try:
+        claimed = idempotency.claim(uow, scope, request_id, idempotency.request_hash("MQTT", "events", body))
+    except idempotency.KeyReused as exc:
+        raise Rejected("bad_field", f"request_id {request_id[:64]!r} was already used for another request") from exc
+    if isinstance(claimed, idempotency.Stored):
+        return dict(claimed.body)
+    ack = _apply(uow, message.restaurant_id, kind, body, request_id, order_id)
+    idempotency.keep(uow, claimed, 200, ack)
+    return ack
+
+
+def _apply(
+    uow: UnitOfWork, restaurant_id: int, kind: str, body: dict[str, Any], request_id: str, order_id: int
+) -> dict[str, Any]:
     if kind == "bumped":
         target = _target(body)
-        order = orders.get_order(uow, message.restaurant_id, order_id)
-        if order.status == target:  # a redelivery, or another screen bumped it first: already done
+        order = orders.get_order(uow, restaurant_id, order_id)
+        if order.status == target:  # another screen bumped it first: already done
             return _ack(request_id, order)
-        result = orders.change_status(uow, message.restaurant_id, order_id, target)
+        result = orders.change_status(uow, restaurant_id, order_id, target)
     else:
-        result = orders.recall(uow, message.restaurant_id, order_id)
+        result = orders.recall(uow, restaurant_id, order_id)
     return _ack(request_id, result.order)
 
 

@@ -22,7 +22,7 @@ from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
 from bridge.retention import prune_outbox
-from bridge.sweeper import Sweeper
+from bridge.sweeper import Sweeper, prune_idempotency_keys
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
@@ -231,6 +231,7 @@ class Runtime:
         self.rules = rules = device_rules(self.settings)
         self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
         rules.sweeps.append(prune_outbox(self.settings.outbox_retention_days))
+        rules.sweeps.append(prune_idempotency_keys())
         self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
         self.relay.start()
         self.ingest.start()

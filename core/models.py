@@ -103,6 +103,26 @@ class Refund(SQLModel, table=True):
     created_at: datetime = Field(default_factory=utcnow)
 
 
+class IdempotencyRecord(SQLModel, table=True):
+    """The first answer to a write sent with an idempotency key, committed with the write itself.
+
+    `scope` is who asked where (caller, restaurant, route): the same key of another caller is
+    another request. The unique constraint is what stops two concurrent requests with one key
+    from both writing, on any database.
+    """
+
+    __tablename__ = "idempotency_record"
+    __table_args__ = (UniqueConstraint("scope", "key"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    scope: str
+    key: str
+    request_hash: str  # sha256 of method, path and canonical body
+    status_code: int | None = None  # set once the guarded change is done, in the same transaction
+    body: dict | list | None = Field(default=None, sa_column=Column(JSON))
+    created_at: datetime = Field(default_factory=utcnow, index=True)
+
+
 class Notification(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)

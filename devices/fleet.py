@@ -114,7 +114,12 @@ class FleetRun:
             self._arrived(self.tablets, (device_id, ticket["order_id"], ticket["station"]), ticket["order_id"])
             if bumps and ticket["order_id"] not in bumped:
                 bumped.add(ticket["order_id"])
-                event = {"type": "bumped", "order_id": ticket["order_id"], "to": "preparing", "request_id": "b"}
+                event = {
+                    "type": "bumped",
+                    "order_id": ticket["order_id"],
+                    "to": "preparing",
+                    "request_id": f"bump-{ticket['order_id']}",
+                }
                 await client.publish(topics.device(site.rid, device_id, "events"), json.dumps(event), qos=1)
 
     async def dashboard(self, site: Site, client_id: str, token: str) -> None:

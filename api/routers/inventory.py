@@ -3,6 +3,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import AdminScope, StaffScope, UowDep
+from api.idempotency import Idempotent
 from api.schemas import DamageIn, MenuItemOut, StockAdjustIn, ThresholdIn, item_out
 from core.commands import Id
 from core.services import inventory
@@ -17,16 +18,16 @@ def list_stock(rid: StaffScope, uow: UowDep) -> list[MenuItemOut]:
 
 
 @router.post("/{item_id}/adjust")
-def adjust_stock(rid: AdminScope, item_id: Id, body: StockAdjustIn, uow: UowDep) -> MenuItemOut:
-    return item_out(inventory.adjust_stock(uow, rid, item_id, body.delta, body.reason))
+def adjust_stock(rid: AdminScope, item_id: Id, body: StockAdjustIn, uow: UowDep, once: Idempotent) -> MenuItemOut:
+    return once.keep(item_out(inventory.adjust_stock(uow, rid, item_id, body.delta, body.reason)))
 
 
 @router.post("/{item_id}/damage")
-def mark_damaged(rid: AdminScope, item_id: Id, body: DamageIn, uow: UowDep) -> MenuItemOut:
+def mark_damaged(rid: AdminScope, item_id: Id, body: DamageIn, uow: UowDep, once: Idempotent) -> MenuItemOut:
     """Raises damaged_quantity only; stock_quantity is left as counted."""
-    return item_out(inventory.mark_damaged(uow, rid, item_id, body.quantity, body.reason))
+    return once.keep(item_out(inventory.mark_damaged(uow, rid, item_id, body.quantity, body.reason)))
 
 
 @router.put("/{item_id}/threshold")
-def set_threshold(rid: AdminScope, item_id: Id, body: ThresholdIn, uow: UowDep) -> MenuItemOut:
-    return item_out(inventory.set_threshold(uow, rid, item_id, body.low_stock_threshold))
+def set_threshold(rid: AdminScope, item_id: Id, body: ThresholdIn, uow: UowDep, once: Idempotent) -> MenuItemOut:
+    return once.keep(item_out(inventory.set_threshold(uow, rid, item_id, body.low_stock_threshold)))

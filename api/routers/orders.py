@@ -5,6 +5,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, status
 
 from api.deps import AdminScope, StaffScope, UowDep
+from api.idempotency import Idempotent
 from api.schemas import OrderOut, RefundIn, StatusIn, TicketOut, order_out, ticket_out
 from core.commands import Id, OrderIn
 from core.domain import OrderStatus
@@ -14,8 +15,8 @@ router = APIRouter(prefix="/restaurants/{rid}/orders", tags=["orders"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_order(rid: StaffScope, body: OrderIn, uow: UowDep) -> OrderOut:
-    return order_out(orders.place_order(uow, rid, body))
+def create_order(rid: StaffScope, body: OrderIn, uow: UowDep, once: Idempotent) -> OrderOut:
+    return once.keep(order_out(orders.place_order(uow, rid, body)))
 
 
 @router.get("")
@@ -34,8 +35,8 @@ def get_order(rid: StaffScope, order_id: Id, uow: UowDep) -> OrderOut:
 
 
 @router.post("/{order_id}/status")
-def change_status(rid: StaffScope, order_id: Id, body: StatusIn, uow: UowDep) -> OrderOut:
-    return order_out(orders.change_status(uow, rid, order_id, body.status))
+def change_status(rid: StaffScope, order_id: Id, body: StatusIn, uow: UowDep, once: Idempotent) -> OrderOut:
+    return once.keep(order_out(orders.change_status(uow, rid, order_id, body.status)))
 
 
 @router.post("/{order_id}/reprint")
@@ -51,5 +52,5 @@ def order_tickets(rid: StaffScope, order_id: Id, uow: UowDep) -> list[TicketOut]
 
 
 @router.post("/{order_id}/refunds")
-def refund(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep) -> OrderOut:
-    return order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason))
+def refund(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep, once: Idempotent) -> OrderOut:
+    return once.keep(order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason)))

@@ -1,8 +1,19 @@
 // The REST API as the dashboard uses it. Every request has a timeout: a hung poll must never stall
-// the loop that keeps the screen current.
+// the loop that keeps the screen current. A write a user asked for carries an Idempotency-Key made
+// once for that action; when its answer is lost (timeout, no connection, 5xx) it is sent again with
+// the same key, so the server does it once and the retry gets the first answer.
 
 export const API_PREFIX = "/api/v1";
 const TIMEOUT_MS = 10_000;
+const RETRY_DELAYS_MS = [500, 2_000];
+
+/** A fresh key for one user action; crypto.randomUUID needs a secure context, getRandomValues does not. */
+export function newIdempotencyKey(crypto = globalThis.crypto) {
+  if (typeof crypto.randomUUID === "function") return crypto.randomUUID();
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+const retryable = (error) => error instanceof ApiError && (error.status === 0 || error.status >= 500);
 
 export class ApiError extends Error {
   constructor(status, detail) {
@@ -22,16 +33,37 @@ function describe(detail) {
 
 export class Api {
   /** `token()` returns the current API token (or null); `onUnauthorized()` is called on a 401. */
-  constructor({ token = () => null, onUnauthorized = () => {}, base = API_PREFIX, fetchImpl = globalThis.fetch.bind(globalThis) } = {}) {
+  constructor({
+    token = () => null,
+    onUnauthorized = () => {},
+    base = API_PREFIX,
+    fetchImpl = globalThis.fetch.bind(globalThis),
+    retryDelaysMs = RETRY_DELAYS_MS,
+  } = {}) {
     this.token = token;
     this.onUnauthorized = onUnauthorized;
     this.base = base;
     this.fetch = fetchImpl;
+    this.retryDelaysMs = retryDelaysMs;
   }
 
-  async request(method, path, body = undefined, { auth = true, timeoutMs = TIMEOUT_MS } = {}) {
+  /** One user action's write: one key, sent again on each retry of a lost answer. */
+  async write(method, path, body) {
+    const idempotencyKey = newIdempotencyKey();
+    for (let attempt = 0; ; attempt += 1) {
+      try {
+        return await this.request(method, path, body, { idempotencyKey });
+      } catch (error) {
+        if (!retryable(error) || attempt >= this.retryDelaysMs.length) throw error;
+        await new Promise((resolve) => setTimeout(resolve, this.retryDelaysMs[attempt]));
+      }
+    }
+  }
+
+  async request(method, path, body = undefined, { auth = true, timeoutMs = TIMEOUT_MS, idempotencyKey = null } = {}) {
     const headers = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
+    if (idempotencyKey) headers["idempotency-key"] = idempotencyKey;
     const token = auth ? this.token() : null;
     if (token) headers.authorization = `Bearer ${token}`;
     const controller = new AbortController();
@@ -89,11 +121,11 @@ export class Api {
   }
 
   setStatus(rid, orderId, status) {
-    return this.request("POST", `/restaurants/${rid}/orders/${orderId}/status`, { status });
+    return this.write("POST", `/restaurants/${rid}/orders/${orderId}/status`, { status });
   }
 
   refund(rid, orderId, amountCents, reason) {
-    return this.request("POST", `/restaurants/${rid}/orders/${orderId}/refunds`, { amount_cents: amountCents, reason });
+    return this.write("POST", `/restaurants/${rid}/orders/${orderId}/refunds`, { amount_cents: amountCents, reason });
   }
 
   markRead(rid, notificationId) {

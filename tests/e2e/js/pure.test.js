@@ -5,6 +5,7 @@ import { BoundedSet, Sequencer, classifyTopic, parseJson, validateEnvelope } fro
 import { BASE_MS, CAP_MS, backoffCeiling, backoffDelay, jittered } from "/static/js/backoff.js";
 import { DashboardState, formatCents, isLow, sanitizeOrder } from "/static/js/state.js";
 import { LiveConnection, grantedCodes, subscriptionFilters, websocketUrl } from "/static/js/connection.js";
+import { Api, ApiError, newIdempotencyKey } from "/static/js/api.js";
 
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
@@ -401,6 +402,57 @@ test("any other catch-up error is not taken for a 410", async () => {
   await connection.catchUp().catch((error) => (failed = error));
   eq(failed?.status, 500);
   eq(connection.sequencer.lastSeq, 2);
+});
+
+// --- Api: idempotent writes -----------------------------------------------------------------------
+
+function scriptedFetch(outcomes) {
+  const calls = [];
+  const fetchImpl = async (url, init) => {
+    calls.push({ url, method: init.method, key: init.headers["idempotency-key"], body: init.body });
+    const outcome = outcomes.shift();
+    if (outcome instanceof Error) throw outcome;
+    return new Response(JSON.stringify(outcome.body), { status: outcome.status, headers: { "content-type": "application/json" } });
+  };
+  return { calls, fetchImpl };
+}
+
+test("a lost answer is retried with the same idempotency key; the next action gets a new key", async () => {
+  const { calls, fetchImpl } = scriptedFetch([
+    new TypeError("network down"),
+    { status: 503, body: { detail: "busy" } },
+    { status: 200, body: { id: 3, status: "ready" } },
+    { status: 200, body: { id: 3, status: "completed" } },
+  ]);
+  const api = new Api({ fetchImpl, retryDelaysMs: [0, 0] });
+  eq(await api.setStatus(RID, 3, "ready"), { id: 3, status: "ready" });
+  eq(await api.setStatus(RID, 3, "completed"), { id: 3, status: "completed" });
+  eq(calls.length, 4);
+  ok(calls[0].key && calls[0].key === calls[1].key && calls[1].key === calls[2].key, "one key for one action");
+  ok(calls[3].key && calls[3].key !== calls[0].key, "a new action has a new key");
+  eq(calls.map((c) => c.body), [...Array(3).fill('{"status":"ready"}'), '{"status":"completed"}']);
+});
+
+test("refusals are not retried, and retries stop after the last delay", async () => {
+  const refused = scriptedFetch([{ status: 409, body: { detail: "pending cannot become completed" } }]);
+  const api = new Api({ fetchImpl: refused.fetchImpl, retryDelaysMs: [0, 0] });
+  let error = null;
+  await api.refund(RID, 3, 100, "cold").catch((e) => (error = e));
+  ok(error instanceof ApiError && error.status === 409, "a 409 is the answer");
+  eq(refused.calls.length, 1);
+  const down = scriptedFetch([new TypeError("a"), new TypeError("b"), new TypeError("c"), new TypeError("d")]);
+  const failing = new Api({ fetchImpl: down.fetchImpl, retryDelaysMs: [0, 0] });
+  error = null;
+  await failing.refund(RID, 3, 100, "cold").catch((e) => (error = e));
+  ok(error instanceof ApiError && error.status === 0, "cannot reach the server");
+  eq(down.calls.length, 3);
+  eq(new Set(down.calls.map((c) => c.key)).size, 1);
+});
+
+test("idempotency keys are printable ASCII without a secure context too", () => {
+  const insecure = { getRandomValues: (a) => globalThis.crypto.getRandomValues(a) };
+  for (const key of [newIdempotencyKey(), newIdempotencyKey(insecure)]) ok(/^[\x20-\x7e]{1,255}$/.test(key), key);
+  ok(newIdempotencyKey(insecure) !== newIdempotencyKey(insecure), "fresh each time");
 });
 
 export async function run() {
