@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
 import os
 import re
 import shlex
 import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -316,6 +319,9 @@ def db_revision(message: Annotated[str, typer.Option("-m", "--message", help="Wh
     if written is None:
         console.print("the models and the migrations agree: no revision written")
         return
+    if importlib.util.find_spec("ruff") is not None:  # in a checkout with the test extras: lint-clean at once
+        for ruff in (["check", "--fix", "--quiet"], ["format", "--quiet"]):
+            subprocess.run([sys.executable, "-m", "ruff", *ruff, str(written)], check=False)
     console.print(f"wrote {written}: read it, then run `make lint` and the migration tests")
 
 

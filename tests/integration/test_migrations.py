@@ -121,13 +121,12 @@ def test_an_empty_database_is_out_of_date_until_upgraded(tmp_path):
 def test_an_upgrade_waits_for_the_writer_and_frees_it(tmp_path):
     """The upgrade runs on one connection under make_engine's writer lock: it queues behind a
     transaction of another thread instead of deadlocking, and leaves the lock free."""
-    engine = sqlite_file(tmp_path / "bus.db")
-    db.create_schema(engine)
+    engine = sqlite_file(release_data_dir(tmp_path / "data"))
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
         with Session(engine) as session:
-            session.execute(text("INSERT INTO restaurant (name, event_seq) VALUES ('r', 0)"))
+            session.execute(text("INSERT INTO restaurant (name, event_seq) VALUES ('Second Bistro', 0)"))
             held.set()
             release.wait(10)
             session.commit()
@@ -143,7 +142,9 @@ def test_an_upgrade_waits_for_the_writer_and_frees_it(tmp_path):
     release.set()
     holder.join(5)
     upgrader.join(10)
-    assert upgraded == [(None, db.head())]  # the row the other thread committed did not stop the stamp
+    assert upgraded == [(None, db.head())]
+    with Session(engine) as session:  # the row committed first is still there
+        assert session.execute(text("SELECT count(*) FROM restaurant")).scalar_one() == 2
     assert_writer_free(engine)
     engine.dispose()
 
