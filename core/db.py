@@ -166,7 +166,7 @@ def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | N
     """Bring the database to `revision` in one transaction; returns (before, after).
 
     A database made before migrations (tables, no version table) is first stamped with
-    `FIRST_REVISION`, but only when its tables and columns are exactly that revision's."""
+    `FIRST_REVISION`, but only when its tables, columns and indexes are exactly that revision's."""
     with _migrating(engine) as connection:
         before = MigrationContext.configure(connection).get_current_revision()
         if not _known(before):
