@@ -4,21 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.util
+import os
 import re
+import shlex
 import signal
+import subprocess
+import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from sqlalchemy import Engine
 
 from cli.device import device_app
 from cli.runtime import Parts, PortInUse, Runtime
 from cli.simulate import simulate
 from cli.status import status
 from config.settings import ConfigFileError, Settings, load_settings
-from core import logs
+from core import db, logs
 from core.demo import ensure_demo
 from core.tokens import Audience, TokenService, load_or_create_key
 from core.topics import ROLES
@@ -54,10 +60,36 @@ def _run(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
     except PortInUse as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    except db.DatabaseError as exc:
+        _database_failed(settings, exc)
+
+
+def _database_failed(settings: Settings, exc: db.DatabaseError) -> NoReturn:
+    """One line that says what to run or which setting to change; exit 2."""
+    if isinstance(exc, db.SchemaOutOfDate):
+        message = exc.message(_upgrade_command(settings))
+    elif isinstance(exc, db.DatabaseUnreachable):
+        message = f"{exc}; check --data-dir, or --database-url / ORDERBUS_DATABASE_URL"
+    else:
+        message = str(exc)
+    err.print(f"[red]error:[/red] {message}", highlight=False)
+    raise typer.Exit(2) from None
+
+
+def _upgrade_command(settings: Settings) -> str:
+    words = ["orderbus", "db", "upgrade"]
+    if config := os.environ.get("ORDERBUS_CONFIG"):
+        words += ["--config", shlex.quote(config)]
+    if settings.database_url:
+        words += ["--database-url", shlex.quote(db.shown_url(settings.database_url))]
+    else:
+        words += ["--data-dir", shlex.quote(str(settings.data_dir))]
+    return " ".join(words)
 
 
 async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
-    parts = Parts.build(settings)
+    # `orderbus up` owns its database and upgrades it; parts run apart share one and only check it
+    parts = Parts.build(settings, upgrade=broker and api and bridge)
     runtime = Runtime(parts, broker=broker, api=api, bridge=bridge)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -231,6 +263,69 @@ def token(
     print(signed)
 
 
+db_app = typer.Typer(no_args_is_help=True, help="The database schema: upgrade it, show its revision.")
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(help="e.g. postgresql+psycopg://user@host/db (ORDERBUS_DATABASE_URL) [default: SQLite in data dir]."),
+]
+
+
+def _database(data_dir: Path | None, database_url: str | None, config: Path | None) -> tuple[Settings, Engine]:
+    settings = _settings(config, data_dir=data_dir, database_url=database_url)
+    if settings.database_url is None:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return settings, db.make_engine(settings.db_url)
+    except db.DatabaseError as exc:
+        _database_failed(settings, exc)
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = None, database_url: DatabaseUrl = None, config: ConfigFile = None) -> None:
+    """Bring the database schema to this orderbus's revision (a database made before migrations included)."""
+    settings, engine = _database(data_dir, database_url, config)
+    try:
+        before, after = db.upgrade(engine)
+    except db.DatabaseError as exc:
+        _database_failed(settings, exc)
+    finally:
+        engine.dispose()
+    where = db.shown_url(settings.db_url)
+    if before == after:
+        console.print(f"{where}: schema at {after}, nothing to do")
+    else:
+        console.print(f"{where}: schema upgraded from {before or 'nothing'} to {after}")
+
+
+@db_app.command("current")
+def db_current(data_dir: DataDir = None, database_url: DatabaseUrl = None, config: ConfigFile = None) -> None:
+    """Print the database's schema revision (`none` for an empty database or one made before migrations)."""
+    settings, engine = _database(data_dir, database_url, config)
+    try:
+        revision = db.current(engine)
+    except db.DatabaseError as exc:
+        _database_failed(settings, exc)
+    finally:
+        engine.dispose()
+    head = db.head()
+    note = "this orderbus's schema" if revision == head else f"this orderbus needs {head}"
+    print(f"{revision or 'none'} ({note})")
+
+
+@db_app.command("revision")
+def db_revision(message: Annotated[str, typer.Option("-m", "--message", help="What the revision changes.")]) -> None:
+    """For developers, in a source checkout: write the revision that brings the schema to the models."""
+    written = db.new_revision(message)
+    if written is None:
+        console.print("the models and the migrations agree: no revision written")
+        return
+    if importlib.util.find_spec("ruff") is not None:  # in a checkout with the test extras: lint-clean at once
+        for ruff in (["check", "--fix", "--quiet"], ["format", "--quiet"]):
+            subprocess.run([sys.executable, "-m", "ruff", *ruff, str(written)], check=False)
+    console.print(f"wrote {written}: read it, then run `make lint` and the migration tests")
+
+
+app.add_typer(db_app, name="db")
 app.command()(status)  # `orderbus status`: the live terminal view (cli/status.py)
 app.add_typer(device_app, name="device")
 app.command()(simulate)  # `orderbus simulate`: the fleet simulator and load generator (cli/simulate.py)

@@ -27,8 +27,7 @@ from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
 from config.settings import Settings
-from core import logs
-from core.db import create_schema, make_engine
+from core import db, logs
 from core.metrics import DatabaseCollector
 from core.services.devices import DeviceDenylist, token_denylist
 from core.tokens import TokenService, load_or_create_key
@@ -50,12 +49,19 @@ class Parts:
     policy: Policy
 
     @classmethod
-    def build(cls, settings: Settings) -> Parts:
+    def build(cls, settings: Settings, *, upgrade: bool = True) -> Parts:
+        """`upgrade`: bring the schema to this code's head (`orderbus up`, which owns its database);
+        otherwise refuse a database at another revision (`db.SchemaOutOfDate`): processes run apart
+        share theirs, and only `orderbus db upgrade` changes it."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
         logs.add_secret(key)  # never in a log line, whatever logs it
-        engine = make_engine(settings.db_url)
-        create_schema(engine)
+        engine = db.make_engine(settings.db_url)
+        try:
+            db.upgrade(engine) if upgrade else db.check_current(engine)
+        except BaseException:
+            engine.dispose()
+            raise
         return cls(settings, engine, TokenService(key), Policy.load(settings.acl_policy))
 
     def device_grants(self, claims: dict[str, Any]) -> Callable[[str], bool]:

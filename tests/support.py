@@ -4,6 +4,7 @@ MQTT clients that record what they get."""
 from __future__ import annotations
 
 import asyncio
+import atexit
 import functools
 import json
 import logging
@@ -11,7 +12,9 @@ import queue
 import random
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Coroutine
@@ -33,7 +36,7 @@ from broker.policy import Policy
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
 from core.commands import CategoryIn, DeviceIn, DeviceKind, MenuIn, MenuItemIn
-from core.db import create_schema, make_engine
+from core.db import make_engine, upgrade
 from core.models import Category, Device, Menu, Restaurant, User, utcnow
 from core.passwords import hash_password
 from core.services import devices
@@ -187,10 +190,32 @@ class App(Site):
 
 def sqlite_engine(settings: Settings) -> Engine:
     """The engine `orderbus up` would make for these settings, with its schema."""
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    fresh_database(settings)
     engine = make_engine(settings.db_url)
-    create_schema(engine)
+    if settings.database_url is not None:
+        upgrade(engine)
     return engine
+
+
+@functools.cache
+def _head_schema() -> Path:
+    """One SQLite file built by the migrations, once per run: copying it is faster than building
+    the schema for every test (create_all or the revisions)."""
+    directory = tempfile.mkdtemp(prefix="orderbus-schema-")
+    atexit.register(shutil.rmtree, directory, True)
+    path = Path(directory) / "orderbus.db"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()  # the last connection checkpoints the WAL into the file
+    return path
+
+
+def fresh_database(settings: Settings) -> None:
+    """A data directory's database at the head revision, unless it has one already."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    path = settings.data_dir / "orderbus.db"
+    if settings.database_url is None and not path.exists():
+        shutil.copyfile(_head_schema(), path)
 
 
 class Stack(Site):
@@ -200,7 +225,8 @@ class Stack(Site):
         self.settings = Settings(
             data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port(), **overrides
         )
-        self.parts = Parts.build(self.settings)
+        fresh_database(self.settings)
+        self.parts = Parts.build(self.settings)  # upgrades, as `orderbus up` does: here it finds the head
         self.engine, self.tokens = self.parts.engine, self.parts.tokens
         self.runtime = Runtime(self.parts)
         self.loop = asyncio.new_event_loop()

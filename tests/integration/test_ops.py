@@ -704,6 +704,7 @@ def test_a_broker_alone_logs_json_and_serves_metrics_on_its_own_port(tmp_path):
     mqtt_port, ws_port, metrics_port = free_port(), free_port(), free_port()
     env = {**os.environ, "ORDERBUS_METRICS_PORT": str(metrics_port)}
     log = tmp_path / "broker.log"
+    subprocess.run([ORDERBUS, "db", "upgrade", "--data-dir", str(tmp_path / "data")], check=True)  # parts never do
     args = [ORDERBUS, "broker", "--log-json", "--data-dir", str(tmp_path / "data")]
     args += ["--mqtt-port", str(mqtt_port), "--ws-port", str(ws_port)]
     with log.open("w") as sink:

@@ -1,0 +1,173 @@
+"""The migrations and the models describe one schema, a data directory of the release before
+migrations upgrades in place with its rows, and a database at another revision is refused."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, inspect, text
+from sqlmodel import Session, SQLModel
+
+from cli.runtime import Parts
+from config.settings import Settings
+from core import db
+
+RELEASE_DATA_DIR = Path(__file__).parents[1] / "golden" / "orderbus-0.1-data-dir.sql"
+
+
+def differences(engine: Engine) -> list:
+    """What `orderbus db revision` would write: the models against the database, types included."""
+    with engine.connect() as connection:
+        context = MigrationContext.configure(connection, opts={"compare_type": True, "compare_server_default": True})
+        return compare_metadata(context, SQLModel.metadata)
+
+
+def release_data_dir(data_dir: Path) -> Path:
+    """The SQLite file of a data directory that orderbus 0.1 made (tables, rows, no version table)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = data_dir / "orderbus.db"
+    with sqlite3.connect(path) as connection:
+        connection.executescript(RELEASE_DATA_DIR.read_text())
+    return path
+
+
+def sqlite_file(path: Path) -> Engine:
+    return db.make_engine(f"sqlite:///{path}")
+
+
+def test_the_migrations_build_exactly_the_models_schema(tmp_path):
+    """A model column, table or index without its revision fails here: run `orderbus db revision`."""
+    engine = sqlite_file(tmp_path / "fresh.db")
+    assert db.upgrade(engine) == (None, db.head())
+    assert differences(engine) == []
+    engine.dispose()
+
+
+def test_the_drift_check_sees_a_column_the_migrations_lack(tmp_path):
+    """The check above can fail: a column dropped from the database shows up as a difference."""
+    engine = sqlite_file(tmp_path / "fresh.db")
+    db.upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("ALTER TABLE orders DROP COLUMN notes"))
+    assert [(d[0], d[3].name) for d in differences(engine)] == [("add_column", "notes")]
+    engine.dispose()
+
+
+def test_up_upgrades_a_release_data_dir_in_place_and_keeps_its_rows(tmp_path):
+    path = release_data_dir(tmp_path / "data")
+    engine = sqlite_file(path)
+    with pytest.raises(db.SchemaOutOfDate, match=r"from before migrations.*orderbus db upgrade"):
+        db.check_current(engine)
+    engine.dispose()
+
+    parts = Parts.build(Settings(data_dir=tmp_path / "data"), upgrade=True)  # what `orderbus up` does at start
+    assert db.current(parts.engine) == db.head()
+    assert differences(parts.engine) == []
+    with Session(parts.engine) as session:
+        assert session.execute(text("SELECT name, event_seq FROM restaurant")).all() == [("Demo Bistro", 15)]
+        assert session.execute(text("SELECT status, version FROM orders")).all() == [("preparing", 2)]
+        assert session.execute(text("SELECT count(*) FROM outbox_event")).scalar_one() == 15
+    parts.engine.dispose()
+
+    again = Parts.build(Settings(data_dir=tmp_path / "data"), upgrade=False)  # `orderbus api` now starts
+    again.engine.dispose()
+
+
+def test_a_database_with_other_tables_is_refused_and_left_alone(tmp_path):
+    path = release_data_dir(tmp_path / "data")
+    with sqlite3.connect(path) as connection:
+        connection.execute("ALTER TABLE orders ADD COLUMN tip_cents INTEGER")
+        connection.execute("CREATE TABLE notes (id INTEGER PRIMARY KEY)")
+    engine = sqlite_file(path)
+    with pytest.raises(db.DatabaseError) as refused:
+        db.upgrade(engine)
+    message = str(refused.value)
+    assert "no migration history" in message and "\n" not in message
+    assert "table notes unexpected" in message and "orders: column tip_cents" in message
+    assert "alembic_version" not in inspect(engine).get_table_names()
+    assert_writer_free(engine)
+    engine.dispose()
+
+
+def test_a_database_from_a_newer_orderbus_is_refused(tmp_path):
+    engine = sqlite_file(tmp_path / "newer.db")
+    db.upgrade(engine)
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = '9999'"))
+    for attempt in (db.check_current, db.upgrade):
+        with pytest.raises(db.SchemaOutOfDate, match="9999, which this orderbus does not know"):
+            attempt(engine)
+    assert db.current(engine) == "9999"
+    engine.dispose()
+
+
+def test_an_empty_database_is_out_of_date_until_upgraded(tmp_path):
+    engine = sqlite_file(tmp_path / "empty.db")
+    with pytest.raises(db.SchemaOutOfDate, match=f"schema is empty, this orderbus needs {db.head()}"):
+        db.check_current(engine)
+    assert db.current(engine) is None
+    db.upgrade(engine)
+    db.check_current(engine)
+    assert db.upgrade(engine) == (db.head(), db.head())
+    engine.dispose()
+
+
+def test_an_upgrade_waits_for_the_writer_and_frees_it(tmp_path):
+    """The upgrade runs on one connection under make_engine's writer lock: it queues behind a
+    transaction of another thread instead of deadlocking, and leaves the lock free."""
+    engine = sqlite_file(release_data_dir(tmp_path / "data"))
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with Session(engine) as session:
+            session.execute(text("INSERT INTO restaurant (name, event_seq) VALUES ('Second Bistro', 0)"))
+            held.set()
+            release.wait(10)
+            session.commit()
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(5)
+    upgraded: list[tuple[str | None, str | None]] = []
+    upgrader = threading.Thread(target=lambda: upgraded.append(db.upgrade(engine)))
+    upgrader.start()
+    time.sleep(0.3)
+    assert upgraded == []  # waiting its turn
+    release.set()
+    holder.join(5)
+    upgrader.join(10)
+    assert upgraded == [(None, db.head())]
+    with Session(engine) as session:  # the row committed first is still there
+        assert session.execute(text("SELECT count(*) FROM restaurant")).scalar_one() == 2
+    assert_writer_free(engine)
+    engine.dispose()
+
+
+def test_foreign_keys_are_back_on_after_an_upgrade(tmp_path):
+    """Migrations run with SQLite's foreign keys off (batch mode recreates tables); the pooled
+    connection must not keep them off."""
+    engine = sqlite_file(tmp_path / "bus.db")
+    db.upgrade(engine)
+    with engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+    engine.dispose()
+
+
+def assert_writer_free(engine: Engine) -> None:
+    """A write on another thread gets its turn at once (the lock would make it wait 30 s)."""
+    done = threading.Event()
+
+    def write() -> None:
+        with Session(engine) as session:
+            session.execute(text("SELECT 1"))
+            session.commit()
+        done.set()
+
+    threading.Thread(target=write, daemon=True).start()
+    assert done.wait(5), "the writer lock was not released"
