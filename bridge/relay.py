@@ -3,6 +3,7 @@
 A row is stamped published only after the broker's PUBACK for every message it became.
 While the broker is away, paho keeps the messages and resends them in order on reconnect,
 so the relay waits rather than publishing again (no duplicates from the relay itself).
+After every connect, the retained state is rebuilt from the database before the next row (`bridge.retained`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from bridge.metrics import RELAY_EVENTS_PUBLISHED, RELAY_PUBLISH_SECONDS
+from bridge.retained import RetainedRebuild
 from bridge.routing import publications
 from core.models import OutboxEvent
 
@@ -43,6 +45,7 @@ class Relay:
         self._stopping = threading.Event()
         self._give_up = threading.Event()  # set when a stop's drain time is over
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
+        self._retained = RetainedRebuild(engine, client, self.wake)
 
     def wake(self) -> None:
         """Called after every commit that wrote events."""
@@ -79,6 +82,8 @@ class Relay:
 
     def publish_pending(self) -> int:
         """Publish one batch of unpublished events in order; returns how many were stamped published."""
+        if not self._retained.ensure(self._give_up):
+            return 0  # not connected, or the rebuild did not finish: the next connect wakes the relay
         with Session(self._engine) as session:
             rows = session.exec(
                 select(OutboxEvent.id, OutboxEvent.envelope)
