@@ -97,9 +97,10 @@ class RetainedRebuild:
 
     def _rebuild(self, connect: int, give_up: threading.Event) -> bool:
         started = time.monotonic()
-        held = self._held_by_broker(connect, give_up)
-        if held is None:
+        learned = self._held_by_broker(connect, give_up)
+        if learned is None:
             return False
+        held, known = learned
         with UnitOfWork(self._engine) as uow:  # read only: rolled back at the end
             state = retained_state.read(uow)
         wanted: dict[str, bytes] = {}
@@ -109,7 +110,9 @@ class RetainedRebuild:
         restored = {
             topics.device(p.restaurant_id, p.device_id, "status"): _presence(p)
             for p in state.presence
-            if p.state in RESTORED_STATES and topics.device(p.restaurant_id, p.device_id, "status") not in held
+            if known
+            and p.state in RESTORED_STATES
+            and topics.device(p.restaurant_id, p.device_id, "status") not in held
         }
         sends = [*wanted.items(), *((topic, b"") for topic in cleared), *restored.items()]
         infos = [self._client.publish(topic, payload, qos=1, retain=True) for topic, payload in sends]
@@ -126,26 +129,31 @@ class RetainedRebuild:
         )
         return True
 
-    def _held_by_broker(self, connect: int, give_up: threading.Event) -> dict[str, bytes] | None:
-        """The state and status topics the broker holds retained; None when the connection changed."""
+    def _held_by_broker(self, connect: int, give_up: threading.Event) -> tuple[dict[str, bytes], bool] | None:
+        """The state and status topics the broker holds retained, and whether it let the relay read them
+        (an ACL without the grant: nothing is cleared or restored, the state is still republished);
+        None when the connection changed on the way."""
         with self._lock:
             self._held = {}
         try:
             filters = [(topic_filter, 0) for topic_filter in (*STATE_FILTERS, STATUS_FILTER)]
-            if not self._ask(self._client.subscribe(filters)[1], connect, give_up):
+            subscribed = self._ask(self._client.subscribe(filters)[1], connect, give_up)
+            if subscribed is None:
                 return None
-            if not self._ask(self._client.unsubscribe([f for f, _ in filters])[1], connect, give_up):
+            if self._ask(self._client.unsubscribe([f for f, _ in filters])[1], connect, give_up) is None:
                 return None
+            if not subscribed:
+                log.error("the broker refused the relay's reading of the retained state topics: nothing is cleared")
             with self._lock:
-                return self._held
+                return self._held, subscribed
         finally:
             with self._lock:
                 self._held = None
 
-    def _ask(self, mid: int | None, connect: int, give_up: threading.Event) -> bool:
-        """Wait for the answer to packet `mid` on this same connection."""
+    def _ask(self, mid: int | None, connect: int, give_up: threading.Event) -> bool | None:
+        """Wait for the answer to packet `mid` on this same connection: granted, refused, or None (no answer)."""
         if mid is None:
-            return False
+            return None
         with self._lock:
             answered = self._answered.setdefault(mid, threading.Event())
         deadline = time.monotonic() + ANSWER_SECONDS
@@ -154,12 +162,9 @@ class RetainedRebuild:
                 with self._lock:
                     moved = self._connects != connect
                 if moved or give_up.is_set() or time.monotonic() > deadline or not self._client.is_connected():
-                    return False
+                    return None
             with self._lock:
-                refused = mid in self._refused
-            if refused:  # the ACL must let the service read the state topics back
-                log.error("the broker refused the relay's subscription to the retained state topics")
-            return not refused
+                return mid not in self._refused
         finally:
             with self._lock:
                 self._answered.pop(mid, None)

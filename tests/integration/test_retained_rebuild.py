@@ -360,3 +360,27 @@ def test_a_rebuild_cut_off_by_another_disconnect_runs_again_on_the_next_connect(
     settled(stack)
     wait_for(lambda: len(state(stack, subscribers, rid, 0.5)) == 202, timeout=30)
     assert_projection(stack, subscribers, rid)
+
+
+def test_a_broker_that_will_not_let_the_relay_read_its_state_still_gets_it_republished(tmp_path, subscribers):
+    """An ACL of an older deployment, without the service's grant to read the state topics back:
+    nothing can be cleared, but the open orders come back and the outbox goes on."""
+    default = (Path(__file__).parents[2] / "config" / "acl.toml").read_text()
+    policy = tmp_path / "acl.toml"
+    policy.write_text(default.replace('    "restaurant/+/orders/open/+",\n    "restaurant/+/inventory/items/+",\n', ""))
+    assert policy.read_text() != default
+    stack = Stack(tmp_path / "data", acl_policy=policy).start()
+    try:
+        where = shop(stack)
+        rid = where["rid"]
+        place(stack, where, 2)
+        settled(stack)
+        stop_broker(stack)
+        start_broker(stack, {f"restaurant/{rid}/orders/open/999999": b'{"type": "new_order"}'})
+        place(stack, where, 1)
+        settled(stack)
+        got = state(stack, subscribers, rid)
+        expected = set(latest_envelopes(stack, rid)) | {f"restaurant/{rid}/orders/open/999999"}
+        assert set(got) == expected, "republished all the same; the unknown stale topic stays"
+    finally:
+        stack.stop()
