@@ -139,8 +139,8 @@ class Ingest:
         message: DeviceMessage | None = None
         try:
             message = parse(topic, payload)
-            if message is None:
-                return
+            if message is None or (message.leaf == "status" and message.body.get("restored") is True):
+                return  # none, or a presence the bus restored from the database itself (bridge.retained)
             reply = self._apply(message)
             INGEST_PROCESSED.labels(kind=message.leaf).inc()
             if reply is not None:

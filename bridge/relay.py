@@ -10,6 +10,8 @@ flight the broker drops the connection `max_attempts` times (counted in the row,
 not start over) is withdrawn from paho's queue and dead-lettered. Dead-lettering stamps the row done,
 notifies the restaurant's staff and counts `orderbus_outbox_dead_letter_total`; the event stays
 readable from `/events`.
+
+After every connect, the retained state is rebuilt from the database before the next row (`bridge.retained`).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from bridge.metrics import OUTBOX_DEAD_LETTERS, RELAY_EVENTS_PUBLISHED, RELAY_PUBLISH_SECONDS
+from bridge.retained import RetainedRebuild
 from bridge.routing import Publication, packet_size, publications
 from core.models import OutboxEvent
 from core.services import outbox
@@ -62,6 +65,7 @@ class Relay:
         self._sessions = 0  # accepted CONNACKs so far
         self._drops = 0  # connections lost after being accepted (a refused CONNECT is not the event's doing)
         self._count_drops()
+        self._retained = RetainedRebuild(engine, client, self.wake)  # chains the callbacks above
 
     def _count_drops(self) -> None:
         """Count lost connections beside the client's own callbacks (chained, not replaced)."""
@@ -120,6 +124,8 @@ class Relay:
 
     def publish_pending(self) -> int:
         """Publish one batch of unpublished events in order; returns how many were stamped done."""
+        if not self._retained.ensure(self._give_up):
+            return 0  # not connected, or the rebuild did not finish: the next connect wakes the relay
         with Session(self._engine) as session:
             rows = session.exec(
                 select(OutboxEvent.id, OutboxEvent.envelope)

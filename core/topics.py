@@ -144,6 +144,14 @@ def every_device(leaf: str) -> str:
     return f"{ROOT}/+/devices/+/{leaf}"
 
 
+def every_restaurant(template: str) -> str:
+    """One template in every restaurant, its `{…}` level a wildcard too: `restaurant/+/orders/open/+`."""
+    parts = _PARTS.get(template)
+    if parts is None:
+        raise TopicError(f"no such topic template: {template!r}")
+    return "/".join([ROOT, "+", *("+" if part[0] == "{" else part for part in parts)])
+
+
 DEVICE_FILTERS = tuple(every_device(template.rsplit("/", 1)[1]) for template in FROM_DEVICES)
 
 # --- parsing ----------------------------------------------------------------------------------

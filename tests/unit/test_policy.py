@@ -273,16 +273,29 @@ def test_service_publishes_under_restaurant_retained_included(policy):
         assert not grants.may_publish(refused, retain=True), refused
 
 
-def test_service_subscribes_to_device_topics_only(policy):
+def test_service_subscribes_to_device_topics_and_reads_back_the_retained_state_only(policy):
+    """The relay reads what the broker holds retained (open orders, item stock) to rebuild it."""
     grants = policy.grants({"role": "service", "sub": "ingest"})
     for allowed in [
+        "restaurant/+/orders/open/+",
+        "restaurant/+/inventory/items/+",
+        "restaurant/7/orders/open/311",
         "restaurant/+/devices/+/status",
         "restaurant/+/devices/+/events",
         "restaurant/+/devices/+/readings",
         "restaurant/7/devices/scale-1/readings",
     ]:
         assert grants.may_subscribe(allowed), allowed
-    for refused in ["restaurant/#", "restaurant/+/devices/#", "restaurant/+/devices/+/commands", "restaurant/7/orders"]:
+    for refused in [
+        "restaurant/#",
+        "restaurant/+/devices/#",
+        "restaurant/+/devices/+/commands",
+        "restaurant/7/orders",
+        "restaurant/+/orders/#",
+        "restaurant/+/orders/+/+",
+        "restaurant/+/inventory/#",
+        "restaurant/+/kitchen/+/tickets",
+    ]:
         assert not grants.may_subscribe(refused), refused
 
 

@@ -52,11 +52,11 @@ KEYS: dict[str, int | str | None] = {
 # template -> (who may publish it, who may publish it retained, who receives it)
 AUDIENCE: dict[str, tuple[set[str], set[str], set[str]]] = {
     topics.ORDERS: ({SERVICE}, {SERVICE}, DASHBOARDS | {TABLET}),
-    topics.OPEN_ORDER: ({SERVICE}, {SERVICE}, DASHBOARDS | {TABLET, PRINTER}),
+    topics.OPEN_ORDER: ({SERVICE}, {SERVICE}, DASHBOARDS | {TABLET, PRINTER, SERVICE}),  # the bus reads state back
     topics.TICKETS: ({SERVICE}, {SERVICE}, DASHBOARDS | {TABLET, PRINTER}),
     topics.INVENTORY: ({SERVICE}, {SERVICE}, DASHBOARDS),
     topics.LOW_STOCK: ({SERVICE}, {SERVICE}, DASHBOARDS),
-    topics.INVENTORY_ITEM: ({SERVICE}, {SERVICE}, DASHBOARDS),
+    topics.INVENTORY_ITEM: ({SERVICE}, {SERVICE}, DASHBOARDS | {SERVICE}),
     topics.MENU: ({SERVICE}, {SERVICE}, DASHBOARDS),
     topics.CATEGORIES: ({SERVICE}, {SERVICE}, DASHBOARDS),
     topics.NOTIFICATIONS: ({SERVICE}, {SERVICE}, DASHBOARDS),
@@ -68,7 +68,10 @@ AUDIENCE: dict[str, tuple[set[str], set[str], set[str]]] = {
 
 # the subscription filters the module builds -> who may subscribe with them
 FILTERS: dict[str, set[str]] = {
-    topics.open_orders(RID): DASHBOARDS | {TABLET, PRINTER},
+    topics.open_orders(RID): DASHBOARDS | {TABLET, PRINTER, SERVICE},
+    # what the relay reads back to rebuild the retained state (bridge.retained)
+    **{topics.every_restaurant(t): EVERY_RESTAURANT | {SERVICE} for t in (topics.OPEN_ORDER, topics.INVENTORY_ITEM)},
+    topics.every_restaurant(topics.STATUS): EVERY_RESTAURANT | {SERVICE},
     topics.all_tickets(RID): DASHBOARDS | {TABLET},
     **{topic_filter: EVERY_RESTAURANT | {SERVICE} for topic_filter in topics.DEVICE_FILTERS},
 }
@@ -155,6 +158,14 @@ def test_another_device_neither_reads_nor_writes_a_devices_own_topics(policy, te
         other = grants(policy, role, sub=OTHER_DEVICE)
         assert not other.may_receive(topic), (role, topic)
         assert not other.may_publish(topic), (role, topic)
+
+
+def test_a_template_in_every_restaurant_is_a_filter_with_its_key_level_wild():
+    assert topics.every_restaurant(topics.OPEN_ORDER) == "restaurant/+/orders/open/+"
+    assert topics.every_restaurant(topics.STATUS) == "restaurant/+/devices/+/status"
+    assert topics.every_restaurant(topics.ORDERS) == "restaurant/+/orders"
+    with pytest.raises(TopicError):
+        topics.every_restaurant("orders/closed/{order_id}")
 
 
 def test_a_printer_reads_its_own_stations_tickets_only(policy):
