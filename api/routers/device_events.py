@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, Query, status
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from api.deps import CurrentDevice, UowDep
@@ -34,14 +35,18 @@ class DeviceSnapshotOut(BaseModel):
     open_orders: list[dict[str, Any]]
 
 
-@router.get("/events")
+@router.get(
+    "/events",
+    response_model=DeviceEventsOut,
+    responses={410: {"description": "the cursor cannot be continued: read `snapshot`"}},
+)
 def device_events(
     device: CurrentDevice,
     uow: UowDep,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     types: Annotated[list[EventType] | None, Query(alias="type", max_length=len(EVENT_TYPES))] = None,
-) -> DeviceEventsOut:
+) -> DeviceEventsOut | JSONResponse:
     """Committed events with seq > `after` that this device may receive over MQTT, in seq order;
     only those of the given `type`s when some are given (a printer reads `kitchen_ticket`).
 
@@ -51,11 +56,9 @@ def device_events(
     try:
         page = outbox.device_events_after(uow, device.restaurant_id, after, limit, device.may_receive, types or ())
     except outbox.SeqGone as exc:
-        detail = {
-            "message": str(exc),
-            "snapshot": f"/api/v1/restaurants/{device.restaurant_id}/devices/{device.device_id}/snapshot",
-        }
-        raise HTTPException(status.HTTP_410_GONE, detail) from exc
+        # the same shape as the dashboards' 410 from /events: what happened, and where to start again
+        snapshot = f"/api/v1/restaurants/{device.restaurant_id}/devices/{device.device_id}/snapshot"
+        return JSONResponse(status_code=status.HTTP_410_GONE, content={"detail": str(exc), "snapshot": snapshot})
     return DeviceEventsOut(events=page.events, next_after=page.next_after, head=page.head)
 
 

@@ -115,7 +115,7 @@ def test_a_seq_the_bus_cannot_continue_answers_410_with_the_snapshot(app: App, k
     head = read(app, kitchen["tablet"], rid, TABLET).json()["head"]
     gone = read(app, kitchen["tablet"], rid, TABLET, after=head + 1)
     assert gone.status_code == 410, gone.text
-    assert gone.json()["detail"]["snapshot"] == f"/api/v1/restaurants/{rid}/devices/{TABLET}/snapshot"
+    assert gone.json()["snapshot"] == f"/api/v1/restaurants/{rid}/devices/{TABLET}/snapshot"
 
 
 def forged(app: App, **claims: Any) -> str:
