@@ -22,6 +22,7 @@ from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
 from bridge.sweeper import Sweeper
+from bridge.wake import WakeListener, wake_listener
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
@@ -32,6 +33,7 @@ from core.metrics import DatabaseCollector
 from core.services.devices import DeviceDenylist, token_denylist
 from core.tokens import TokenService, load_or_create_key
 from core.unit_of_work import UnitOfWork
+from core.wake import SOCKET_NAME, SocketWake
 
 log = logging.getLogger("orderbus")
 SERVICE_TOKEN_TTL = 3600
@@ -146,6 +148,12 @@ class Runtime:
         self.with_broker, self.with_api, self.with_bridge = broker, api, bridge
         self.broker: OrderbusBroker | None = None
         self.relay: Relay | None = None
+        self.wake_listener: WakeListener | None = None
+        # A relay in another process is woken through the data directory's socket on SQLite; on
+        # PostgreSQL the commit's NOTIFY does it (core/unit_of_work.py).
+        self.remote_wake: SocketWake | None = None
+        if api and not bridge and parts.engine.dialect.name == "sqlite":
+            self.remote_wake = SocketWake(self.settings.data_dir / SOCKET_NAME)
         self.ingest: Ingest | None = None
         self.sweeper: Sweeper | None = None
         self.rules: DeviceRules | None = None
@@ -165,6 +173,8 @@ class Runtime:
         """After every commit that wrote events: publish them, and re-read revocations."""
         if self.relay is not None:
             self.relay.wake()
+        elif self.remote_wake is not None:
+            self.remote_wake()
         self.revocations.poke()
 
     async def start(self) -> None:
@@ -218,12 +228,14 @@ class Runtime:
         host, port = self.settings.mqtt_host, self.settings.mqtt_port
         relay_client = service_client("orderbus-relay", self.parts.service_token_factory("orderbus-relay"))
         self.relay = Relay(self.parts.engine, relay_client, host, port)
+        self.wake_listener = wake_listener(self.parts.engine, self.settings.data_dir, self.relay.wake)
         ingest_client = service_client(
             "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
         )
         self.rules = rules = device_rules(self.settings)
         self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
         self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
+        self.wake_listener.start()
         self.relay.start()
         self.ingest.start()
         self.sweeper.start()
@@ -267,8 +279,12 @@ class Runtime:
             await loop.run_in_executor(None, self.sweeper.stop)
         if self.ingest is not None:
             await loop.run_in_executor(None, self.ingest.stop)
+        if self.wake_listener is not None:
+            await loop.run_in_executor(None, self.wake_listener.stop)
         if self.relay is not None:
             await loop.run_in_executor(None, self.relay.stop)
+        if self.remote_wake is not None:
+            self.remote_wake.close()
         await self.stop_broker()
         if self._metrics_server is not None:
             await loop.run_in_executor(None, self._metrics_server.shutdown)

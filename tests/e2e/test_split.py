@@ -1,0 +1,180 @@
+"""The parts run apart: `orderbus broker`, `orderbus bridge` and `orderbus api` as real processes on one
+data directory. An order committed by the API wakes the relay in the bridge process at once (the
+relay's idle poll is 5 s, so a bound of 1 s fails without the wake), also after the bridge was
+killed and restarted over its stale socket file, and the API takes orders while no relay runs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from config.settings import Settings
+from core.tokens import TokenService, load_or_create_key
+from core.wake import SOCKET_NAME
+from tests.support import Site, Subscriber, free_port, sqlite_engine, wait_for
+
+pytestmark = pytest.mark.e2e
+ORDERBUS = str(Path(sys.executable).parent / "orderbus")
+WAKE_BOUND_SECONDS = 1.0  # the relay's idle poll is 5 s: without a wake, most orders take longer
+
+
+class Seeded(Site):
+    """A restaurant with one item, written straight into the data directory before any process starts."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.settings = Settings(data_dir=data_dir)
+        self.engine = sqlite_engine(self.settings)
+        self.tokens = TokenService(load_or_create_key(data_dir, None))
+        self.rid = self.add_restaurant("Split", "split@example.com")
+        self.item = self.add_menu_item(self.rid, "soup")
+
+
+@dataclass
+class Part:
+    command: str
+    data_dir: Path
+    args: list[str]
+    log: Path = field(init=False)
+    process: subprocess.Popen[str] = field(init=False)
+
+    def start(self) -> Part:
+        self.log = self.data_dir.parent / f"{self.command}-{time.monotonic_ns()}.log"
+        with self.log.open("w") as sink:
+            self.process = subprocess.Popen(
+                [ORDERBUS, self.command, "--data-dir", str(self.data_dir), *self.args],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+        wait_for(lambda: "Ctrl-C to stop" in self.output() or self.process.poll() is not None, timeout=90)
+        assert self.process.poll() is None, self.output()
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        self.process.wait(timeout=30)
+
+
+@dataclass
+class Split:
+    site: Seeded
+    data_dir: Path
+    http_port: int = field(default_factory=free_port)
+    mqtt_port: int = field(default_factory=free_port)
+    ws_port: int = field(default_factory=free_port)
+    parts: list[Part] = field(default_factory=list)
+
+    def start(self, command: str, *args: str) -> Part:
+        flags = {
+            "broker": ["--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port)],
+            "bridge": ["--mqtt-port", str(self.mqtt_port)],
+            "api": ["--http-port", str(self.http_port)],
+        }[command]
+        part = Part(command, self.data_dir, [*flags, *args]).start()
+        self.parts.append(part)
+        return part
+
+    def admin(self) -> httpx.Client:
+        token = self.site.api_token("split-admin", "admin", self.site.rid)
+        return httpx.Client(
+            base_url=f"http://127.0.0.1:{self.http_port}/api/v1",
+            headers={"authorization": f"Bearer {token}"},
+            timeout=10,
+        )
+
+    def order(self, admin: httpx.Client) -> int:
+        response = admin.post(
+            f"/restaurants/{self.site.rid}/orders", json={"items": [{"menu_item_id": self.site.item, "quantity": 1}]}
+        )
+        assert response.status_code == 201, response.text
+        return int(response.json()["id"])
+
+    def watcher(self, name: str = "split-dash") -> Subscriber:
+        subscriber = Subscriber(self.mqtt_port, name, self.site.mqtt_token(name, "admin", self.site.rid))
+        assert subscriber.connect() == 0
+        assert subscriber.subscribe(f"restaurant/{self.site.rid}/orders") == 1
+        return subscriber
+
+
+@pytest.fixture
+def split(tmp_path) -> Iterator[Split]:
+    data_dir = tmp_path / "data"
+    running = Split(Seeded(data_dir), data_dir)
+    yield running
+    for part in reversed(running.parts):
+        part.stop()
+    running.site.engine.dispose()
+
+
+def new_order_ids(watcher: Subscriber, count: int, timeout: float) -> list[int]:
+    return [
+        message.json()["data"]["order"]["id"]
+        for message in watcher.collect(count, timeout=timeout)
+        if message.json()["type"] == "new_order"
+    ]
+
+
+def assert_orders_arrive_at_once(split: Split, watcher: Subscriber, admin: httpx.Client, orders: int = 5) -> None:
+    """Each order reaches the subscriber within the bound, one at a time, the relay idle before each."""
+    for _ in range(orders):
+        time.sleep(0.2)  # the relay has gone back to waiting
+        started = time.monotonic()
+        order_id = split.order(admin)
+        assert new_order_ids(watcher, 1, timeout=WAKE_BOUND_SECONDS) == [order_id]
+        assert time.monotonic() - started < WAKE_BOUND_SECONDS
+
+
+def test_an_order_reaches_a_subscriber_at_once_with_the_parts_apart_also_after_a_kill_9_of_the_bridge(split):
+    split.start("broker")
+    bridge = split.start("bridge")
+    split.start("api")
+    watcher = split.watcher()
+    try:
+        with split.admin() as admin:
+            first = split.order(admin)  # the relay may still be connecting: no bound on this one
+            assert new_order_ids(watcher, 1, timeout=15) == [first]
+            assert_orders_arrive_at_once(split, watcher, admin)
+
+            bridge.stop(signal.SIGKILL)  # leaves relay.sock behind, bound by nobody
+            socket_file = split.data_dir / SOCKET_NAME
+            assert socket_file.is_socket()
+            taken = split.order(admin)  # the API signals a dead socket: no error, no wait
+            split.start("bridge")
+            assert new_order_ids(watcher, 1, timeout=15) == [taken]
+            assert_orders_arrive_at_once(split, watcher, admin)
+    finally:
+        watcher.close()
+    assert "Traceback" not in "".join(part.output() for part in split.parts if part.command == "api")
+
+
+def test_the_api_takes_orders_quickly_while_no_relay_runs_and_they_go_out_when_one_starts(split):
+    api = split.start("api")
+    with split.admin() as admin:
+        split.order(admin)  # warm: the first request builds caches
+        started = time.monotonic()
+        taken = [split.order(admin) for _ in range(5)]
+        assert time.monotonic() - started < 5 * 0.5  # nobody listens: no timeout, no retry, no error
+        assert not (split.data_dir / SOCKET_NAME).exists()
+
+        split.start("broker")
+        watcher = split.watcher()
+        try:
+            split.start("bridge")
+            assert new_order_ids(watcher, 6, timeout=15)[1:] == taken  # the relay's first pass
+            assert (split.data_dir / SOCKET_NAME).is_socket()
+            assert_orders_arrive_at_once(split, watcher, admin, orders=2)
+        finally:
+            watcher.close()
+    assert "Traceback" not in api.output() and "WARNING" not in api.output()
