@@ -172,7 +172,7 @@ def split_orderbus(data_dir: Path):
                 args = [*orderbus_command(), mode, "--data-dir", str(data_dir), *flags]
                 procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
         server = Server(procs[-1], log_path, data_dir, http_port, mqtt_port)
-        wait_healthy(server)
+        wait_healthy(server, timeout=180)  # three interpreters starting at once on a busy machine
         yield server
     finally:
         for proc in reversed(procs):
