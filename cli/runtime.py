@@ -214,10 +214,10 @@ class Runtime:
 
     def ready_checks(self) -> dict[str, ops.Check]:
         """What `/readyz` checks: what the parts in this process depend on, and nothing else."""
-        s, engine = self.settings, self.parts.engine
-        checks = {"database": ops.database_check(engine)}  # every part reads or writes it
+        s = self.settings
+        checks = {"database": ops.database_check()}  # every part reads or writes it
         if self.with_broker:  # its own listeners
-            checks["broker"] = ops.broker_probe(s.local_host, s.mqtt_port, self.parts.tokens)
+            checks["broker"] = ops.broker_probe(s.local_host, s.mqtt_port)
             others = {"ws": s.ws_port}
             if s.tls_certfile and s.tls_keyfile:
                 others |= {name: port for name, port in (("tls", s.tls_port), ("wss", s.wss_port)) if port}
@@ -227,9 +227,9 @@ class Runtime:
             connected = {"relay": self._relay_client.is_connected, "ingest": self._ingest_client.is_connected}
             checks["broker"] = ops.connections_check(f"{s.broker_host}:{s.mqtt_port}", connected)
         elif s.broker_configured:  # the API alone, told where the bus's broker is
-            checks["broker"] = ops.broker_probe(s.broker_host, s.mqtt_port, self.parts.tokens)
+            checks["broker"] = ops.broker_probe(s.broker_host, s.mqtt_port)
         if self.with_bridge:
-            checks["relay"] = ops.outbox_check(engine, lambda: s.ready_max_outbox_lag_seconds)
+            checks["relay"] = ops.outbox_check()
         return checks
 
     async def start_broker(self) -> None:

@@ -70,27 +70,28 @@ def healthz() -> dict[str, Any]:
     return {"status": "ok", "uptime_seconds": round(time.time() - STARTED, 1)}
 
 
-Check = Callable[[], Awaitable[dict[str, Any]]]
+# A check reads what it needs from the app's state (engine, settings, tokens) when it runs.
+Check = Callable[[Any], Awaitable[dict[str, Any]]]
 
 
-def database_check(engine: Any) -> Check:
-    return lambda: _database_check(engine)
+def database_check() -> Check:
+    return lambda state: _database_check(state.engine)
 
 
-def broker_probe(host: str, port: int, tokens: Any) -> Check:
+def broker_probe(host: str, port: int) -> Check:
     """A broker this process talks to, by a real MQTT CONNECT."""
-    return lambda: _broker_check(host, port, tokens)
+    return lambda state: _broker_check(host, port, state.tokens)
 
 
-def outbox_check(engine: Any, threshold: Callable[[], float]) -> Check:
-    """The oldest unpublished event against `threshold()` seconds (read at each check)."""
-    return lambda: _relay_check(engine, threshold())
+def outbox_check() -> Check:
+    """The oldest unpublished event against `ready_max_outbox_lag_seconds`."""
+    return lambda state: _relay_check(state.engine, state.settings.ready_max_outbox_lag_seconds)
 
 
 def connections_check(address: str, connected: dict[str, Callable[[], bool]]) -> Check:
     """The broker as this process's own clients see it (the bridge's relay and ingest)."""
 
-    async def check() -> dict[str, Any]:
+    async def check(_state: Any) -> dict[str, Any]:
         down = [name for name, is_connected in connected.items() if not is_connected()]
         result: dict[str, Any] = {"ok": not down, "address": address}
         if down:
@@ -103,7 +104,7 @@ def connections_check(address: str, connected: dict[str, Callable[[], bool]]) ->
 def listeners_check(host: str, ports: dict[str, int]) -> Check:
     """Listeners beside the MQTT one (WebSocket, TLS) accept a TCP connection."""
 
-    async def check() -> dict[str, Any]:
+    async def check(_state: Any) -> dict[str, Any]:
         closed = {}
         for name, port in ports.items():
             try:
@@ -134,18 +135,18 @@ def ops_app(settings: Any, engine: Any, tokens: Any, collectors: list[Collector]
 @router.get("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
-    chosen: dict[str, Check] = getattr(state, "ready_checks", None) or {"database": database_check(state.engine)}
-    results = await asyncio.gather(*(_check(check) for check in chosen.values()))
+    chosen: dict[str, Check] = getattr(state, "ready_checks", None) or {"database": database_check()}
+    results = await asyncio.gather(*(_check(check, state) for check in chosen.values()))
     checks = dict(zip(chosen, results, strict=True))
     failed = [name for name, check in checks.items() if not check["ok"]]
     body = {"status": "not ready" if failed else "ready", "failed": failed, "checks": checks}
     return JSONResponse(body, status_code=503 if failed else 200, headers={"Cache-Control": "no-store"})
 
 
-async def _check(check: Check) -> dict[str, Any]:
+async def _check(check: Check, state: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(check(), PROBE_TIMEOUT_SECONDS)
+        result = await asyncio.wait_for(check(state), PROBE_TIMEOUT_SECONDS)
     except TimeoutError:
         result = {"ok": False, "error": f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"}
     except Exception as exc:  # a check that fails says why; it never fails the endpoint
