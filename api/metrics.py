@@ -53,14 +53,6 @@ def exposition(collectors: Iterable[Collector]) -> bytes:
     return generate_latest(_View(collectors))
 
 
-def serve_metrics(port: int, host: str, collectors: Iterable[Collector]) -> tuple[Any, Any]:
-    """`/metrics` on its own port, for a process without the API (`orderbus broker`, `orderbus bridge`);
-    returns (server, thread): `server.shutdown()` stops it."""
-    from prometheus_client import start_http_server
-
-    return start_http_server(port, addr=host, registry=_View(collectors))
-
-
 # --- HTTP latency by route template ------------------------------------------------------------
 
 

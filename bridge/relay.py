@@ -55,7 +55,7 @@ class Relay:
         self._client = client
         self._host, self._port = host, port
         self._batch_size = batch_size
-        self._idle_poll = idle_poll_seconds  # only for events committed by another process
+        self._idle_poll = idle_poll_seconds  # a safety net: other processes wake it too (bridge/wake.py)
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._give_up = threading.Event()  # set when a stop's drain time is over

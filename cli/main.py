@@ -38,6 +38,7 @@ ConfigFile = Annotated[Path | None, typer.Option("--config", help="A TOML file o
 Host = Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")]
 HttpPort = Annotated[int | None, typer.Option(help="HTTP port of the API and dashboard [default: 8000].")]
 MqttPort = Annotated[int | None, typer.Option(help="MQTT over TCP [default: 1883].")]
+MqttHost = Annotated[str | None, typer.Option(help="The broker's host, when it runs apart [default: --host].")]
 WsPort = Annotated[int | None, typer.Option(help="MQTT over WebSocket, path /mqtt [default: 8083].")]
 LogJson = Annotated[
     bool | None,
@@ -115,7 +116,7 @@ async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool) -
 
 
 def _print_banner(settings: Settings, *, broker: bool, api: bool) -> None:
-    host = settings.mqtt_host
+    host = settings.local_host
     console.print("[bold green]orderbus is up[/bold green]")
     if api:
         console.print(f"  API docs      http://{host}:{settings.http_port}/docs")
@@ -130,7 +131,7 @@ def _print_demo(settings: Settings, demo) -> None:
     console.print(f"[bold]demo restaurant[/bold] {demo.restaurant_id} (Demo Bistro)")
     console.print(f"  admin login   {demo.email} / {demo.password}")
     console.print(
-        f"  login         curl -s -X POST http://{settings.mqtt_host}:{settings.http_port}/api/v1/auth/login "
+        f"  login         curl -s -X POST http://{settings.local_host}:{settings.http_port}/api/v1/auth/login "
         f'-H \'content-type: application/json\' -d \'{{"email":"{demo.email}","password":"{demo.password}"}}\''
     )
     console.print(
@@ -197,10 +198,20 @@ def api(
     config: ConfigFile = None,
     host: Host = None,
     http_port: HttpPort = None,
+    mqtt_host: MqttHost = None,
+    mqtt_port: Annotated[int | None, typer.Option(help="The broker's MQTT port; set, /readyz checks it.")] = None,
     log_json: LogJson = None,
 ) -> None:
     """Run only the HTTP API (a separate `orderbus bridge` publishes its events)."""
-    settings = _settings(config, data_dir=data_dir, host=host, http_port=http_port, log_json=log_json)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        host=host,
+        http_port=http_port,
+        mqtt_host=mqtt_host,
+        mqtt_port=mqtt_port,
+        log_json=log_json,
+    )
     _run(settings, broker=False, api=True, bridge=False)
 
 
@@ -209,11 +220,14 @@ def bridge(
     data_dir: DataDir = None,
     config: ConfigFile = None,
     host: Host = None,
+    mqtt_host: MqttHost = None,
     mqtt_port: MqttPort = None,
     log_json: LogJson = None,
 ) -> None:
-    """Run only the outbox relay and device ingest, against the broker at --host:--mqtt-port."""
-    settings = _settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, log_json=log_json)
+    """Run only the outbox relay and device ingest, against the broker at --mqtt-host:--mqtt-port."""
+    settings = _settings(
+        config, data_dir=data_dir, host=host, mqtt_host=mqtt_host, mqtt_port=mqtt_port, log_json=log_json
+    )
     _run(settings, broker=False, api=False, bridge=True)
 
 

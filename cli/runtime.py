@@ -11,27 +11,29 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import uvicorn
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from api import metrics
 from api.main import create_app
+from api.routers import ops
 from bridge.handlers import DeviceRules, device_rules
 from bridge.ingest import Ingest
 from bridge.mqtt import service_client
 from bridge.relay import Relay
 from bridge.retention import prune_outbox
 from bridge.sweeper import Sweeper, prune_idempotency_keys
+from bridge.wake import WakeListener, wake_listener
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
 from config.settings import Settings
 from core import db, logs
-from core.metrics import DatabaseCollector
 from core.services.devices import DeviceDenylist, token_denylist
 from core.tokens import TokenService, load_or_create_key
 from core.unit_of_work import UnitOfWork
+from core.wake import SOCKET_NAME, SocketWake
 
 log = logging.getLogger("orderbus")
 SERVICE_TOKEN_TTL = 3600
@@ -157,13 +159,21 @@ class Runtime:
         self.with_broker, self.with_api, self.with_bridge = broker, api, bridge
         self.broker: OrderbusBroker | None = None
         self.relay: Relay | None = None
+        self.wake_listener: WakeListener | None = None
+        # A relay in another process is woken through the data directory's socket on SQLite; on
+        # PostgreSQL the commit's NOTIFY does it (core/unit_of_work.py).
+        self.remote_wake: SocketWake | None = None
+        if api and not bridge and parts.engine.dialect.name == "sqlite":
+            self.remote_wake = SocketWake(self.settings.data_dir / SOCKET_NAME)
         self.ingest: Ingest | None = None
         self.sweeper: Sweeper | None = None
         self.rules: DeviceRules | None = None
         self.revocations = RevocationWatch(parts.engine)
+        self._relay_client: mqtt.Client | None = None
+        self._ingest_client: mqtt.Client | None = None
+        # the HTTP server: the API, or in a process without it the ops endpoints on `metrics_port`
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
-        self._metrics_server: Any = None
         # state read at scrape time, for the exposition: the broker's tables (up = 0 while it is stopped)
         self.collectors: list[Collector] = [BrokerCollector(lambda: self.broker)] if broker else []
 
@@ -176,6 +186,8 @@ class Runtime:
         """After every commit that wrote events: publish them, and re-read revocations."""
         if self.relay is not None:
             self.relay.wake()
+        elif self.remote_wake is not None:
+            self.remote_wake()
         self.revocations.poke()
 
     async def start(self) -> None:
@@ -202,12 +214,36 @@ class Runtime:
         if self.with_bridge:
             self._start_bridge()
         if self.with_api:
-            await self._start_api()
-        elif self.settings.metrics_port:  # no API in this process: /metrics on a port of its own
-            collectors = [DatabaseCollector(self.parts.engine), *self.collectors]
-            self._metrics_server, _thread = metrics.serve_metrics(
-                self.settings.metrics_port, self.settings.host, collectors
+            app = create_app(
+                self.settings, self.parts.engine, self.parts.tokens, self.wake_relay, self.parts.device_grants
             )
+            app.state.collectors = self.collectors  # for /metrics; the API adds its own database
+            app.state.ready_checks = self.ready_checks()
+            await self._serve_http(app, self.settings.http_port, "--http-port")
+        elif port := self.settings.metrics_port:  # no API in this process: /metrics, /readyz on a port of their own
+            s = self.settings
+            app = ops.ops_app(s, self.parts.engine, self.parts.tokens, self.collectors, self.ready_checks())
+            await self._serve_http(app, port, "ORDERBUS_METRICS_PORT")
+
+    def ready_checks(self) -> dict[str, ops.Check]:
+        """What `/readyz` checks: what the parts in this process depend on, and nothing else."""
+        s = self.settings
+        checks = {"database": ops.database_check()}  # every part reads or writes it
+        if self.with_broker:  # its own listeners
+            checks["broker"] = ops.broker_probe(s.local_host, s.mqtt_port)
+            others = {"ws": s.ws_port}
+            if s.tls_certfile and s.tls_keyfile:
+                others |= {name: port for name, port in (("tls", s.tls_port), ("wss", s.wss_port)) if port}
+            checks["listeners"] = ops.listeners_check(s.local_host, others)
+        elif self.with_bridge:  # the broker as the relay and the ingest see it
+            assert self._relay_client is not None and self._ingest_client is not None
+            connected = {"relay": self._relay_client.is_connected, "ingest": self._ingest_client.is_connected}
+            checks["broker"] = ops.connections_check(f"{s.broker_host}:{s.mqtt_port}", connected)
+        elif s.broker_configured:  # the API alone, told where the bus's broker is
+            checks["broker"] = ops.broker_probe(s.broker_host, s.mqtt_port)
+        if self.with_bridge:
+            checks["relay"] = ops.outbox_check()
+        return checks
 
     async def start_broker(self) -> None:
         self.revocations.start()
@@ -226,51 +262,53 @@ class Runtime:
         await self.revocations.stop()
 
     def _start_bridge(self) -> None:
-        host, port = self.settings.mqtt_host, self.settings.mqtt_port
+        host, port = self.settings.broker_host, self.settings.mqtt_port
         relay_client = service_client("orderbus-relay", self.parts.service_token_factory("orderbus-relay"))
+        self._relay_client = relay_client
         self.relay = Relay(
             self.parts.engine, relay_client, host, port, max_packet_bytes=self.settings.mqtt_max_packet_bytes
         )
+        self.wake_listener = wake_listener(self.parts.engine, self.settings.data_dir, self.relay.wake)
         ingest_client = service_client(
             "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
         )
+        self._ingest_client = ingest_client
         self.rules = rules = device_rules(self.settings)
         self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
         rules.sweeps.append(prune_outbox(self.settings.outbox_retention_days))
         rules.sweeps.append(prune_idempotency_keys())
         self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
+        self.wake_listener.start()
         self.relay.start()
         self.ingest.start()
         self.sweeper.start()
 
-    async def _start_api(self) -> None:
-        app = create_app(self.settings, self.parts.engine, self.parts.tokens, self.wake_relay, self.parts.device_grants)
-        app.state.collectors = self.collectors  # for /metrics; the API adds its own database
+    async def _serve_http(self, app: Any, port: int, flag: str) -> None:
         config = uvicorn.Config(
             app,
             host=self.settings.host,
-            port=self.settings.http_port,
+            port=port,
             log_level="warning",
             log_config=None,  # uvicorn logs through the root handler: JSON lines, redaction
             lifespan="off",
         )
         self._api_server = _ApiServer(config)
-        self._api_task = asyncio.create_task(self._serve_api(self._api_server))
+        self._api_task = asyncio.create_task(self._serve_api(self._api_server, port, flag))
         while not self._api_server.started:
             if self._api_task.done():
                 self._api_task.result()
                 raise RuntimeError("the API server stopped during start-up")
             await asyncio.sleep(0.02)
 
-    async def _serve_api(self, server: _ApiServer) -> None:
+    async def _serve_api(self, server: _ApiServer, port: int, flag: str) -> None:
         """uvicorn exits the process (SystemExit) when it cannot bind, e.g. when another process took
         the port between `check_ports` and here; that would stop the whole event loop, broker
         included. Turn it into the same one-line error `check_ports` gives."""
         try:
             await server.serve()
         except SystemExit as exc:
-            where = f"{self.settings.host}:{self.settings.http_port}"
-            raise PortInUse(f"could not listen on {where}; choose another with --http-port") from exc
+            where = f"{self.settings.host}:{port}"
+            raise PortInUse(f"could not listen on {where}; choose another with {flag}") from exc
 
     async def stop(self) -> None:
         """API first (no new writes), then the relay drains the outbox, then the broker."""
@@ -282,10 +320,11 @@ class Runtime:
             await loop.run_in_executor(None, self.sweeper.stop)
         if self.ingest is not None:
             await loop.run_in_executor(None, self.ingest.stop)
+        if self.wake_listener is not None:
+            await loop.run_in_executor(None, self.wake_listener.stop)
         if self.relay is not None:
             await loop.run_in_executor(None, self.relay.stop)
+        if self.remote_wake is not None:
+            self.remote_wake.close()
         await self.stop_broker()
-        if self._metrics_server is not None:
-            await loop.run_in_executor(None, self._metrics_server.shutdown)
-            self._metrics_server = None
         self.parts.engine.dispose()

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     http_port: int = 8000
     mqtt_port: int = 1883
+    mqtt_host: str | None = None  # the broker of a bridge or API run apart [default: the local `host`]
     ws_port: int = 8083
     tls_port: int | None = None  # MQTT over TLS (usually 8883); needs tls_certfile and tls_keyfile
     wss_port: int | None = None  # MQTT over secure WebSocket (usually 8084)
@@ -59,9 +60,19 @@ class Settings(BaseSettings):
         return self.database_url or f"sqlite:///{self.data_dir / 'orderbus.db'}"
 
     @property
-    def mqtt_host(self) -> str:
-        """Where the bridge finds the broker: the embedded one listens on `host`."""
+    def local_host(self) -> str:
+        """Where this machine reaches what listens on `host`."""
         return "127.0.0.1" if self.host in ("0.0.0.0", "") else self.host
+
+    @property
+    def broker_host(self) -> str:
+        """Where the bridge (and the API's readiness) finds the broker: `mqtt_host`, else the embedded one."""
+        return self.mqtt_host or self.local_host
+
+    @property
+    def broker_configured(self) -> bool:
+        """`mqtt_host` or `mqtt_port` was given (flag, environment or config file), not left to its default."""
+        return bool({"mqtt_host", "mqtt_port"} & self.model_fields_set)
 
     @classmethod
     def settings_customise_sources(

@@ -12,17 +12,20 @@ from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, text, update
 from sqlmodel import Session, col
 
 from core.events import Event, envelope
 from core.models import OutboxEvent, Restaurant
+from core.wake import CHANNEL
 
 
 class UnitOfWork:
     """`with UnitOfWork(engine) as uow: ...; uow.commit()`; anything uncommitted is rolled back.
 
-    `on_events_committed` is called after a commit that wrote events: it wakes the relay.
+    `on_events_committed` is called after a commit that wrote events: it wakes the relay in this
+    process, or signals the one in another process (`core.wake`). On PostgreSQL the commit itself
+    carries `NOTIFY orderbus_outbox`, so a relay listening anywhere wakes whoever committed.
     """
 
     def __init__(self, engine: Engine, on_events_committed: Callable[[], None] | None = None) -> None:
@@ -63,6 +66,8 @@ class UnitOfWork:
         return row
 
     def commit(self) -> None:
+        if self._pending_events and self._engine.dialect.name == "postgresql":
+            self.session.execute(text(f"NOTIFY {CHANNEL}"))  # delivered at commit, never for a rollback
         self.session.commit()
         wrote_events, self._pending_events = self._pending_events, 0
         if wrote_events and self._on_events_committed is not None:

@@ -13,8 +13,12 @@ A measurement, not a test: it prints numbers and exits 0 even when a target is m
      `orderbus up --demo` first). Fresh data dir per measurement; on, off, on, off, …;
      medians reported.
 
+  --split: A) twice, against `orderbus up` and against the parts run apart (`orderbus broker`,
+     `orderbus bridge`, `orderbus api` as three processes on one data dir, seeded by a short
+     `orderbus up --demo`), one table side by side; B) is left out.
+
 Run: python scripts/bench_core.py [--orders 1000] [--rate 20] [--throughput-orders 500] [--concurrency 4]
-                                  [--rounds 2] [--warmup 20] [--keep]
+                                  [--rounds 2] [--warmup 20] [--keep] [--split]
 """
 
 from __future__ import annotations
@@ -146,6 +150,33 @@ def orderbus(mode: str, data_dir: Path, *, demo: bool = False):
         yield server
     finally:
         stop_process(proc)
+
+
+@contextmanager
+def split_orderbus(data_dir: Path):
+    """`orderbus broker`, `orderbus bridge` and `orderbus api` as separate processes on one data dir
+    (seeded with the demo first); yield the API's server once /healthz answers; always stop all three."""
+    with orderbus("up", data_dir, demo=True) as seeder:
+        login(seeder)  # the demo is committed once its admin can log in and see the menu
+    http_port, mqtt_port, ws_port = free_ports(3)
+    parts = {
+        "broker": ["--mqtt-port", str(mqtt_port), "--ws-port", str(ws_port)],
+        "bridge": ["--mqtt-port", str(mqtt_port)],
+        "api": ["--http-port", str(http_port)],
+    }
+    procs: list[subprocess.Popen] = []
+    try:
+        for mode, flags in parts.items():
+            log_path = data_dir.parent / f"{data_dir.name}-{mode}-{http_port}.log"
+            with open(log_path, "ab") as log:
+                args = [*orderbus_command(), mode, "--data-dir", str(data_dir), *flags]
+                procs.append(subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        server = Server(procs[-1], log_path, data_dir, http_port, mqtt_port)
+        wait_healthy(server, timeout=180)  # three interpreters starting at once on a busy machine
+        yield server
+    finally:
+        for proc in reversed(procs):
+            stop_process(proc)
 
 
 def wait_healthy(server: Server, timeout: float = 60.0) -> None:
@@ -286,9 +317,9 @@ def connect_subscriber(server: Server, session: Session, sub: Subscriber) -> mqt
     return client
 
 
-def run_latency(args, workdir: Path) -> dict:
-    data_dir = workdir / "latency"
-    with orderbus("up", data_dir, demo=True) as server:
+def run_latency(args, workdir: Path, split: bool = False) -> dict:
+    data_dir = workdir / ("latency-split" if split else "latency")
+    with split_orderbus(data_dir) if split else orderbus("up", data_dir, demo=True) as server:
         session = login(server)
         sub = Subscriber()
         client = connect_subscriber(server, session, sub)
@@ -508,6 +539,31 @@ def run_throughput(args, workdir: Path) -> dict:
 # ---------------------------------------------------------------- main
 
 
+def report_split(up: dict, apart: dict) -> int:
+    print("\nResults")
+    print("  latency = t_received(subscriber) - t_response(POST), ms; percentiles nearest-rank, clamped at 0")
+    rows = [
+        ("", "up (one process)", "split (three processes)"),
+        *((key, ms(up[key]), ms(apart[key])) for key in ("p50", "p95", "p99", "max", "raw_min")),
+        ("negative samples", f"{up['negative']} of {up['matched']}", f"{apart['negative']} of {apart['matched']}"),
+        ("lost (>5 s)", str(up["lost"]), str(apart["lost"])),
+        ("duplicated", str(up["duplicated"]), str(apart["duplicated"])),
+        ("POST round trip p50", ms(up["rtt_p50"]), ms(apart["rtt_p50"])),
+        ("POST round trip p99", ms(up["rtt_p99"]), ms(apart["rtt_p99"])),
+    ]
+    width = max(len(row[0]) for row in rows)
+    for key, one, three in rows:
+        print(f"  {key:<{width}}  {one:>18}  {three:>24}")
+    print("\nTargets")
+    for name, lat in (("up", up), ("split", apart)):
+        ok = lat["p99"] <= P99_TARGET_MS / 1000 and lat["lost"] == 0
+        print(
+            f"  {name:<5} p99 <= {P99_TARGET_MS:g} ms, nothing lost: {ms(lat['p99'])} ms, lost {lat['lost']}  "
+            f"{'PASS' if ok else 'MISS'}"
+        )
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1000, help="orders for the latency run (default 1000)")
@@ -517,6 +573,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2, help="on/off pairs, alternating (default 2, min 2)")
     parser.add_argument("--warmup", type=int, default=20, help="unmeasured orders before each run (default 20)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary data dirs and logs")
+    parser.add_argument(
+        "--split", action="store_true", help="latency of `up` and of broker + bridge + api apart; no throughput"
+    )
     args = parser.parse_args()
     args.rounds = max(2, args.rounds)
 
@@ -540,6 +599,15 @@ def main() -> int:
             f"  posted {lat['matched'] + lat['lost']} at {lat['achieved_rate']:.2f}/s, "
             f"{lat['late_posts']} POSTs more than 1 ms behind schedule, {lat['errors']} HTTP errors"
         )
+        if args.split:
+            print("\nA') the same, with broker, bridge and API as three processes")
+            apart = run_latency(args, workdir, split=True)
+            print(
+                f"  posted {apart['matched'] + apart['lost']} at {apart['achieved_rate']:.2f}/s, "
+                f"{apart['late_posts']} POSTs more than 1 ms behind schedule, {apart['errors']} HTTP errors"
+            )
+            print(f"\nload average at end: {load_average()}")
+            return report_split(lat, apart)
 
         print(
             f"\nB) throughput: {args.throughput_orders} orders, {args.concurrency} client threads, "

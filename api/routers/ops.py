@@ -1,9 +1,11 @@
 """Operations endpoints: liveness, readiness, Prometheus metrics, a JSON summary, and the ops page.
 
 - `GET /healthz`: the process is alive (no dependency is checked).
-- `GET /readyz`: the database answers, the broker completes an MQTT CONNECT, and the oldest
-  unpublished outbox event is younger than `ready_max_outbox_lag_seconds`; 503 otherwise. The
-  body says which check failed and why.
+- `GET /readyz`: what this process depends on works; 503 otherwise, the body says which check
+  failed and why. The composition root chooses the checks (`app.state.ready_checks`) by the parts
+  the process runs: the database always; the broker (an MQTT CONNECT to the embedded one, the
+  bridge's own connections, or for the API alone the broker named by `mqtt_host`/`mqtt_port` when
+  set); the outbox lag where a relay runs. Without a choice, the database only.
 - `GET /metrics`: Prometheus text format for the whole process (`api.metrics`): the process registry,
   this app's database, and the collectors the composition root put in `app.state.collectors`.
 - `GET /api/v1/ops/summary`: the figures of the ops page and `orderbus status`, as JSON.
@@ -21,10 +23,11 @@ import logging
 import secrets
 import struct
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from prometheus_client.registry import Collector
@@ -67,25 +70,83 @@ def healthz() -> dict[str, Any]:
     return {"status": "ok", "uptime_seconds": round(time.time() - STARTED, 1)}
 
 
+# A check reads what it needs from the app's state (engine, settings, tokens) when it runs.
+Check = Callable[[Any], Awaitable[dict[str, Any]]]
+
+
+def database_check() -> Check:
+    return lambda state: _database_check(state.engine)
+
+
+def broker_probe(host: str, port: int) -> Check:
+    """A broker this process talks to, by a real MQTT CONNECT."""
+    return lambda state: _broker_check(host, port, state.tokens)
+
+
+def outbox_check() -> Check:
+    """The oldest unpublished event against `ready_max_outbox_lag_seconds`."""
+    return lambda state: _relay_check(state.engine, state.settings.ready_max_outbox_lag_seconds)
+
+
+def connections_check(address: str, connected: dict[str, Callable[[], bool]]) -> Check:
+    """The broker as this process's own clients see it (the bridge's relay and ingest)."""
+
+    async def check(_state: Any) -> dict[str, Any]:
+        down = [name for name, is_connected in connected.items() if not is_connected()]
+        result: dict[str, Any] = {"ok": not down, "address": address}
+        if down:
+            result["error"] = f"not connected to the broker: {', '.join(down)}"
+        return result
+
+    return check
+
+
+def listeners_check(host: str, ports: dict[str, int]) -> Check:
+    """Listeners beside the MQTT one (WebSocket, TLS) accept a TCP connection."""
+
+    async def check(_state: Any) -> dict[str, Any]:
+        closed = {}
+        for name, port in ports.items():
+            try:
+                _reader, writer = await asyncio.open_connection(host, port)
+            except OSError as exc:
+                closed[name] = f"{host}:{port}: {_describe(exc)}"
+                continue
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+        result: dict[str, Any] = {"ok": not closed, "ports": ports}
+        if closed:
+            result["error"] = "; ".join(f"{name} {why}" for name, why in closed.items())
+        return result
+
+    return check
+
+
+def ops_app(settings: Any, engine: Any, tokens: Any, collectors: list[Collector], checks: dict[str, Check]) -> FastAPI:
+    """These endpoints alone, for a process without the API (`metrics_port` of a broker or bridge)."""
+    app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.settings, app.state.engine, app.state.tokens = settings, engine, tokens
+    app.state.collectors, app.state.ready_checks = collectors, checks
+    app.include_router(router)
+    return app
+
+
 @router.get("/readyz", include_in_schema=False)
 async def readyz(request: Request) -> JSONResponse:
     state = request.app.state
-    settings = state.settings
-    database, broker, relay = await asyncio.gather(
-        _check(_database_check, state.engine),
-        _check(_broker_check, settings.mqtt_host, settings.mqtt_port, state.tokens),
-        _check(_relay_check, state.engine, settings.ready_max_outbox_lag_seconds),
-    )
-    checks = {"database": database, "broker": broker, "relay": relay}
+    chosen: dict[str, Check] = getattr(state, "ready_checks", None) or {"database": database_check()}
+    results = await asyncio.gather(*(_check(check, state) for check in chosen.values()))
+    checks = dict(zip(chosen, results, strict=True))
     failed = [name for name, check in checks.items() if not check["ok"]]
     body = {"status": "not ready" if failed else "ready", "failed": failed, "checks": checks}
     return JSONResponse(body, status_code=503 if failed else 200, headers={"Cache-Control": "no-store"})
 
 
-async def _check(function: Any, *args: Any) -> dict[str, Any]:
+async def _check(check: Check, state: Any) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        result = await asyncio.wait_for(function(*args), PROBE_TIMEOUT_SECONDS)
+        result = await asyncio.wait_for(check(state), PROBE_TIMEOUT_SECONDS)
     except TimeoutError:
         result = {"ok": False, "error": f"no answer within {PROBE_TIMEOUT_SECONDS:g} s"}
     except Exception as exc:  # a check that fails says why; it never fails the endpoint

@@ -303,7 +303,7 @@ def test_a_stopped_broker_grows_the_outbox_lag_and_fails_readiness_until_it_retu
         )
         assert later.value("orderbus_outbox_pending") >= 2
         relay = httpx.get(f"{stack.base_url}/readyz", timeout=10).json()
-        assert set(relay["failed"]) == {"broker", "relay"}
+        assert set(relay["failed"]) == {"broker", "listeners", "relay"}  # the WebSocket listener stopped too
         assert relay["checks"]["relay"]["pending"] >= 2 and "threshold" in relay["checks"]["relay"]["error"]
     finally:
         stack.call(stack.runtime.start_broker())
