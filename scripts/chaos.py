@@ -535,8 +535,8 @@ def freeze_subscriber(seconds: float, rate: float) -> Callable[[Run], float]:
         frozen.send_signal(signal.SIGCONT)
         back = time.time()
         run.load.rate = run.rate
-        live = [r for r in run.records("sub-a", "mqtt") if started <= r["t"] <= back]
-        mqtt_messages = sum(1 for _ in live) * 4  # new_order, open order, a ticket per station (grill, bar)
+        orders = [r for r in run.records("sub-a", "mqtt") if started <= r["t"] <= back and r["order"] is not None]
+        mqtt_messages = len(orders) * 4  # per order: new_order, its open-order state, a grill and a bar ticket
         run.notes.append(
             f"sub-b frozen {seconds:.0f}s; orders {rate:.0f}/s offered, about {mqtt_messages / seconds:.0f} "
             "MQTT messages/s to a restaurant/# subscriber"
@@ -703,6 +703,7 @@ def main(argv: list[str] | None = None) -> int:
         chosen = [scenario for scenario in FULL if scenario.name in args.only]
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     started = time.monotonic()
+    load_at_start = os.getloadavg()
     rows: list[Row] = []
     interrupted = False
     try:
@@ -715,7 +716,12 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         kill_all()
     print(table(rows))
-    print(f"\n{len(rows)} of {len(chosen)} scenario(s) in {time.monotonic() - started:.0f}s")
+    print(f"\n{len(rows)} of {len(chosen)} scenario(s) in {time.monotonic() - started:.0f}s", end="; ")
+    print(
+        "load average at start {:.1f} {:.1f} {:.1f}, at end {:.1f} {:.1f} {:.1f}".format(
+            *load_at_start, *os.getloadavg()
+        )
+    )
     if args.json:
         args.json.write_text(json.dumps([asdict(row) for row in rows], indent=2))
     return 1 if interrupted or any(row.lost != 0 for row in rows) else 0
