@@ -16,7 +16,8 @@ or repeats an id), mqtt (orders every subscriber got over MQTT), by seq (orders 
 only by catch-up), lost (orders some subscriber never got), dup id / dup new (QoS 1 redeliveries of
 the same event id; seqs filled by another id, a defect), late (MQTT copies below a seq already
 received: a subscriber without gap checks applies them out of order), recover (from the faulty part
-back to every subscriber having applied, gap-free, the first order sent after it), broker VmRSS
+back to every subscriber having applied, gap-free, the first order sent after it; `never` if one
+never did, `n/a` if no order sent after it was accepted; `!` above 15 s), broker VmRSS
 before / peak / after in MiB, extra (orders saved whose client got no 201), printer and KDS
 (informational: tickets printed of the station's tickets, accepted orders on the board).
 Exit status 1 if any accepted order is lost.
@@ -479,13 +480,14 @@ class Run:
             if sent.started >= back and sent.order_id is not None and sent.order_id in order_seq
         )
         if not after:
+            self.notes.append("no order sent after the part was back was accepted: recovery not measured")
             return None
         target = after[0][1]
         done = []
         for name in self.subscribers:
             reached = [r["t"] for r in self.records(name, "apply") if r["seq"] >= target]
             if not reached:
-                return None
+                return float("inf")
             done.append(reached[0])
         return max(done) - back
 
@@ -639,6 +641,8 @@ def run_scenario(scenario: Scenario, rate: float, keep: bool = False) -> Row:
 
 def fmt_recover(seconds: float | None) -> str:
     if seconds is None:
+        return "n/a"
+    if seconds == float("inf"):
         return "never"
     return f"{seconds:.1f}s" + ("" if seconds <= RECOVER_TARGET else " !")
 
