@@ -6,6 +6,8 @@ like dashboards (seq order, catch-up by `/events?after=` on reconnect or gap; sc
 a printer agent and a headless KDS tablet. Orders arrive at a steady rate over HTTP; the fault is
 injected; once the faulty part is back the orders go on for the recovery window, then every
 accepted order (201 with its id) is looked up in `/events` and in what each subscriber applied.
+Each order carries an Idempotency-Key, and an order whose answer was lost is sent again with it
+(for up to 30 s), as a careful till does.
 
     PYTHONPATH=$PWD python scripts/chaos.py            # every scenario (≤ 10 min)
     PYTHONPATH=$PWD python scripts/chaos.py --short    # one kill -9 of the process, broker, bridge (≤ 90 s)
@@ -18,7 +20,7 @@ the same event id; seqs filled by another id, a defect), late (MQTT copies below
 received: a subscriber without gap checks applies them out of order), recover (from the faulty part
 back to every subscriber having applied, gap-free, the first order sent after it; `never` if one
 never did, `n/a` if no order sent after it was accepted; `!` above 15 s), broker VmRSS
-before / peak / after in MiB, extra (orders saved whose client got no 201), printer and KDS
+before / peak / after in MiB, extra (orders saved whose client got no 201, retries included), printer and KDS
 (informational: tickets printed of the station's tickets, accepted orders on the board).
 Exit status 1 if any accepted order is lost.
 """
@@ -38,6 +40,7 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -49,10 +52,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.tokens import TokenService, load_or_create_key  # noqa: E402
-from tests.support import free_port  # noqa: E402
+from scripts.ports import free_port  # noqa: E402
 
 PYTHON = sys.executable
 RECOVER_TARGET = 15.0
+RETRY_SECONDS = 30.0  # how long a till keeps re-sending an order whose answer it did not get
 _children: list[subprocess.Popen[bytes]] = []
 
 
@@ -234,7 +238,7 @@ class Load:
     def stop(self) -> None:
         self._stop.set()
         for thread in self._threads:
-            thread.join(timeout=10)
+            thread.join(timeout=RETRY_SECONDS + 15)
 
     def _slot(self) -> None:
         with self._lock:
@@ -251,14 +255,29 @@ class Load:
                 sent = Sent(time.time())
                 with self._lock:
                     self.sent.append(sent)
-                try:
-                    answer = http.post(f"/restaurants/{self.rid}/orders", json=self.body)
-                except httpx.HTTPError:
-                    time.sleep(0.1)
-                    continue
+                self._send(http, sent)
+
+    def _send(self, http: httpx.Client, sent: Sent) -> None:
+        """As a careful till does: an order whose answer was lost (no connection, a timeout, a 5xx) is
+        sent again with the same Idempotency-Key, so the bus answers with the first answer instead of
+        taking it twice; for up to RETRY_SECONDS."""
+        key = str(uuid.uuid4())
+        deadline = time.monotonic() + RETRY_SECONDS
+        while True:
+            try:
+                answer: httpx.Response | None = http.post(
+                    f"/restaurants/{self.rid}/orders", json=self.body, headers={"idempotency-key": key}
+                )
+            except httpx.HTTPError:
+                answer = None
+            if answer is not None and answer.status_code < 500:
                 sent.status = answer.status_code
                 if answer.status_code == 201:
                     sent.order_id = answer.json()["id"]
+                return
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
 
     def accepted(self) -> list[Sent]:
         with self._lock:
