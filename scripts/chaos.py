@@ -544,15 +544,17 @@ def kill9(part: str, down: float = 2.0) -> Callable[[Run], float]:
     return fault
 
 
-def freeze_subscriber(seconds: float, rate: float) -> Callable[[Run], float]:
-    """SIGSTOP one subscriber for `seconds` while orders arrive at `rate` per second; SIGCONT is 'back'."""
+def freeze_subscriber(seconds: float, rate: float, flood_per_second: int = 600) -> Callable[[Run], float]:
+    """SIGSTOP one subscriber for `seconds` while orders arrive at `rate` per second and a service
+    client floods the restaurant with `flood_per_second` filler messages (JSON that is no event, so
+    subscribers ignore it); SIGCONT is 'back'. The broker must keep its memory bounded meanwhile."""
 
     def fault(run: Run) -> float:
         frozen = run.subscribers["sub-b"]
         run.load.rate = rate
         started = time.time()
         frozen.send_signal(signal.SIGSTOP)
-        time.sleep(seconds)
+        sent = flood(run, flood_per_second, seconds)
         frozen.send_signal(signal.SIGCONT)
         back = time.time()
         run.load.rate = run.rate
@@ -560,11 +562,36 @@ def freeze_subscriber(seconds: float, rate: float) -> Callable[[Run], float]:
         mqtt_messages = len(orders) * 4  # per order: new_order, its open-order state, a grill and a bar ticket
         run.notes.append(
             f"sub-b frozen {seconds:.0f}s; orders {rate:.0f}/s offered, about {mqtt_messages / seconds:.0f} "
-            "MQTT messages/s to a restaurant/# subscriber"
+            f"MQTT event messages/s and {sent / seconds:.0f} filler messages/s to a restaurant/# subscriber"
         )
         return back
 
     return fault
+
+
+def flood(run: Run, per_second: int, seconds: float) -> int:
+    """Filler messages at `per_second` for `seconds`, as the bus's service role (QoS 0, 200 bytes);
+    returns how many were sent."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    token = run.tokens.issue(sub="chaos-flood", role="service", rid=None, audience="mqtt", ttl_seconds=3600)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="chaos-flood")
+    client.username_pw_set("chaos-flood", token)
+    client.connect("127.0.0.1", run.topology.mqtt_port)
+    client.loop_start()
+    topic, payload = f"restaurant/{run.rid}/notifications", json.dumps({"filler": True, "pad": "x" * 170})
+    sent, start = 0, time.monotonic()
+    try:
+        while (elapsed := time.monotonic() - start) < seconds:
+            while sent < int(elapsed * per_second):
+                client.publish(topic, payload, qos=0)
+                sent += 1
+            time.sleep(0.005)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return sent
 
 
 def poison(run: Run) -> float:
