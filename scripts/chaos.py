@@ -160,11 +160,11 @@ class Topology:
         """The key and schema first (each part creates them at start when missing: two at once could race),
         then every part at once."""
         from config.settings import Settings
-        from core.db import create_schema, make_engine
+        from core.db import make_engine, upgrade
 
         load_or_create_key(self.data_dir)  # also makes the directory
         engine = make_engine(Settings(data_dir=self.data_dir).db_url)
-        create_schema(engine)
+        upgrade(engine)  # what `orderbus db upgrade` does
         engine.dispose()
         for part in self.parts.values():
             part.spawn()
