@@ -157,8 +157,8 @@ class Topology:
             }
 
     def start(self) -> None:
-        """The key and schema first (each part creates them at start when missing: two at once could race),
-        then every part at once."""
+        """The key and the schema first (parts run apart refuse a database that is not upgraded, and two
+        parts making the key at once could race), then every part at once."""
         from config.settings import Settings
         from core.db import make_engine, upgrade
 
