@@ -29,7 +29,7 @@ def crud_router(
         return menu.get_row(uow, model, rid, row_id)
 
     @router.patch("/{row_id}", response_model=model)
-    def update_row(rid: AdminScope, row_id: int, body: update, uow: UowDep):  # type: ignore[valid-type]
+    def update_row(rid: AdminScope, row_id: Id, body: update, uow: UowDep):  # type: ignore[valid-type]
         return menu.update_row(uow, model, rid, row_id, body)
 
     @router.delete("/{row_id}", status_code=status.HTTP_204_NO_CONTENT)
