@@ -368,3 +368,20 @@ class TokenScan(logging.Handler):
             text = str(record.msg)
         if _JWT.search(text):
             self.leaks.append(f"{record.name}: {text[:300]}")
+
+
+class Wakes:
+    """A relay wake callback that counts its calls and can be waited on."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.event = threading.Event()
+
+    def __call__(self) -> None:
+        self.count += 1
+        self.event.set()
+
+    def wait(self, timeout: float = 1.0) -> bool:
+        woken = self.event.wait(timeout)
+        self.event.clear()
+        return woken

@@ -5,22 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import pytest
-
 from devices.kds_board import Board
 from devices.kds_client import KdsClient
 from tests.integration.kitchen import Kitchen, Tablet, acl_denied_publishes, open_kitchen, rejected
 from tests.support import Stack, Subscriber, wait_for
-
-
-@pytest.fixture
-def kitchen(stack: Stack) -> Kitchen:
-    return open_kitchen(stack, "Bistro")
-
-
-@pytest.fixture
-def tablet(stack: Stack, subscribers: list[Subscriber], kitchen: Kitchen) -> Tablet:
-    return Tablet(stack, subscribers, kitchen.rid, "kds-1")
 
 
 def watch_orders(stack: Stack, subscribers: list[Subscriber], rid: int) -> Subscriber:

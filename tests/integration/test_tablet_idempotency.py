@@ -9,24 +9,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-import pytest
 from sqlalchemy import func, update
 from sqlmodel import select
 
 from core.models import IdempotencyRecord, utcnow
 from core.unit_of_work import UnitOfWork
-from tests.integration.kitchen import Kitchen, Tablet, open_kitchen, rejected
-from tests.support import Stack, Subscriber, wait_for
-
-
-@pytest.fixture
-def kitchen(stack: Stack) -> Kitchen:
-    return open_kitchen(stack, "Bistro")
-
-
-@pytest.fixture
-def tablet(stack: Stack, subscribers: list[Subscriber], kitchen: Kitchen) -> Tablet:
-    return Tablet(stack, subscribers, kitchen.rid, "kds-1")
+from tests.integration.kitchen import Kitchen, Tablet, rejected
+from tests.support import Stack, wait_for
 
 
 def test_a_bump_sent_again_gets_the_first_ack_and_changes_nothing(kitchen: Kitchen, tablet: Tablet):

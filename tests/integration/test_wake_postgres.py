@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ from core.db import create_schema, make_engine
 from core.events import Event
 from core.models import Restaurant
 from core.unit_of_work import UnitOfWork
-from tests.support import wait_for
+from tests.support import Wakes, wait_for
 
 SERVER = os.environ.get("ORDERBUS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
@@ -40,21 +39,6 @@ def pg_engine() -> Iterator[Engine]:
         engine.dispose()
         with psycopg.connect(SERVER, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-
-
-class Wakes:
-    def __init__(self) -> None:
-        self.count = 0
-        self.event = threading.Event()
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.event.set()
-
-    def wait(self, timeout: float) -> bool:
-        woken = self.event.wait(timeout)
-        self.event.clear()
-        return woken
 
 
 def restaurant(engine: Engine) -> int:

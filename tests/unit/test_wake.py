@@ -9,7 +9,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,21 +17,7 @@ import pytest
 
 from bridge.wake import SocketListener, wake_listener
 from core.wake import MAX_SOCKET_PATH, SOCKET_NAME, SocketWake
-
-
-class Wakes:
-    def __init__(self) -> None:
-        self.count = 0
-        self.event = threading.Event()
-
-    def __call__(self) -> None:
-        self.count += 1
-        self.event.set()
-
-    def wait(self, timeout: float = 1.0) -> bool:
-        woken = self.event.wait(timeout)
-        self.event.clear()
-        return woken
+from tests.support import Wakes
 
 
 @pytest.fixture
