@@ -127,6 +127,11 @@ def device(rid: int, device_id: str, leaf: str) -> str:
 # --- filters (to subscribe with) --------------------------------------------------------------
 
 
+def everything(rid: int) -> str:
+    """Every topic of one restaurant: what a dashboard reads."""
+    return f"{ROOT}/{_id_level(rid)}/#"
+
+
 def open_orders(rid: int) -> str:
     """Every open order of one restaurant (retained): a screen's picture at connect."""
     return f"{ROOT}/{_id_level(rid)}/orders/open/+"

@@ -51,6 +51,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core import topics  # noqa: E402
 from core.tokens import TokenService, load_or_create_key  # noqa: E402
 from scripts.ports import free_port  # noqa: E402
 
@@ -580,7 +581,7 @@ def flood(run: Run, per_second: int, seconds: float) -> int:
     client.username_pw_set("chaos-flood", token)
     client.connect("127.0.0.1", run.topology.mqtt_port)
     client.loop_start()
-    topic, payload = f"restaurant/{run.rid}/notifications", json.dumps({"filler": True, "pad": "x" * 170})
+    topic, payload = topics.channel(run.rid, topics.NOTIFICATIONS), json.dumps({"filler": True, "pad": "x" * 170})
     sent, start = 0, time.monotonic()
     try:
         while (elapsed := time.monotonic() - start) < seconds:

@@ -27,6 +27,7 @@ import httpx
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from core import topics
 from core.tokens import TokenService, load_or_create_key
 
 
@@ -100,7 +101,7 @@ class Subscriber:
     def _connected(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             return
-        client.subscribe(f"restaurant/{self.args.rid}/#", qos=1)
+        client.subscribe(topics.everything(self.args.rid), qos=1)
         self.log.write("connect")
         self.want_catchup.set()
 

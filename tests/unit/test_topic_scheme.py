@@ -68,6 +68,7 @@ AUDIENCE: dict[str, tuple[set[str], set[str], set[str]]] = {
 
 # the subscription filters the module builds -> who may subscribe with them
 FILTERS: dict[str, set[str]] = {
+    topics.everything(RID): DASHBOARDS,
     topics.open_orders(RID): DASHBOARDS | {TABLET, PRINTER, SERVICE},
     # what the relay reads back to rebuild the retained state (bridge.retained)
     **{topics.every_restaurant(t): EVERY_RESTAURANT | {SERVICE} for t in (topics.OPEN_ORDER, topics.INVENTORY_ITEM)},
