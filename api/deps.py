@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.commands import DeviceId, Id
 from core.services import devices
-from core.tokens import TokenError, TokenService
+from core.tokens import Audience, TokenError, TokenService
 from core.topics import DEVICE_ROLES
 from core.unit_of_work import UnitOfWork
 
@@ -45,16 +45,23 @@ class Caller:
     claims: dict[str, Any]
 
 
-def get_caller(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
-) -> Caller:
+def bearer_claims(
+    request: Request, credentials: HTTPAuthorizationCredentials | None, audience: Audience
+) -> dict[str, Any]:
+    """The verified claims of the request's bearer token for `audience`, or 401."""
     if credentials is None:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"})
     tokens: TokenService = request.app.state.tokens
     try:
-        claims = tokens.verify(credentials.credentials, audience="api")
+        return tokens.verify(credentials.credentials, audience=audience)
     except TokenError as exc:
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), {"WWW-Authenticate": "Bearer"}) from exc
+
+
+def get_caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Caller:
+    claims = bearer_claims(request, credentials, "api")
     return Caller(sub=claims["sub"], role=claims["role"], restaurant_id=claims.get("rid"), claims=claims)
 
 
@@ -100,13 +107,7 @@ def get_device(
     is revoked or the token was re-issued since); 403 for a token of another device or restaurant, or
     one that is not a device's.
     """
-    if credentials is None:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-    tokens: TokenService = request.app.state.tokens
-    try:
-        claims = tokens.verify(credentials.credentials, audience="mqtt")
-    except TokenError as exc:
-        raise HTTPException(status.HTTP_401_UNAUTHORIZED, str(exc), {"WWW-Authenticate": "Bearer"}) from exc
+    claims = bearer_claims(request, credentials, "mqtt")
     if claims["role"] not in DEVICE_ROLES:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {claims['role']} is not a device")
     if claims["sub"] != did or claims.get("rid") != rid:
