@@ -13,7 +13,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 
-from api import idempotency
+from api import db_errors, idempotency
 from api.deps import DeviceGrants
 from api.metrics import HttpMetricsMiddleware
 from api.routers import (
@@ -87,6 +87,7 @@ def create_app(
         return JSONResponse({"detail": jsonable_encoder(printable(exc.errors()))}, status_code=422)
 
     idempotency.install(app)  # a retried write with its Idempotency-Key gets the first answer
+    db_errors.install(app)  # a database that cannot answer right now: 503 with Retry-After, not 500
 
     app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
     app.add_middleware(HttpMetricsMiddleware)

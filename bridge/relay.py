@@ -12,6 +12,10 @@ notifies the restaurant's staff and counts `orderbus_outbox_dead_letter_total`; 
 readable from `/events`.
 
 After every connect, the retained state is rebuilt from the database before the next row (`bridge.retained`).
+
+`fence`, when given, is asked before every batch whether this process may still publish (the bridge
+lease, `bridge.lease`): a relay whose lease is gone publishes nothing more, since another relay may
+hold it already.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +32,7 @@ from sqlalchemy import Engine, update
 from sqlmodel import Session, col, select
 
 from bridge.metrics import OUTBOX_DEAD_LETTERS, RELAY_EVENTS_PUBLISHED, RELAY_PUBLISH_SECONDS
-from bridge.retained import RetainedRebuild
+from bridge.retained import HeldReader, RetainedRebuild
 from bridge.routing import Publication, packet_size, publications
 from core.models import OutboxEvent
 from core.services import outbox
@@ -50,6 +54,8 @@ class Relay:
         idle_poll_seconds: float = 5.0,
         max_packet_bytes: int = MAX_PACKET_BYTES,
         max_attempts: int = 5,
+        fence: Callable[[], bool] | None = None,
+        read_held: HeldReader | None = None,
     ) -> None:
         self._engine = engine
         self._client = client
@@ -62,10 +68,11 @@ class Relay:
         self._thread = threading.Thread(target=self._run, name="outbox-relay", daemon=True)
         self._max_packet = max_packet_bytes
         self._max_attempts = max_attempts
+        self._fence = fence
         self._sessions = 0  # accepted CONNACKs so far
         self._drops = 0  # connections lost after being accepted (a refused CONNECT is not the event's doing)
         self._count_drops()
-        self._retained = RetainedRebuild(engine, client, self.wake)  # chains the callbacks above
+        self._retained = RetainedRebuild(engine, client, self.wake, read_held)  # chains the callbacks above
 
     def _count_drops(self) -> None:
         """Count lost connections beside the client's own callbacks (chained, not replaced)."""
@@ -126,6 +133,8 @@ class Relay:
         """Publish one batch of unpublished events in order; returns how many were stamped done."""
         if not self._retained.ensure(self._give_up):
             return 0  # not connected, or the rebuild did not finish: the next connect wakes the relay
+        if self._fence is not None and not self._fence():
+            return 0  # the lease is gone: whoever holds it now publishes; this relay is being stopped
         with Session(self._engine) as session:
             rows = session.exec(
                 select(OutboxEvent.id, OutboxEvent.envelope)

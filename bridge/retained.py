@@ -6,7 +6,9 @@ next outbox row:
 
 1. learns which state topics the broker holds: it subscribes to them, collects the retained
    messages, and unsubscribes; the UNSUBACK comes after the last of them (a broker answers one
-   client's packets in order);
+   client's packets in order). On NATS a restarted node answers before it has loaded its retained
+   messages, so there they are read from the stream they are kept in (`bridge.nats_retained`), and
+   only if that read fails, the MQTT way;
 2. reads the state as of the last *published* event (`core.services.retained_state`, one snapshot);
    by then every event the relay handed to the broker is acknowledged and stamped, so the rebuilt
    state is the newest the broker was given, and the unpublished events that follow move it forward:
@@ -27,12 +29,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, cast
 
 import paho.mqtt.client as mqtt
 from sqlalchemy import Engine
 
+from bridge.nats_retained import StreamUnreadable
 from bridge.routing import publications
 from core import topics
 from core.services import retained_state
@@ -44,21 +47,31 @@ STATE_FILTERS = (topics.every_restaurant(topics.OPEN_ORDER), topics.every_restau
 STATUS_FILTER = topics.every_restaurant(topics.STATUS)
 RESTORED_STATES = (topics.OFFLINE, topics.LOST)  # presence the bus republishes for a device
 ANSWER_SECONDS = 10.0  # for a SUBACK or UNSUBACK, connected; longer means something is wrong: retry
+# what the broker holds retained under some filters, read from its store rather than over MQTT (on NATS:
+# bridge.nats_retained.StreamReader.held); raises StreamUnreadable when it cannot tell
+HeldReader = Callable[[Sequence[str]], dict[str, bytes]]
 
 
 class RetainedRebuild:
     """Installs itself on the relay's client; `ensure()` is called before each outbox batch."""
 
-    def __init__(self, engine: Engine, client: mqtt.Client, wake: Callable[[], None]) -> None:
+    def __init__(
+        self, engine: Engine, client: mqtt.Client, wake: Callable[[], None], read_held: HeldReader | None = None
+    ) -> None:
         self._engine, self._client, self._wake = engine, client, wake
+        self._read_held = read_held
         self._lock = threading.Lock()
-        self._connects = 0  # CONNACKs so far; a rebuild is due while it is ahead of `_rebuilt_for`
+        # connection changes so far (each CONNACK and each drop); a rebuild is due while this is ahead of
+        # `_rebuilt_for`. A drop counts too: what the relay hands paho while it is disconnected is queued
+        # and sent first thing at the next CONNACK, before the rebuild could run.
+        self._connects = 0
         self._rebuilt_for = 0
         self._answered: dict[int, threading.Event] = {}
         self._refused: set[int] = set()
         self._held: dict[str, bytes] | None = None  # collecting while not None
         # paho types the slot as any callback version; the bus's clients are made with VERSION2 (bridge.mqtt)
         previous_on_connect = cast("mqtt.CallbackOnConnect_v2 | None", client.on_connect)
+        previous_on_disconnect = cast("mqtt.CallbackOnDisconnect_v2 | None", client.on_disconnect)
 
         def on_connect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
             if previous_on_connect is not None:
@@ -68,7 +81,14 @@ class RetainedRebuild:
                     self._connects += 1
                 self._wake()
 
+        def on_disconnect(c: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+            with self._lock:
+                self._connects += 1
+            if previous_on_disconnect is not None:
+                previous_on_disconnect(c, userdata, flags, reason, props)
+
         client.on_connect = on_connect
+        client.on_disconnect = on_disconnect
         client.on_subscribe = self._on_answer
         client.on_unsubscribe = self._on_answer
         for topic_filter in (*STATE_FILTERS, STATUS_FILTER):
@@ -133,6 +153,11 @@ class RetainedRebuild:
         """The state and status topics the broker holds retained, and whether it let the relay read them
         (an ACL without the grant: nothing is cleared or restored, the state is still republished);
         None when the connection changed on the way."""
+        if self._read_held is not None:
+            try:
+                return self._read_held((*STATE_FILTERS, STATUS_FILTER)), True
+            except StreamUnreadable as exc:
+                log.error("could not read the retained state from the broker's store (%s): reading it over MQTT", exc)
         with self._lock:
             self._held = {}
         try:

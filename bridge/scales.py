@@ -29,6 +29,7 @@ from sqlmodel import select
 
 from bridge.ingest import DeviceMessage, Rejected
 from config.settings import Settings
+from core.locking import locked
 from core.models import Device, MenuItem
 from core.rules.scales import Action, LastAccepted, Reading, Tracker, check_grams, check_replay, count_of, countable
 from core.services import inventory
@@ -119,7 +120,8 @@ class ScaleReadings:
     def __call__(self, uow: UnitOfWork, device: Device, message: DeviceMessage) -> dict[str, Any] | None:
         reading = parse_reading(message.body)
         check_grams(reading.grams)
-        item = countable(device, reading.item_id, uow.session.get(MenuItem, reading.item_id))
+        # Locked before anything is emitted (a notification takes the restaurant row): `core.locking`.
+        item = countable(device, reading.item_id, locked(uow.session, MenuItem, reading.item_id))
         assert item.id is not None and item.unit_weight_grams is not None
         with self._lock:
             now = self.clock()

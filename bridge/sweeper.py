@@ -1,7 +1,9 @@
 """Time-driven rules (tickets past their deadline, silent scales, expired idempotency keys), run once a second.
 
 Each sweep gets a unit of work of its own and the sweeper commits it once the sweep returns: a
-sweep that raises changes nothing, and does not undo what the sweeps before it did.
+sweep that raises changes nothing, and does not undo what the sweeps before it did. `fence`, when
+given, is asked before each pass (the bridge lease, `bridge.lease`): a process that lost the lease
+runs no more sweeps, since the new holder runs them.
 """
 
 from __future__ import annotations
@@ -23,8 +25,15 @@ Sweep = Callable[[UnitOfWork], None]  # adds to the unit of work it is given; ne
 
 
 class Sweeper:
-    def __init__(self, uow_factory: UowFactory, sweeps: list[Sweep], interval_seconds: float = 1.0) -> None:
+    def __init__(
+        self,
+        uow_factory: UowFactory,
+        sweeps: list[Sweep],
+        interval_seconds: float = 1.0,
+        fence: Callable[[], bool] | None = None,
+    ) -> None:
         self._uow_factory = uow_factory
+        self._fence = fence
         self._sweeps = sweeps
         self._interval = interval_seconds
         self._stopping = threading.Event()
@@ -50,7 +59,8 @@ class Sweeper:
 
     def _run(self) -> None:
         while not self._stopping.wait(self._interval):
-            self.run_once()
+            if self._fence is None or self._fence():
+                self.run_once()
 
 
 def prune_idempotency_keys(now: Callable[[], datetime] = utcnow) -> Sweep:

@@ -57,7 +57,7 @@ def _apply(
 ) -> dict[str, Any]:
     if kind == "bumped":
         target = _target(body)
-        order = orders.get_order(uow, restaurant_id, order_id)
+        order = orders.get_order(uow, restaurant_id, order_id, lock=True)  # two screens at once: one moves it
         if order.status == target:  # another screen bumped it first: already done
             return _ack(request_id, order)
         result = orders.change_status(uow, restaurant_id, order_id, target)

@@ -1,7 +1,8 @@
 """Deadlines amqtt does not enforce: CONNECT timeout, keepalive, packet size, token expiry, revocation.
 
 Every connection's reader is wrapped in a `GuardedReader` that follows the MQTT framing of the
-bytes amqtt reads, refuses oversized and malformed packets, and remembers when data last arrived.
+bytes amqtt reads (`Framing`: one `Rule` per packet type, the MQTT 3.1.1 checks a byte stream
+allows), refuses oversized and malformed packets, and remembers when data last arrived.
 One `ConnectionGuard` task sweeps all connections a few times a second and aborts those past a
 deadline; aborting the socket makes amqtt see an abnormal disconnect, so the client's Last Will
 fires (device `lost` presence relies on it).
@@ -41,17 +42,106 @@ class ProtocolViolation(AMQTTError):
         self.reason = reason
 
 
+# the fields of a packet body that the framing check reads (the rest, a PUBLISH's payload, it only counts)
+PACKET_ID, TOPIC, FILTER, REQUESTED_QOS = "packet_id", "topic", "filter", "requested_qos"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one packet type must look like when a client sends it after its CONNECT (MQTT 3.1.1 §2, §3)."""
+
+    refuse: str | None = None  # never valid from a client here: the reason it is refused with
+    flags: int | None = 0  # the only fixed-header flags allowed [MQTT-2.2.2-2]; None: PUBLISH's own
+    length: int | None = None  # the remaining length, where the standard fixes it
+    head: tuple[str, ...] = ()  # fields at the start of the body
+    each: tuple[str, ...] = ()  # fields repeated to the body's end, at least once
+    none: str = "bad_remaining_length"  # the reason when the body holds no `each`
+
+
+_SERVER_TO_CLIENT = Rule(refuse="unexpected_packet")  # CONNACK, SUBACK, UNSUBACK, PINGRESP
+_ACK = Rule(length=2)  # PUBACK, PUBREC, PUBCOMP: a packet id alone; an unknown one is the dispatcher's to ignore
+RULES: tuple[Rule, ...] = (
+    Rule(refuse="reserved_packet_type"),  # 0
+    Rule(refuse="second_connect"),  # CONNECT [MQTT-3.1.0-2]
+    _SERVER_TO_CLIENT,  # CONNACK
+    Rule(flags=None, head=(TOPIC,)),  # PUBLISH at QoS 0; see _PUBLISH_WITH_ID
+    _ACK,  # PUBACK
+    _ACK,  # PUBREC
+    Rule(flags=0b0010, length=2),  # PUBREL [MQTT-3.6.1-1]
+    _ACK,  # PUBCOMP
+    Rule(flags=0b0010, head=(PACKET_ID,), each=(FILTER, REQUESTED_QOS), none="no_topic_filter"),  # SUBSCRIBE
+    _SERVER_TO_CLIENT,  # SUBACK
+    Rule(flags=0b0010, head=(PACKET_ID,), each=(FILTER,), none="no_topic_filter"),  # UNSUBSCRIBE
+    _SERVER_TO_CLIENT,  # UNSUBACK
+    Rule(length=0),  # PINGREQ
+    _SERVER_TO_CLIENT,  # PINGRESP
+    Rule(length=0),  # DISCONNECT [MQTT-3.14.1-1]
+    Rule(refuse="reserved_packet_type"),  # 15
+)
+_PUBLISH_WITH_ID = Rule(flags=None, head=(TOPIC, PACKET_ID))  # QoS 1 and 2
+
+
+def _packet_id(data: bytes) -> str | None:
+    """[MQTT-2.3.1-1]: SUBSCRIBE, UNSUBSCRIBE and PUBLISH at QoS 1 or 2 carry a non-zero packet id."""
+    return "bad_packet_id" if data == b"\x00\x00" else None
+
+
+def _text(data: bytes) -> str | None:
+    """An MQTT string's text, or None when it is not well-formed UTF-8 or holds U+0000 [MQTT-1.5.3-1, -2]."""
+    try:
+        text = data.decode("utf-8")  # strict: also refuses surrogates (U+D800..U+DFFF) and overlong forms
+    except UnicodeDecodeError:
+        return None
+    return None if "\x00" in text else text
+
+
+def _topic(data: bytes) -> str | None:
+    """A PUBLISH topic name: not empty, no wildcard [MQTT-3.3.2-2], and not `$`: clients do not publish there."""
+    topic = _text(data)
+    return "bad_topic" if not topic or topic.startswith("$") or "+" in topic or "#" in topic else None
+
+
+def _filter(data: bytes) -> str | None:
+    """A SUBSCRIBE or UNSUBSCRIBE topic filter as an MQTT string. Whether it is a *valid* filter (wildcard
+    placement, not empty) the broker answers with SUBACK 0x80, where the ACL also speaks."""
+    return "bad_topic_filter" if _text(data) is None else None
+
+
+def _requested_qos(data: bytes) -> str | None:
+    """[MQTT-3.8.3-4]: the upper 6 bits are reserved (0) and the QoS is 0, 1 or 2; anything else closes."""
+    return "bad_qos" if data[0] > 2 else None
+
+
+_CHECKS = {PACKET_ID: _packet_id, TOPIC: _topic, FILTER: _filter, REQUESTED_QOS: _requested_qos}
+_SIZES = {PACKET_ID: 2, REQUESTED_QOS: 1}  # the rest are MQTT strings: a 2-byte length, then the bytes
+
+
+# PUBACK, PUBREC, PUBREL (flags 0b0010), PUBCOMP with remaining length 2: all their rules in `RULES` ask
+_ACK_HEADERS = frozenset({0x40, 0x50, 0x62, 0x70})
+
+
 class Framing:
-    """Follows the packet boundaries of a client's byte stream, in whatever pieces amqtt reads it.
+    """Follows the packet boundaries of a client's byte stream, in whatever pieces it arrives, and names
+    the first packet that breaks MQTT 3.1.1.
 
     amqtt parses field by field straight off the socket; on a malformed packet after CONNECT it logs
     "Message discarded" at debug level and parses on from the middle of that packet, and it keeps
-    a connection that sent a PUBLISH with QoS 3. `feed` names the first violation instead:
-    `size` (a remaining length over the limit, any packet), and after the CONNECT
-    `bad_remaining_length` (more than 4 length bytes, or fields that run past the packet's end),
-    `reserved_packet_type`, `second_connect`, `bad_qos`, `bad_topic` (a PUBLISH topic that is
-    empty, not UTF-8, has a wildcard or NUL, or starts with `$`). The CONNECT's own errors are
-    refused and counted by the broker as `bad_connect`.
+    a connection that sent a PUBLISH with QoS 3. `feed` returns the reason to close instead, as soon as
+    the offending byte arrives, and at the latest with the packet's last byte, so before a reader loop
+    can act on the packet:
+
+    - `size`: a remaining length over the limit, any packet;
+    - after the CONNECT, by the packet type's `Rule` in `RULES`: `reserved_packet_type` (0, 15),
+      `second_connect`, `unexpected_packet` (CONNACK, SUBACK, UNSUBACK, PINGRESP: server-to-client
+      only), `bad_flags` (fixed-header flags other than the table's [MQTT-2.2.2-2]),
+      `bad_remaining_length` (more than 4 length bytes, a length the standard fixes otherwise, or a
+      field that runs past the packet's end), `bad_qos` (a PUBLISH QoS 3, a SUBSCRIBE's requested
+      QoS byte above 2), `bad_packet_id` (0), `bad_topic` (a PUBLISH topic that is empty, not UTF-8,
+      has a wildcard or NUL, or starts with `$`), `bad_topic_filter` (a filter that is not UTF-8 or
+      has a NUL), `no_topic_filter` (a SUBSCRIBE or UNSUBSCRIBE without one).
+
+    The CONNECT's own errors are refused and counted by the broker as `bad_connect`. Whether a packet
+    is expected *now* (a PUBACK for a packet id in flight) is the session's business, not the framing's.
     """
 
     def __init__(self, max_packet: int) -> None:
@@ -59,7 +149,11 @@ class Framing:
         self.packets = 0  # fixed headers completed
         self.header = bytearray()  # the fixed header read so far; empty between packets
         self.body_left = 0
-        self.topic: bytearray | None = None  # the start of a PUBLISH body until its topic is complete
+        self.rule: Rule | None = None  # the current packet's, while its fields are still being read
+        self.fields: tuple[str, ...] = ()  # the rule's head, or its `each` group, being read
+        self.field = 0  # the index in `fields` of the next field to complete
+        self.groups = 0  # how many `each` groups the current packet held
+        self.body = bytearray()  # body bytes not yet cut into fields
 
     def admits(self, n: int) -> bool:
         """Whether a read of `n` bytes stays inside the current packet. amqtt reads a fixed header one
@@ -68,25 +162,33 @@ class Framing:
         return n <= (self.body_left or 1)
 
     def feed(self, data: bytes) -> str | None:
-        at = 0
-        while at < len(data):
+        whole = self.packets and not self.header and not self.body_left
+        if whole and len(data) == 4 and data[0] in _ACK_HEADERS and data[1] == 2:  # a valid acknowledgement
+            self.packets += 1  # the common packet at QoS 1, checked without the rule table
+            return None
+        at, end = 0, len(data)
+        while at < end:
             if self.body_left:
-                take = min(self.body_left, len(data) - at)
-                if self.topic is not None:
-                    self.topic += data[at : at + take]
+                take = min(self.body_left, end - at)
+                if self.rule is not None:
+                    self.body += data[at : at + take]
                 self.body_left -= take
                 at += take
-                if self.topic is not None and (reason := self._check_topic()):
+                if self.rule is not None and (reason := self._read_fields()):
                     return reason
                 continue
-            self.header.append(data[at])
-            at += 1
-            if len(self.header) == 1:
-                continue
-            if self.header[-1] & 0x80:
-                if len(self.header) == 5 and self.packets:  # a 4th length byte that says "more follows"
-                    return "bad_remaining_length"
-                continue
+            if not self.header and at + 1 < end and data[at + 1] < 0x80:  # most packets: a 2-byte fixed header
+                self.header += data[at : at + 2]
+                at += 2
+            else:
+                self.header.append(data[at])
+                at += 1
+                if len(self.header) == 1:
+                    continue
+                if self.header[-1] & 0x80:
+                    if len(self.header) == 5 and self.packets:  # a 4th length byte that says "more follows"
+                        return "bad_remaining_length"
+                    continue
             if reason := self._packet_starts():
                 return reason
         return None
@@ -99,33 +201,55 @@ class Framing:
             return "size"
         self.packets += 1
         self.body_left = length
-        if self.packets == 1:
-            return None
-        if kind in (0, 15):
-            return "reserved_packet_type"
-        if kind == 1:
-            return "second_connect"
+        if self.packets == 1:  # amqtt parses the CONNECT and refuses any other first packet
+            return "bad_flags" if kind == 1 and flags else None
+        rule = RULES[kind]
         if kind == 3:
-            if (flags >> 1) & 0x03 == 3:
-                return "bad_qos"
-            self.topic = bytearray()
-            return self._check_topic()
+            qos = (flags >> 1) & 0x03
+            if qos == 3:
+                return "bad_qos"  # [MQTT-3.3.1-4]
+            rule = _PUBLISH_WITH_ID if qos else rule
+        if rule.refuse:
+            return rule.refuse
+        if rule.flags is not None and flags != rule.flags:
+            return "bad_flags"
+        if rule.length is not None and length != rule.length:
+            return "bad_remaining_length"
+        if rule.head or rule.each:
+            self.rule, self.fields, self.field, self.groups = rule, rule.head, 0, 0
+            return self._read_fields() if not length else None
         return None
 
-    def _check_topic(self) -> str | None:
-        """Once a PUBLISH's topic has arrived (or its body ended first), whether it is a valid topic name."""
-        assert self.topic is not None
-        size = int.from_bytes(self.topic[:2]) if len(self.topic) >= 2 else None
-        if size is None or len(self.topic) < 2 + size:
-            return "bad_topic" if self.body_left == 0 else None
-        name, self.topic = bytes(self.topic[2 : 2 + size]), None
-        try:
-            topic = name.decode("utf-8")
-        except UnicodeDecodeError:
-            return "bad_topic"
-        if not topic or topic.startswith("$") or any(c in topic for c in "+#\x00"):
-            return "bad_topic"
-        return None
+    def _read_fields(self) -> str | None:
+        """Cut the body read so far into the rule's fields and check each one that is complete."""
+        rule, body, at = self.rule, self.body, 0
+        assert rule is not None
+        while True:
+            if self.field == len(self.fields):
+                if not rule.each:
+                    break  # the head is all there is to check (a PUBLISH's payload is not looked at)
+                if at == len(body) and not self.body_left:
+                    if not self.groups:
+                        return self._done(rule.none)
+                    break
+                self.fields, self.field, self.groups = rule.each, 0, self.groups + 1
+            name = self.fields[self.field]
+            size = _SIZES.get(name) or (2 + int.from_bytes(body[at : at + 2]) if len(body) >= at + 2 else 2)
+            if len(body) < at + size:
+                del body[:at]
+                return self._done("bad_remaining_length") if not self.body_left else None
+            value = bytes(body[at : at + size] if name in _SIZES else body[at + 2 : at + size])
+            at += size
+            self.field += 1
+            if reason := _CHECKS[name](value):
+                return self._done(reason)
+        return self._done(None)
+
+    def _done(self, reason: str | None) -> str | None:
+        """Stop reading fields of the current packet (its remaining bytes are only counted)."""
+        self.rule, self.fields, self.field = None, (), 0
+        self.body.clear()
+        return reason
 
 
 class GuardedReader(ReaderAdapter):

@@ -14,6 +14,7 @@ class Limits:
     max_packet_bytes: int = MAX_PACKET_BYTES  # any single packet, TCP and WebSocket; input limits derive from it
     max_client_backlog_bytes: int = 1024 * 1024  # bytes waiting for a client that stopped reading
     max_offline_queue: int = 10_000  # messages kept for one disconnected persistent session
+    max_inflight_messages: int = 100  # QoS 1/2 deliveries awaiting acknowledgement per session; the rest queue
     session_expiry_seconds: int = 7 * 24 * 3600  # a persistent session unused this long is forgotten
     max_connections: int = 10_000  # beyond this, CONNACK 3 (server unavailable)
     device_publishes_per_second: float = 20.0

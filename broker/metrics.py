@@ -72,11 +72,13 @@ def _snapshot(take: Callable[[], Any], attempts: int = 5) -> Any:
 
 def broker_figures(broker: Any) -> dict[str, Any]:
     """What the broker holds right now: connections by (role, listener), sessions, retained, queues."""
-    sessions = _snapshot(lambda: list(broker.sessions.values()))
+    sessions = _snapshot(lambda: list(broker.sessions.items()))
+    outbox = getattr(getattr(broker, "router", None), "outbox", {})  # what each session is owed
     connections: dict[tuple[str, str], int] = {}
     offline = stored = deepest_offline = deepest_inflight = deepest_backlog = 0
-    for session, handler in sessions:
-        queued = session.retained_messages.qsize()  # kept for a persistent session while it is away
+    for client_id, (session, handler) in sessions:
+        outbound = outbox.get(client_id)
+        queued = len(outbound.queue) if outbound is not None else 0  # waiting for the client (away or busy)
         stored += queued
         deepest_offline = max(deepest_offline, queued)
         if not session.transitions.is_connected():
@@ -86,7 +88,7 @@ def broker_figures(broker: Any) -> dict[str, Any]:
         listener = session.attributes.get(LISTENER) or listener_of(writer)
         key = (role_of(session) if CLAIMS in session.attributes else "none", listener)
         connections[key] = connections.get(key, 0) + 1
-        deepest_inflight = max(deepest_inflight, session.inflight_out_count)
+        deepest_inflight = max(deepest_inflight, len(outbound.inflight) if outbound is not None else 0)
         deepest_backlog = max(deepest_backlog, _write_backlog(writer))
     retained_topics = _snapshot(lambda: list(broker.retained_messages))
     subscriptions = _snapshot(lambda: sum(len(subs) for subs in list(broker.subscriptions.values())))
@@ -144,8 +146,8 @@ class BrokerCollector(Collector):
             yield GaugeMetricFamily(name, help_text, value=figures.get(key, 0))
         queue = GaugeMetricFamily(
             "orderbus_broker_client_queue_max",
-            "the deepest client queue: offline = messages kept for an absent persistent session, "
-            "inflight = QoS 1/2 deliveries awaiting acknowledgement",
+            "the deepest client queue: offline = messages waiting for a session (client away, or its "
+            "in-flight window full), inflight = QoS 1/2 deliveries awaiting acknowledgement",
             labels=["queue"],
         )
         queue.add_metric(["offline"], figures.get("deepest_offline_queue", 0))

@@ -1,10 +1,10 @@
 """amqtt plugin: traffic counters, connection events, and the `$SYS/broker/...` topics.
 
-Counting every packet through amqtt's `on_mqtt_packet_received/sent` plugin events would cost a
-task per packet (amqtt schedules each plugin callback as its own task). Instead the plugin
-answers those two events itself inside the broker's `fire_event`, synchronously: a packet costs a
-couple of counter increments and no task. Connects and disconnects (rare) use the ordinary
-plugin events.
+Packets after the CONNECT are counted by the broker's own connections (`broker.connection`,
+`broker.transport`) as plain integer increments. amqtt still reads the CONNECT and fires its
+`on_mqtt_packet_received/sent` events for it; the plugin answers those two events itself inside
+the broker's `fire_event`, synchronously, instead of a task per plugin callback. Connects and
+disconnects (rare) use the ordinary plugin events.
 
 `$SYS/broker/...` is published by this plugin every `sys_interval` seconds (10 by default), at
 QoS 0 and retained, so an MQTT tool that subscribes gets the current values at once. Who may

@@ -14,22 +14,18 @@ from amqtt.contexts import Action, BaseContext
 from amqtt.plugins.base import BaseAuthPlugin, BaseTopicPlugin
 from amqtt.session import Session
 
+from broker.admission import Refused, admit
 from broker.limits import Limits
 from broker.policy import Grants, Policy
 from broker.stats import ACL_DENIALS, AUTH_FAILURES, DROPPED
 from core.rate_limit import TokenBucket
-from core.tokens import TokenError, TokenService
+from core.tokens import TokenService
 from core.topics import DEVICE_ROLES
 
 log = logging.getLogger("orderbus.broker")
 GRANTS = "orderbus.grants"
 CLAIMS = "orderbus.claims"
 BUCKET = "orderbus.publish_bucket"
-
-
-def client_id_matches(client_id: str, sub: str) -> bool:
-    """A client id is the token's `sub`, optionally with `:<suffix>` (one per browser tab)."""
-    return client_id == sub or (client_id.startswith(sub + ":") and len(client_id) > len(sub) + 1)
 
 
 def grants_of(session: Session | None) -> Grants:
@@ -69,20 +65,19 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         return False
 
     def _refusal(self, session: Session) -> str | None:
-        """Why this CONNECT is refused, or None when it is accepted."""
-        if not session.password:
-            return "no_token"
-        password = session.password
-        token = password.decode("utf-8", "replace") if isinstance(password, bytes) else str(password)
+        """Why this CONNECT is refused, or None when it is accepted (`broker.admission`, shared with NATS)."""
         try:
-            claims = self.tokens.verify(token, audience=self.config.audience)
-        except TokenError as exc:
+            admission = admit(
+                self.tokens,
+                self.policy,
+                self.refuses,
+                client_id=session.client_id or "",
+                password=session.password,
+                audience=self.config.audience,
+            )
+        except Refused as exc:
             return exc.reason
-        if not client_id_matches(session.client_id or "", claims["sub"]):
-            return "client_id_mismatch"
-        if self.refuses(claims):
-            return "revoked"
-        grants = self.policy.grants(claims)
+        claims, grants = admission.claims, admission.grants
         if session.will_flag and not grants.may_publish(session.will_topic or "", retain=bool(session.will_retain)):
             return "will_not_allowed"
         session.attributes[CLAIMS] = claims

@@ -12,8 +12,15 @@ DISCONNECTS = Counter("orderbus_broker_forced_disconnects", "connections closed 
 REFUSED_CONNECTIONS = Counter(
     "orderbus_broker_refused_connections", "connections refused before a session, by reason", ["reason"]
 )
-REQUEUED = Counter(
-    "orderbus_broker_requeued_deliveries", "QoS 1 deliveries not acknowledged in time, kept for the persistent session"
+IGNORED = Counter(
+    "orderbus_broker_ignored_packets",
+    "packets the standard says to ignore (e.g. a PUBACK for a packet id not in flight), by reason",
+    ["reason"],
+)
+INTERNAL_ERRORS = Counter(
+    "orderbus_broker_internal_errors",
+    "unexpected exceptions the broker survived (logged with their traceback), by where they happened",
+    ["where"],
 )
 BROKER_CONNECTS = Counter(
     "orderbus_broker_connects", "MQTT sessions accepted (CONNACK 0), by role and listener", ["role", "listener"]
@@ -23,6 +30,13 @@ BROKER_DISCONNECTS = Counter(
     "MQTT sessions ended, by role, listener and reason (client: DISCONNECT sent; lost: the connection "
     "dropped without one, so the Last Will was published)",
     ["role", "listener", "reason"],
+)
+
+STORE_ERRORS = Counter(
+    "orderbus_broker_store_errors",
+    "trouble with the broker's durable store (broker.store), by reason: corrupt (unreadable file, or a row "
+    "that does not parse: moved aside, started empty), schema_version (moved aside), write (a batch failed)",
+    ["reason"],
 )
 
 DROP_CAUSES = ("queue_full", "rate_limit", "size")

@@ -91,6 +91,12 @@ class SubscriptionTable(dict[str, Any]):
         """(filter, snapshot of its subscribers) for every filter that matches `topic`."""
         return [(f, list(super(SubscriptionTable, self).get(f, ()))) for f in self._trie.matching(topic)]
 
+    def matching_now(self, topic: str) -> list[tuple[str, list[Any]]]:
+        """Like `matching`, without the snapshots: for a caller that finishes before anything can change
+        the table (the broker's synchronous routing)."""
+        get = super().get
+        return [(f, get(f, ())) for f in self._trie.matching(topic)]
+
     def __iter__(self) -> Iterator[str]:
         return iter(list(super().__iter__()))
 

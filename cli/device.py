@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated
 
@@ -15,8 +16,52 @@ Token = Annotated[
         envvar="ORDERBUS_DEVICE_TOKEN", help="The device's broker token (from POST …/devices).", show_default=False
     ),
 ]
-BrokerHost = Annotated[str, typer.Option("--host", help="Broker host.")]
-BrokerPort = Annotated[int, typer.Option("--port", help="Broker MQTT/TCP port.")]
+
+
+def _check_hosts(value: str) -> str:
+    """`--host host[:port][,host[:port]…]` (core/endpoints.py): a bad list exits 2 before anything connects."""
+    from core.endpoints import EndpointError, parse_endpoints
+
+    try:
+        parse_endpoints(value, 1883, "--host")
+    except EndpointError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    return value
+
+
+BrokerHost = Annotated[
+    str,
+    typer.Option(
+        "--host",
+        callback=_check_hosts,
+        help="Broker host, or a cluster's nodes as host[:port][,host[:port]…], tried in turn.",
+    ),
+]
+BrokerPort = Annotated[int, typer.Option("--port", help="Broker MQTT/TCP port (MQTT/TLS with --tls-ca or --tls).")]
+TlsCa = Annotated[
+    Path | None,
+    typer.Option(
+        "--tls-ca",
+        help="PEM file of the CA that signed the broker's certificate: connect over TLS, verifying the broker's "
+        "certificate and host name against it.",
+    ),
+]
+Tls = Annotated[bool, typer.Option("--tls", help="Connect over TLS, verified against the system's CAs.")]
+
+
+def _tls_context(tls_ca: Path | None, tls: bool) -> ssl.SSLContext | None:
+    """None for plain MQTT; a missing or non-PEM --tls-ca exits 2 with one line naming the file."""
+    from core.tls import TlsCaError, client_context
+
+    if tls_ca is None and not tls:
+        return None
+    try:
+        return client_context(tls_ca, "--tls-ca")
+    except TlsCaError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 ApiUrl = Annotated[
     str,
     typer.Option(
@@ -43,6 +88,8 @@ def printer(
     ] = 10.0,
     host: BrokerHost = "127.0.0.1",
     port: BrokerPort = 1883,
+    tls_ca: TlsCa = None,
+    tls: Tls = False,
     keepalive: Keepalive = 30,
     api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
@@ -58,6 +105,7 @@ def printer(
         host=host,
         port=port,
         keepalive=keepalive,
+        tls=_tls_context(tls_ca, tls),
         api_url=api_url,
     )
 
@@ -69,6 +117,8 @@ def kds(
     late_minutes: Annotated[float, typer.Option(help="Elapsed time that turns a ticket red.")] = 8.0,
     host: BrokerHost = "127.0.0.1",
     port: BrokerPort = 1883,
+    tls_ca: TlsCa = None,
+    tls: Tls = False,
     keepalive: Keepalive = 30,
     api_url: ApiUrl = "http://127.0.0.1:8000",
 ) -> None:
@@ -82,6 +132,7 @@ def kds(
         host=host,
         port=port,
         keepalive=keepalive,
+        tls=_tls_context(tls_ca, tls),
         api_url=api_url,
     )
 
@@ -100,6 +151,8 @@ def scale(
     ] = None,
     host: BrokerHost = "127.0.0.1",
     port: BrokerPort = 1883,
+    tls_ca: TlsCa = None,
+    tls: Tls = False,
     keepalive: Keepalive = 30,
 ) -> None:
     """A stock scale: publishes stable readings (simulated load cell, or stdin) and a heartbeat."""
@@ -114,4 +167,5 @@ def scale(
         host=host,
         port=port,
         keepalive=keepalive,
+        tls=_tls_context(tls_ca, tls),
     )

@@ -19,14 +19,18 @@ from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import Engine
 
+from broker.nats import CalloutUnavailable
+from cli.cluster import cluster_app
 from cli.device import device_app
-from cli.runtime import Parts, PortInUse, Runtime
+from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, token_service
 from cli.simulate import simulate
 from cli.status import status
-from config.settings import ConfigFileError, Settings, load_settings
+from config.settings import BrokerUrlError, ConfigFileError, Settings, load_settings, parse_nats_urls
 from core import db, logs
 from core.demo import ensure_demo
-from core.tokens import Audience, TokenService, load_or_create_key
+from core.endpoints import EndpointError, describe
+from core.tls import TlsCaError
+from core.tokens import Audience
 from core.topics import ROLES
 
 app = typer.Typer(no_args_is_help=True, help="orderbus: an MQTT event bus for restaurant devices.")
@@ -39,7 +43,37 @@ Host = Annotated[str | None, typer.Option(help="Address to listen on [default: 1
 HttpPort = Annotated[int | None, typer.Option(help="HTTP port of the API and dashboard [default: 8000].")]
 MqttPort = Annotated[int | None, typer.Option(help="MQTT over TCP [default: 1883].")]
 MqttHost = Annotated[str | None, typer.Option(help="The broker's host, when it runs apart [default: --host].")]
+MqttTlsCa = Annotated[
+    Path | None,
+    typer.Option(
+        help="PEM file of the CA that signed the broker's certificate: the bus's MQTT clients connect over TLS and "
+        "verify the broker's certificate and host name against it (ORDERBUS_MQTT_TLS_CA)."
+    ),
+]
+MqttTls = Annotated[
+    bool | None,
+    typer.Option(
+        "--mqtt-tls",
+        help="The bus's MQTT clients connect over TLS, verified against the system's CAs (ORDERBUS_MQTT_TLS).",
+        show_default=False,
+    ),
+]
 WsPort = Annotated[int | None, typer.Option(help="MQTT over WebSocket, path /mqtt [default: 8083].")]
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(help="e.g. postgresql+psycopg://user@host/db (ORDERBUS_DATABASE_URL) [default: SQLite in data dir]."),
+]
+Broker = Annotated[
+    str | None,
+    typer.Option(
+        "--broker",
+        help="A NATS cluster instead of the embedded broker: nats://host:port[,host:port…] (ORDERBUS_BROKER_URL); "
+        "with --mqtt-host/--mqtt-port of a node's MQTT listener.",
+    ),
+]
+PublicWsUrl = Annotated[
+    str | None, typer.Option(help="The MQTT-over-WebSocket URL browsers use, e.g. ws://node:9222/mqtt.")
+]
 LogJson = Annotated[
     bool | None,
     typer.Option("--log-json", help="Log one JSON object per line (ORDERBUS_LOG_JSON).", show_default=False),
@@ -48,10 +82,17 @@ LogJson = Annotated[
 
 def _settings(config: Path | None, **flags: object) -> Settings:
     try:
-        return load_settings(config, **flags)
+        settings = load_settings(config, **flags)
     except (ConfigFileError, ValidationError) as exc:
         err.print(f"[red]error:[/red] bad configuration: {exc}")
         raise typer.Exit(2) from exc
+    try:
+        settings.mqtt_endpoints  # noqa: B018 - a bad --mqtt-host list, before anything is set up
+        settings.mqtt_tls_context()  # a missing or non-PEM --mqtt-tls-ca, before anything is set up
+    except (EndpointError, TlsCaError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    return settings
 
 
 def _run(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
@@ -61,6 +102,12 @@ def _run(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
     except PortInUse as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from None
+    except (BrokerUrlError, BrokerUnreachable, EndpointError) as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except CalloutUnavailable as exc:  # the responder's NATS login (broker/nats/responder.py)
+        err.print(f"[red]error:[/red] --broker: {exc}", highlight=False)
+        raise typer.Exit(2) from None
     except db.DatabaseError as exc:
         _database_failed(settings, exc)
 
@@ -121,10 +168,15 @@ def _print_banner(settings: Settings, *, broker: bool, api: bool) -> None:
     if api:
         console.print(f"  API docs      http://{host}:{settings.http_port}/docs")
         console.print(f"  API           http://{host}:{settings.http_port}/api/v1")
-    if broker:
+    if settings.broker_url:
+        console.print(
+            f"  NATS cluster  {settings.broker_url} (auth-callout responder: {'here' if broker else 'apart'})"
+        )
+        console.print(f"  MQTT          {describe(settings.mqtt_endpoints)}")
+    elif broker:
         console.print(f"  MQTT          mqtt://{host}:{settings.mqtt_port}")
         console.print(f"  MQTT over WS  ws://{host}:{settings.ws_port}/mqtt")
-    console.print(f"  database      {settings.db_url}")
+    console.print(f"  database      {db.shown_url(settings.db_url)}")  # never the password
 
 
 def _print_demo(settings: Settings, demo) -> None:
@@ -157,17 +209,29 @@ def up(
     http_port: HttpPort = None,
     mqtt_port: MqttPort = None,
     ws_port: WsPort = None,
+    broker: Broker = None,
+    mqtt_host: MqttHost = None,
+    mqtt_tls_ca: MqttTlsCa = None,
+    mqtt_tls: MqttTls = None,
+    public_ws_url: PublicWsUrl = None,
     demo: Annotated[bool | None, typer.Option("--demo", help="Create a demo restaurant (once).")] = None,
     log_json: LogJson = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Run broker, API, outbox relay and device ingest in one process (SQLite by default)."""
     settings = _settings(
         config,
         data_dir=data_dir,
+        database_url=database_url,
         host=host,
         http_port=http_port,
         mqtt_port=mqtt_port,
         ws_port=ws_port,
+        broker_url=broker,
+        mqtt_host=mqtt_host,
+        mqtt_tls_ca=mqtt_tls_ca,
+        mqtt_tls=mqtt_tls,
+        public_ws_url=public_ws_url,
         demo=demo,
         log_json=log_json,
     )
@@ -182,10 +246,12 @@ def broker(
     mqtt_port: MqttPort = None,
     ws_port: WsPort = None,
     log_json: LogJson = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Run only the embedded broker."""
+    """Run only the embedded broker (the database tells it which devices are revoked)."""
+    flags = {"host": host, "mqtt_port": mqtt_port, "ws_port": ws_port, "log_json": log_json}
     _run(
-        _settings(config, data_dir=data_dir, host=host, mqtt_port=mqtt_port, ws_port=ws_port, log_json=log_json),
+        _settings(config, data_dir=data_dir, database_url=database_url, **flags),
         broker=True,
         api=False,
         bridge=False,
@@ -199,17 +265,27 @@ def api(
     host: Host = None,
     http_port: HttpPort = None,
     mqtt_host: MqttHost = None,
+    mqtt_tls_ca: MqttTlsCa = None,
+    mqtt_tls: MqttTls = None,
     mqtt_port: Annotated[int | None, typer.Option(help="The broker's MQTT port; set, /readyz checks it.")] = None,
+    broker: Broker = None,
+    public_ws_url: PublicWsUrl = None,
     log_json: LogJson = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
     """Run only the HTTP API (a separate `orderbus bridge` publishes its events)."""
     settings = _settings(
         config,
         data_dir=data_dir,
+        database_url=database_url,
         host=host,
         http_port=http_port,
         mqtt_host=mqtt_host,
+        mqtt_tls_ca=mqtt_tls_ca,
+        mqtt_tls=mqtt_tls,
         mqtt_port=mqtt_port,
+        broker_url=broker,
+        public_ws_url=public_ws_url,
         log_json=log_json,
     )
     _run(settings, broker=False, api=True, bridge=False)
@@ -221,12 +297,28 @@ def bridge(
     config: ConfigFile = None,
     host: Host = None,
     mqtt_host: MqttHost = None,
+    mqtt_tls_ca: MqttTlsCa = None,
+    mqtt_tls: MqttTls = None,
     mqtt_port: MqttPort = None,
+    broker: Broker = None,
     log_json: LogJson = None,
+    database_url: DatabaseUrl = None,
 ) -> None:
-    """Run only the outbox relay and device ingest, against the broker at --mqtt-host:--mqtt-port."""
+    """Run only the outbox relay and device ingest, against the broker at --mqtt-host:--mqtt-port.
+
+    Several may run for availability: one holds the bridge lease and is active, the others stand by
+    (docs/ops.md, "Several bridges")."""
     settings = _settings(
-        config, data_dir=data_dir, host=host, mqtt_host=mqtt_host, mqtt_port=mqtt_port, log_json=log_json
+        config,
+        data_dir=data_dir,
+        database_url=database_url,
+        host=host,
+        mqtt_host=mqtt_host,
+        mqtt_tls_ca=mqtt_tls_ca,
+        mqtt_tls=mqtt_tls,
+        mqtt_port=mqtt_port,
+        broker_url=broker,
+        log_json=log_json,
     )
     _run(settings, broker=False, api=False, bridge=True)
 
@@ -260,9 +352,8 @@ def token(
     checked_audience: Audience = "mqtt" if audience == "mqtt" else "api"
     if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,128}", sub) or ":" in sub:
         raise typer.BadParameter("letters, digits and _ . @ - only (at most 128)", param_hint="--sub")
-    key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
     try:
-        signed = TokenService(key).issue(
+        signed = token_service(settings).issue(
             sub=sub,
             role=role,
             rid=restaurant,
@@ -278,10 +369,6 @@ def token(
 
 
 db_app = typer.Typer(no_args_is_help=True, help="The database schema: upgrade it, show its revision.")
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(help="e.g. postgresql+psycopg://user@host/db (ORDERBUS_DATABASE_URL) [default: SQLite in data dir]."),
-]
 
 
 def _database(data_dir: Path | None, database_url: str | None, config: Path | None) -> tuple[Settings, Engine]:
@@ -339,9 +426,61 @@ def db_revision(message: Annotated[str, typer.Option("-m", "--message", help="Wh
     console.print(f"wrote {written}: read it, then run `make lint` and the migration tests")
 
 
+@app.command()
+def responder(
+    broker_url: Broker = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(
+            "--print-config", help="Print the accounts/authorization block every node's config needs, and exit."
+        ),
+    ] = False,
+    data_dir: DataDir = None,
+    database_url: DatabaseUrl = None,
+    config: ConfigFile = None,
+    log_json: LogJson = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Requests decided at once (threads when more than 1). For more throughput run more "
+            "responders, one per node (they share a queue group): see docs/deploy.md.",
+        ),
+    ] = 1,
+) -> None:
+    """Run the NATS auth-callout responder: our tokens and ACL policy for the cluster's MQTT clients."""
+    try:
+        from broker.nats.callout import Credentials, authorization_block
+        from cli.callout import serve
+    except ImportError as exc:  # nats-py, nkeys: the `nats` extra
+        err.print(f"[red]error:[/red] {exc}; install the NATS extra: pip install 'orderbus[nats]'", highlight=False)
+        raise typer.Exit(2) from None
+
+    settings = _settings(config, data_dir=data_dir, database_url=database_url, log_json=log_json, broker_url=broker_url)
+    if print_config:  # the issuer key and the responder's login, made once in the data directory
+        credentials = Credentials.load_or_create(settings.data_dir)
+        print(authorization_block(credentials.issuer_public_key, credentials.auth_user, credentials.auth_password))
+        return
+    try:
+        urls = parse_nats_urls(settings.broker_url or "")
+    except BrokerUrlError as exc:
+        err.print(f"[red]error:[/red] no cluster to serve: {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    logs.configure(json_lines=settings.log_json)
+    try:
+        asyncio.run(serve(settings, urls, workers=workers))
+    except CalloutUnavailable as exc:
+        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except db.DatabaseError as exc:
+        _database_failed(settings, exc)
+
+
 app.add_typer(db_app, name="db")
 app.command()(status)  # `orderbus status`: the live terminal view (cli/status.py)
 app.add_typer(device_app, name="device")
+app.add_typer(cluster_app, name="cluster")  # `orderbus cluster up|status`: a local NATS cluster
 app.command()(simulate)  # `orderbus simulate`: the fleet simulator and load generator (cli/simulate.py)
 
 if __name__ == "__main__":

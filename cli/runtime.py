@@ -11,28 +11,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-import paho.mqtt.client as mqtt
 import uvicorn
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from api.main import create_app
 from api.routers import ops
-from bridge.handlers import DeviceRules, device_rules
+from bridge.handlers import DeviceRules
 from bridge.ingest import Ingest
-from bridge.mqtt import service_client
 from bridge.relay import Relay
-from bridge.retention import prune_outbox
-from bridge.sweeper import Sweeper, prune_idempotency_keys
-from bridge.wake import WakeListener, wake_listener
+from broker.limits import Limits
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
+from broker.store import SqliteJournal, for_broker, journal_path
+from cli.bridge_role import BridgeRole
 from config.settings import Settings
 from core import db, logs
 from core.services.devices import DeviceDenylist, token_denylist
 from core.tokens import TokenService, load_or_create_key
-from core.unit_of_work import UnitOfWork
 from core.wake import SOCKET_NAME, SocketWake
 
 log = logging.getLogger("orderbus")
@@ -41,6 +38,16 @@ SERVICE_TOKEN_TTL = 3600
 
 class PortInUse(RuntimeError):
     """A port we must listen on is taken; the message names the flag that changes it."""
+
+
+def token_service(settings: Settings) -> TokenService:
+    """The deployment's signing key (configured, or the data directory's), and the keys of a rotation
+    still accepted; none of them ever appears in a log line."""
+    key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
+    previous = tuple(k.get_secret_value().encode() for k in settings.jwt_previous_keys)
+    for secret in (key, *previous):
+        logs.add_secret(secret)
+    return TokenService(key, previous)
 
 
 @dataclass
@@ -56,15 +63,14 @@ class Parts:
         otherwise refuse a database at another revision (`db.SchemaOutOfDate`): processes run apart
         share theirs, and only `orderbus db upgrade` changes it."""
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
-        logs.add_secret(key)  # never in a log line, whatever logs it
+        tokens = token_service(settings)
         engine = db.make_engine(settings.db_url)
         try:
             db.upgrade(engine) if upgrade else db.check_current(engine)
         except BaseException:
             engine.dispose()
             raise
-        return cls(settings, engine, TokenService(key), Policy.load(settings.acl_policy))
+        return cls(settings, engine, tokens, Policy.load(settings.acl_policy))
 
     def device_grants(self, claims: dict[str, Any]) -> Callable[[str], bool]:
         """What a device's token may receive, for the API's device catch-up: the broker's own policy."""
@@ -87,6 +93,27 @@ def check_ports(host: str, ports: dict[str, int]) -> None:
                 if exc.errno == errno.EADDRINUSE:
                     raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}") from exc
                 raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); check {flag} and --host") from exc
+
+
+def check_mqtt_listener(endpoints: list[tuple[str, int]]) -> None:
+    """On NATS: one of the cluster nodes' MQTT listeners answers (the bus's clients fail over to the others),
+    or one line naming the flag (PortInUse's exit)."""
+    failures = []
+    for host, port in endpoints:
+        try:
+            socket.create_connection((host, port), timeout=2).close()
+            return
+        except OSError as exc:
+            failures.append(f"{host}:{port} ({exc.strerror or exc})")
+    flag = f"--mqtt-port {endpoints[0][1]}" if len(endpoints) == 1 else "--mqtt-host"
+    raise BrokerUnreachable(
+        f"{flag}: no MQTT listener at {', '.join(failures)}; is the cluster up "
+        "(`orderbus cluster up`), and is this a node's MQTT port?"
+    )
+
+
+class BrokerUnreachable(RuntimeError):
+    """On NATS: the cluster's MQTT listener or its NATS port does not answer; the message names the flag."""
 
 
 class RevocationWatch:
@@ -158,41 +185,73 @@ class Runtime:
         self.settings = parts.settings
         self.with_broker, self.with_api, self.with_bridge = broker, api, bridge
         self.broker: OrderbusBroker | None = None
-        self.relay: Relay | None = None
-        self.wake_listener: WakeListener | None = None
-        # A relay in another process is woken through the data directory's socket on SQLite; on
-        # PostgreSQL the commit's NOTIFY does it (core/unit_of_work.py).
+        # on NATS (`broker_url`): the auth-callout responder instead of the embedded broker
+        settings_on_nats = parts.settings.broker_url is not None
+        self.on_nats = settings_on_nats
+        self.responder: Any = None  # (Responder, RevocationWatch) while it runs
+        self._journal: SqliteJournal | None = None
+        # relay, ingest, sweeper: run only while this process holds the bridge lease (cli/bridge_role.py)
+        self.bridge: BridgeRole | None = None
+        # A relay in another process (a separate bridge, or the lease holder while this one stands
+        # by) is woken through the data directory's socket on SQLite; on PostgreSQL the commit's
+        # NOTIFY does it (core/unit_of_work.py).
         self.remote_wake: SocketWake | None = None
-        if api and not bridge and parts.engine.dialect.name == "sqlite":
+        if api and parts.engine.dialect.name == "sqlite":
             self.remote_wake = SocketWake(self.settings.data_dir / SOCKET_NAME)
-        self.ingest: Ingest | None = None
-        self.sweeper: Sweeper | None = None
-        self.rules: DeviceRules | None = None
         self.revocations = RevocationWatch(parts.engine)
-        self._relay_client: mqtt.Client | None = None
-        self._ingest_client: mqtt.Client | None = None
         # the HTTP server: the API, or in a process without it the ops endpoints on `metrics_port`
         self._api_server: _ApiServer | None = None
         self._api_task: asyncio.Task[None] | None = None
         # state read at scrape time, for the exposition: the broker's tables (up = 0 while it is stopped)
-        self.collectors: list[Collector] = [BrokerCollector(lambda: self.broker)] if broker else []
+        embedded = broker and not settings_on_nats
+        self.collectors: list[Collector] = [BrokerCollector(lambda: self.broker)] if embedded else []
+
+    @property
+    def relay(self) -> Relay | None:
+        """The relay while this process is the active bridge; None on standby or without a bridge."""
+        active = self.bridge.active if self.bridge else None
+        return active.relay if active else None
+
+    @property
+    def ingest(self) -> Ingest | None:
+        active = self.bridge.active if self.bridge else None
+        return active.ingest if active else None
+
+    @property
+    def rules(self) -> DeviceRules | None:
+        active = self.bridge.active if self.bridge else None
+        return active.rules if active else None
 
     @property
     def listeners(self) -> Listeners:
         s = self.settings
         return Listeners(s.host, s.mqtt_port, s.ws_port, s.tls_port, s.wss_port, s.tls_certfile, s.tls_keyfile)
 
+    @property
+    def limits(self) -> Limits:
+        """The broker's limits, with the persistent-session bounds the settings override (tests shrink them)."""
+        s, overrides = self.settings, {}
+        if s.mqtt_session_expiry_seconds is not None:
+            overrides["session_expiry_seconds"] = s.mqtt_session_expiry_seconds
+        if s.mqtt_max_offline_queue is not None:
+            overrides["max_offline_queue"] = s.mqtt_max_offline_queue
+        return Limits(**overrides)
+
     def wake_relay(self) -> None:
         """After every commit that wrote events: publish them, and re-read revocations."""
-        if self.relay is not None:
-            self.relay.wake()
+        if (relay := self.relay) is not None:
+            relay.wake()
         elif self.remote_wake is not None:
             self.remote_wake()
         self.revocations.poke()
 
     async def start(self) -> None:
         ports: dict[str, int] = {}
-        if self.with_broker:
+        self.settings.mqtt_endpoints  # noqa: B018 - EndpointError (a bad --mqtt-host) before anything starts
+        if self.on_nats:
+            self.settings.nats_urls  # noqa: B018 - BrokerUrlError before anything starts
+            check_mqtt_listener(self.settings.mqtt_endpoints)
+        if self.with_broker and not self.on_nats:
             ports |= {"--mqtt-port": self.settings.mqtt_port, "--ws-port": self.settings.ws_port}
             if self.settings.tls_certfile and self.settings.tls_keyfile:
                 tls = {"tls_port": self.settings.tls_port, "wss_port": self.settings.wss_port}
@@ -210,9 +269,10 @@ class Runtime:
 
     async def _start_parts(self) -> None:
         if self.with_broker:
-            await self.start_broker()
+            await (self.start_responder() if self.on_nats else self.start_broker())
         if self.with_bridge:
-            self._start_bridge()
+            self.bridge = BridgeRole(self.parts, self.wake_relay)
+            self.bridge.start()  # active at once when the lease is free; otherwise a standby
         if self.with_api:
             app = create_app(
                 self.settings, self.parts.engine, self.parts.tokens, self.wake_relay, self.parts.device_grants
@@ -229,59 +289,76 @@ class Runtime:
         """What `/readyz` checks: what the parts in this process depend on, and nothing else."""
         s = self.settings
         checks = {"database": ops.database_check()}  # every part reads or writes it
-        if self.with_broker:  # its own listeners
+        if self.with_broker and self.on_nats:  # the responder's NATS connection: no login on the cluster without it
+            checks["responder"] = ops.connections_check(s.broker_url or "", {"responder": self.responder_connected})
+        if self.with_broker and not self.on_nats:  # its own listeners
             checks["broker"] = ops.broker_probe(s.local_host, s.mqtt_port)
             others = {"ws": s.ws_port}
             if s.tls_certfile and s.tls_keyfile:
                 others |= {name: port for name, port in (("tls", s.tls_port), ("wss", s.wss_port)) if port}
             checks["listeners"] = ops.listeners_check(s.local_host, others)
-        elif self.with_bridge:  # the broker as the relay and the ingest see it
-            assert self._relay_client is not None and self._ingest_client is not None
-            connected = {"relay": self._relay_client.is_connected, "ingest": self._ingest_client.is_connected}
+        elif (bridge := self.bridge) is not None:  # the broker as the relay and the ingest see it
+            connected = {"relay": lambda: bridge.connected("relay"), "ingest": lambda: bridge.connected("ingest")}
             checks["broker"] = ops.connections_check(f"{s.broker_host}:{s.mqtt_port}", connected)
         elif s.broker_configured:  # the API alone, told where the bus's broker is
-            checks["broker"] = ops.broker_probe(s.broker_host, s.mqtt_port)
+            checks["broker"] = ops.broker_probe(*s.mqtt_endpoints[0], s.mqtt_tls_context())
         if self.with_bridge:
             checks["relay"] = ops.outbox_check()
         return checks
 
     async def start_broker(self) -> None:
+        """The broker, with what its store kept of the last run (docs/ops.md, "Broker state on disk")."""
         self.revocations.start()
-        self.broker = await start_broker(
-            self.listeners, self.parts.tokens, self.parts.policy, refuses=self.revocations.refuses
+        limits = self.limits
+        journal = SqliteJournal(journal_path(self.settings.data_dir))
+        stored = await asyncio.to_thread(
+            journal.load,
+            session_expiry_seconds=limits.session_expiry_seconds,
+            max_offline_queue=limits.max_offline_queue,
         )
+        journal.start()
+        try:
+            self.broker = await start_broker(
+                self.listeners,
+                self.parts.tokens,
+                self.parts.policy,
+                limits,
+                refuses=self.revocations.refuses,
+                journal=journal,
+                snapshot=for_broker(stored),
+            )
+        except BaseException:
+            await journal.close()
+            raise
+        self._journal = journal
         self.revocations.on_refresh = self.broker.guard.sweep
         sys_topics = self.broker.plugins_manager.get_plugin("MetricsPlugin")
         if sys_topics is not None:
             sys_topics.set_interval(self.settings.sys_interval_seconds)
 
+    async def start_responder(self) -> None:
+        """On NATS: the auth-callout responder of this deployment (cli/callout.py), in this process."""
+        from cli.callout import start_responder  # the `nats` extra; cli/callout.py imports this module
+
+        self.responder = await start_responder(self.parts, self.settings.nats_urls)
+
+    def responder_connected(self) -> bool:
+        callout = getattr(self.responder[0], "_callout", None) if self.responder is not None else None
+        return callout is not None and bool(callout.is_connected)
+
     async def stop_broker(self) -> None:
+        if self.responder is not None:
+            from cli.callout import stop_responder
+
+            responder, self.responder = self.responder, None
+            await stop_responder(*responder)
         if self.broker is not None:
             await self.broker.shutdown()
             self.broker = None
+        if self._journal is not None:  # after the broker: what its shutdown recorded is written too
+            await self._journal.close()
+            self._journal = None
         await self.revocations.stop()
-
-    def _start_bridge(self) -> None:
-        host, port = self.settings.broker_host, self.settings.mqtt_port
-        relay_client = service_client("orderbus-relay", self.parts.service_token_factory("orderbus-relay"))
-        self._relay_client = relay_client
-        self.relay = Relay(
-            self.parts.engine, relay_client, host, port, max_packet_bytes=self.settings.mqtt_max_packet_bytes
-        )
-        self.wake_listener = wake_listener(self.parts.engine, self.settings.data_dir, self.relay.wake)
-        ingest_client = service_client(
-            "orderbus-ingest", self.parts.service_token_factory("orderbus-ingest"), clean_session=False
-        )
-        self._ingest_client = ingest_client
-        self.rules = rules = device_rules(self.settings)
-        self.ingest = Ingest(self.parts.engine, ingest_client, host, port, rules.handlers, self.wake_relay)
-        rules.sweeps.append(prune_outbox(self.settings.outbox_retention_days))
-        rules.sweeps.append(prune_idempotency_keys())
-        self.sweeper = Sweeper(lambda: UnitOfWork(self.parts.engine, self.wake_relay), rules.sweeps)
-        self.wake_listener.start()
-        self.relay.start()
-        self.ingest.start()
-        self.sweeper.start()
 
     async def _serve_http(self, app: Any, port: int, flag: str) -> None:
         config = uvicorn.Config(
@@ -315,15 +392,8 @@ class Runtime:
         if self._api_server is not None and self._api_task is not None and not self._api_task.done():
             self._api_server.should_exit = True
             await self._api_task
-        loop = asyncio.get_running_loop()
-        if self.sweeper is not None:
-            await loop.run_in_executor(None, self.sweeper.stop)
-        if self.ingest is not None:
-            await loop.run_in_executor(None, self.ingest.stop)
-        if self.wake_listener is not None:
-            await loop.run_in_executor(None, self.wake_listener.stop)
-        if self.relay is not None:
-            await loop.run_in_executor(None, self.relay.stop)
+        if self.bridge is not None:  # the relay drains while the lease is still held, then it is released
+            await asyncio.get_running_loop().run_in_executor(None, self.bridge.stop)
         if self.remote_wake is not None:
             self.remote_wake.close()
         await self.stop_broker()

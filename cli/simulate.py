@@ -14,8 +14,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.runtime import token_service
 from config.settings import load_settings
-from core.tokens import TokenService, load_or_create_key
+from core.tokens import TokenService
 from devices.fleet import Endpoints, FleetRun, per_kind, summary
 from devices.fleet_setup import FleetSetup, FleetShape, SetupFailed
 
@@ -43,12 +44,11 @@ def simulate(
 ) -> None:
     """Run a fleet of simulated devices against a running bus; exit 1 if anything was lost or duplicated."""
     settings = load_settings(None, data_dir=data_dir)
-    key = load_or_create_key(settings.data_dir, settings.jwt_key.get_secret_value() if settings.jwt_key else None)
     shape = FleetShape(restaurants, printers, tablets, scales, dashboards)
     try:
         report = asyncio.run(
             _simulate(
-                TokenService(key),
+                token_service(settings),
                 shape,
                 url,
                 Endpoints(mqtt_host, mqtt_port, ws_port),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import ssl
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from pydantic_settings import (
 )
 
 from config import DEFAULT_ACL_POLICY
+from core.endpoints import Endpoint, parse_endpoints
 from core.sizes import MAX_PACKET_BYTES
+from core.tls import client_context
 
 
 class Settings(BaseSettings):
@@ -27,8 +30,22 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     http_port: int = 8000
     mqtt_port: int = 1883
-    mqtt_host: str | None = None  # the broker of a bridge or API run apart [default: the local `host`]
+    # the broker of a bridge or API run apart [default: the local `host`]; a cluster's nodes as
+    # host[:port][,host[:port]…] (a port left out is `mqtt_port`), tried in turn (core/endpoints.py)
+    mqtt_host: str | None = None
+    # TLS for the bus's own MQTT clients (relay, ingest, the API's broker probe): `mqtt_tls_ca` is the PEM file of the
+    # CA that signed the broker's certificate; set, they connect over TLS and verify the broker's certificate and host
+    # name against it. `mqtt_tls` alone: TLS verified against the system's CAs. Point `mqtt_host`/`mqtt_port` at the
+    # broker's TLS listener (8883). Never a fallback to plain MQTT (core/tls.py)
+    mqtt_tls: bool = False
+    mqtt_tls_ca: Path | None = None
     ws_port: int = 8083
+    # nats://host:port[,host:port…]: the NATS cluster's client URLs. Set, no embedded broker runs: the bus's
+    # MQTT clients use `mqtt_host`/`mqtt_port` (a cluster node's MQTT listener) and `orderbus up` runs the
+    # auth-callout responder (docs/ops.md, "Running on NATS")
+    broker_url: str | None = None
+    # what browsers connect MQTT.js to, e.g. wss://bus.example.com/mqtt [default: ws://<page host>:ws_port/mqtt]
+    public_ws_url: str | None = None
     tls_port: int | None = None  # MQTT over TLS (usually 8883); needs tls_certfile and tls_keyfile
     wss_port: int | None = None  # MQTT over secure WebSocket (usually 8084)
     tls_certfile: Path | None = None
@@ -36,6 +53,8 @@ class Settings(BaseSettings):
     demo: bool = False
     database_url: str | None = None
     jwt_key: SecretStr | None = None
+    # a key rotation (docs/deploy.md): tokens signed with these still verify; new ones use `jwt_key`
+    jwt_previous_keys: list[SecretStr] = Field(default_factory=list)
     acl_policy: Path = DEFAULT_ACL_POLICY
     api_token_ttl_seconds: int = 8 * 3600
     mqtt_token_ttl_seconds: int = 15 * 60
@@ -46,6 +65,9 @@ class Settings(BaseSettings):
     metrics_port: int | None = None  # /metrics on its own port, for processes without the API
     # the outbox (docs/ops.md)
     mqtt_max_packet_bytes: int = Field(default=MAX_PACKET_BYTES, ge=1024)  # the broker's packet limit
+    # bounds of a persistent session (docs/security.md); unset: the broker's own (broker/limits.py)
+    mqtt_session_expiry_seconds: int | None = Field(default=None, gt=0)  # an unused persistent session is forgotten
+    mqtt_max_offline_queue: int | None = Field(default=None, gt=0)  # messages kept for an offline persistent session
     outbox_retention_days: float = Field(default=7.0, gt=0)  # published events older than this are pruned
     # devices (docs/devices.md)
     ticket_ack_seconds: float = 30.0  # a ticket not printed by then is `unacknowledged`
@@ -66,13 +88,41 @@ class Settings(BaseSettings):
 
     @property
     def broker_host(self) -> str:
-        """Where the bridge (and the API's readiness) finds the broker: `mqtt_host`, else the embedded one."""
-        return self.mqtt_host or self.local_host
+        """Where the bridge (and the API's readiness) finds the broker: `mqtt_host` (its first endpoint), else the
+        embedded one."""
+        return self.mqtt_endpoints[0][0]
+
+    @property
+    def mqtt_endpoints(self) -> list[Endpoint]:
+        """`mqtt_host` as [(host, port), …]; EndpointError (one line naming the flag) when it is not a list."""
+        if self.mqtt_host is None:
+            return [(self.local_host, self.mqtt_port)]
+        return parse_endpoints(self.mqtt_host, self.mqtt_port, "--mqtt-host")
+
+    def mqtt_tls_context(self) -> ssl.SSLContext | None:
+        """The SSL context of the bus's MQTT clients, None for plain MQTT; TlsCaError (one line naming
+        --mqtt-tls-ca and the file) when the CA bundle cannot be used."""
+        if self.mqtt_tls_ca is None and not self.mqtt_tls:
+            return None
+        return client_context(self.mqtt_tls_ca, "--mqtt-tls-ca")
 
     @property
     def broker_configured(self) -> bool:
         """`mqtt_host` or `mqtt_port` was given (flag, environment or config file), not left to its default."""
         return bool({"mqtt_host", "mqtt_port"} & self.model_fields_set)
+
+    @property
+    def nats_urls(self) -> list[str]:
+        """`broker_url` as the list nats-py takes, for a process that also speaks MQTT to the cluster;
+        BrokerUrlError (one line naming the flag) when it is not one."""
+        if self.broker_url is None:
+            return []
+        urls = parse_nats_urls(self.broker_url)
+        if "mqtt_port" not in self.model_fields_set:
+            raise BrokerUrlError(
+                "--broker nats://… needs --mqtt-port (and --mqtt-host): a cluster node's MQTT listener"
+            )
+        return urls
 
     @classmethod
     def settings_customise_sources(
@@ -90,8 +140,26 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
+class BrokerUrlError(ValueError):
+    """`broker_url` is not a list of NATS URLs, or lacks the MQTT listener that goes with it."""
+
+
 class ConfigFileError(ValueError):
     """The config file named by --config / ORDERBUS_CONFIG cannot be used."""
+
+
+def parse_nats_urls(value: str) -> list[str]:
+    """`nats://host:port[,host:port…]` as a list; BrokerUrlError (one line naming --broker) otherwise."""
+    urls = [url.strip() for url in value.split(",") if url.strip()]
+    hint = "use nats://host:port[,host:port…] (the cluster's NATS client URLs)"
+    if not urls:
+        raise BrokerUrlError(f"--broker {value!r} names no server; {hint}")
+    for url in urls:
+        scheme, _, rest = url.partition("://")
+        host, _, port = rest.rpartition(":")
+        if scheme != "nats" or not host or not port.isdigit():
+            raise BrokerUrlError(f"--broker {url!r} is not a NATS URL; {hint}")
+    return urls
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:

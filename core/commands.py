@@ -6,7 +6,7 @@ What only HTTP sees (login, tokens, the bodies of single-figure endpoints, every
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import (
     AfterValidator,
@@ -60,6 +60,21 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
 
+class Patch(Strict):
+    """A partial update: a field left out keeps its value; `null` clears it only where the column
+    may be empty (`NULLABLE`). Elsewhere `null` is refused here (422), not by the database's NOT NULL
+    constraint mid-transaction (which answered 500)."""
+
+    NULLABLE: ClassVar[frozenset[str]] = frozenset()
+
+    @model_validator(mode="after")
+    def _no_null_where_required(self) -> Self:
+        for name in sorted(self.model_fields_set - self.NULLABLE):
+            if getattr(self, name) is None:
+                raise ValueError(f"{name} may not be null (leave it out to keep its value)")
+        return self
+
+
 class RestaurantIn(Strict):
     name: Name
 
@@ -70,7 +85,9 @@ class CategoryIn(Strict):
     station: Station | None = None
 
 
-class CategoryUpdate(Strict):
+class CategoryUpdate(Patch):
+    NULLABLE = frozenset({"station"})
+
     name: Name | None = None
     position: Annotated[int, Field(ge=0, le=10_000)] | None = None
     station: Station | None = None
@@ -81,7 +98,7 @@ class MenuIn(Strict):
     active: bool = True
 
 
-class MenuUpdate(Strict):
+class MenuUpdate(Patch):
     name: Name | None = None
     active: bool | None = None
 
@@ -101,7 +118,9 @@ class MenuItemIn(Strict):
     unit_weight_grams: Annotated[float, Field(gt=0, le=100_000)] | None = None
 
 
-class MenuItemUpdate(Strict):
+class MenuItemUpdate(Patch):
+    NULLABLE = frozenset({"category_id", "low_stock_clear_level", "unit_weight_grams"})
+
     category_id: Id | None = None
     name: Name | None = None
     description: Description | None = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, Column, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -73,8 +73,10 @@ class Order(SQLModel, table=True):
     pickup_name: str | None = None
     server_name: str | None = None
     notes: str = ""
-    total_cents: int = 0
-    refunded_cents: int = 0
+    # BIGINT: the largest valid order (sizes.MAX_ORDER_LINES lines of 999 at the top price) is far
+    # above PostgreSQL's INTEGER; SQLite's INTEGER is 64-bit anyway
+    total_cents: int = Field(default=0, sa_type=BigInteger)
+    refunded_cents: int = Field(default=0, sa_type=BigInteger)
     version: int = 1  # bumped on every change; (order_id, version) identifies a ticket
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
@@ -98,7 +100,7 @@ class OrderItem(SQLModel, table=True):
 class Refund(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     order_id: int = Field(foreign_key="orders.id", index=True)
-    amount_cents: int
+    amount_cents: int = Field(sa_type=BigInteger)  # at most the order's total (BIGINT)
     reason: str = ""
     created_at: datetime = Field(default_factory=utcnow)
 

@@ -56,7 +56,14 @@ def load_or_create_key(data_dir: Path, configured: str | None = None) -> bytes:
 
 @dataclass(frozen=True)
 class TokenService:
+    """Issues with `key`; verifies with `key`, then with each of `previous`.
+
+    `previous` is for a key rotation (docs/deploy.md): every process gets the new key and keeps the
+    old one here until the last token signed with it has expired or been re-issued, so nothing in
+    the field is refused in between."""
+
     key: bytes
+    previous: tuple[bytes, ...] = ()
 
     def issue(
         self,
@@ -93,27 +100,18 @@ class TokenService:
 
     def verify(self, token: str, audience: Audience) -> dict[str, Any]:
         """Decoded claims, or TokenError saying why not."""
-        try:
-            claims = jwt.decode(
-                token,
-                self.key,
-                algorithms=[ALGORITHM],
-                audience=audience,
-                options={"require": REQUIRED_CLAIMS},
-                leeway=0,
-            )
-        except jwt.ExpiredSignatureError as exc:
-            raise TokenError("expired", "token has expired") from exc
-        except jwt.ImmatureSignatureError as exc:
-            raise TokenError("not_yet_valid", "token is not yet valid") from exc
-        except jwt.InvalidAudienceError as exc:
-            raise TokenError("wrong_audience", f"token is not meant for {audience}") from exc
-        except jwt.MissingRequiredClaimError as exc:
-            raise TokenError("missing_claim", str(exc)) from exc
-        except jwt.InvalidSignatureError as exc:
-            raise TokenError("bad_signature", "token signature does not verify") from exc
-        except jwt.InvalidTokenError as exc:
-            raise TokenError("malformed", f"token is invalid: {exc}") from exc
+        refused: TokenError | None = None
+        for key in (self.key, *self.previous):
+            try:
+                claims = _decode(token, key, audience)
+                break
+            except TokenError as exc:
+                if exc.reason != "bad_signature":
+                    raise
+                refused = exc
+        else:
+            assert refused is not None  # at least one key was tried
+            raise refused
         role = claims.get("role")
         if not isinstance(role, str) or role not in ROLES:
             raise TokenError("unknown_role", f"unknown role {role!r}")
@@ -123,3 +121,27 @@ class TokenService:
         if not isinstance(claims.get("sub"), str) or not claims["sub"]:
             raise TokenError("missing_claim", "token has no subject (sub)")
         return claims
+
+
+def _decode(token: str, key: bytes, audience: Audience) -> dict[str, Any]:
+    try:
+        return jwt.decode(
+            token,
+            key,
+            algorithms=[ALGORITHM],
+            audience=audience,
+            options={"require": REQUIRED_CLAIMS},
+            leeway=0,
+        )
+    except jwt.ExpiredSignatureError as exc:
+        raise TokenError("expired", "token has expired") from exc
+    except jwt.ImmatureSignatureError as exc:
+        raise TokenError("not_yet_valid", "token is not yet valid") from exc
+    except jwt.InvalidAudienceError as exc:
+        raise TokenError("wrong_audience", f"token is not meant for {audience}") from exc
+    except jwt.MissingRequiredClaimError as exc:
+        raise TokenError("missing_claim", str(exc)) from exc
+    except jwt.InvalidSignatureError as exc:
+        raise TokenError("bad_signature", "token signature does not verify") from exc
+    except jwt.InvalidTokenError as exc:
+        raise TokenError("malformed", f"token is invalid: {exc}") from exc

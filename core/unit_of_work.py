@@ -44,7 +44,11 @@ class UnitOfWork:
         self.session.close()
 
     def emit(self, restaurant_id: int, event: Event) -> OutboxEvent:
-        """Record an event with the restaurant's next seq; the row lock keeps seq gap-free."""
+        """Record an event with the restaurant's next seq; the row lock keeps seq gap-free.
+
+        The `UPDATE … RETURNING` locks the restaurant row until the commit, so a second transaction
+        of the restaurant waits here and its seq follows in commit order. It is the last lock of the
+        order in `core.locking`: lock the rows a use case changes before its first emit."""
         seq = self.session.execute(
             update(Restaurant)
             .where(col(Restaurant.id) == restaurant_id)

@@ -246,8 +246,9 @@ class FleetRun:
                         yield client, item
             except aiomqtt.MqttError as exc:
                 self.connect_failures[kind] += 1
-                log.debug("%s: %s; reconnecting in %.0f s", client_id, exc, delay)
-                await asyncio.sleep(delay)
+                pause = delay * random.uniform(0.5, 1.5)  # jitter: a dropped node's devices do not return in step
+                log.debug("%s: %s; reconnecting in %.1f s", client_id, exc, pause)
+                await asyncio.sleep(pause)
                 delay = min(delay * 2, 10)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable
 from concurrent.futures import Future
 from datetime import datetime, timedelta
@@ -242,6 +243,7 @@ def run(
     port: int,
     keepalive: int,
     api_url: str,
+    tls: ssl.SSLContext | None = None,
     clock: Callable[[], datetime] = utcnow,
 ) -> None:
     """Run the KDS until `q`; a per-station screen when the tablet's token names a station."""
@@ -250,7 +252,7 @@ def run(
     except ValueError as exc:
         raise SystemExit(f"orderbus device kds: the token is not a device token ({exc})") from None
     board = Board(warn_minutes=warn_minutes, late_minutes=late_minutes, clock=clock, station=identity.station)
-    app = KdsApp(KdsClient(token, host, port, board, keepalive=keepalive, api_url=api_url))
+    app = KdsApp(KdsClient(token, host, port, board, keepalive=keepalive, tls=tls, api_url=api_url))
     devices_log = logging.getLogger("orderbus.devices")
     handler = ToScreen(app)
     devices_log.addHandler(handler)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import ssl
 import threading
 import uuid
 from collections.abc import Callable
@@ -54,6 +55,7 @@ class KdsClient:
         board: Board,
         *,
         keepalive: int = 30,
+        tls: ssl.SSLContext | None = None,
         api_url: str | None = None,
         catchup_seconds: float = INTERVAL_SECONDS,
     ) -> None:
@@ -71,6 +73,7 @@ class KdsClient:
             on_message=self._message,
             persistent=True,
             keepalive=keepalive,
+            tls=tls,
         )
         self._commands = self.identity.topic("commands")
         self._cursor: int | None = None  # in memory: a restarted screen starts from the snapshot

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import random
+import ssl
 import threading
 import uuid
 from collections.abc import Callable
@@ -20,10 +22,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from core import topics
+from core.endpoints import Failover, parse_endpoints
+from core.tls import failure_reason
 
 log = logging.getLogger("orderbus.devices")
 
 MessageHandler = Callable[[mqtt.MQTTMessage], None]
+RECONNECT_MIN_DELAY = (1.0, 3.0)  # each link's first reconnect pause, uniform in this range; then doubled
+RECONNECT_MAX_DELAY = 8.0  # ... up to this, plus the link's own offset, so the steps of two links never line up
 
 
 def utc_iso() -> str:
@@ -68,6 +74,11 @@ class DeviceLink:
     lets the handler acknowledge a message only once it has acted on it (`link.ack(message)`).
     `on_ready` runs (on paho's thread) each time the broker has acknowledged the subscriptions of a
     new connection: from then on every event reaches the device live, so a catch-up started then misses nothing.
+    `host` may name several brokers, `host[:port][,host[:port]…]` (a NATS cluster's nodes; `port` where one is
+    left out): the link moves to the next when a connection fails or drops (core.endpoints.Failover), and a
+    persistent session's queued tickets follow it there, the cluster keeping the session.
+    `tls` (core.tls.client_context: `--tls-ca`, `--tls`): the link connects over TLS only, verifying the broker's
+    certificate and host name; an attempt that does not verify is logged with why, and retried, never made in plain.
     """
 
     def __init__(
@@ -83,6 +94,7 @@ class DeviceLink:
         keepalive: int = 30,
         transport: Literal["tcp", "websockets"] = "tcp",
         on_ready: Callable[[], None] = lambda: None,
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.identity = Identity.from_token(token)
         self.boot_id = uuid.uuid4().hex
@@ -91,7 +103,8 @@ class DeviceLink:
         self._on_message = on_message
         self.on_ready = on_ready
         self._subscribe_mid: int | None = None
-        self._host, self._port, self._keepalive = host, port, keepalive
+        self.failover = Failover(parse_endpoints(host, port, "--host"), self.identity.device_id)
+        self._keepalive = keepalive
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=self.identity.device_id,
@@ -100,13 +113,22 @@ class DeviceLink:
             transport=transport,
             manual_ack=manual_ack,
         )
+        if tls is not None:
+            client.tls_set_context(tls)
         client.username_pw_set(self.identity.device_id, token)
         client.will_set(self.identity.topic("status"), self._presence(topics.LOST), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=8)
+        # paho backs off without jitter (min, 2 min, 4 min ... max): a node's whole fleet, dropped at once, would
+        # come back in lockstep and hit the broker and the auth callout together at each step. A random
+        # first pause per link spreads every step of the back-off over a window instead.
+        first = random.uniform(*RECONNECT_MIN_DELAY)
+        self.reconnect_delays = (first, RECONNECT_MAX_DELAY + first - RECONNECT_MIN_DELAY[0])
+        client.reconnect_delay_set(*self.reconnect_delays)  # type: ignore[arg-type]  # paho annotates int, takes float
         client.on_connect = self._connected
         client.on_disconnect = self._disconnected
+        client.on_connect_fail = self._failed
         client.on_subscribe = self._subscribed
         client.on_message = lambda _c, _u, message: self._handle(message)
+        self.failover.attach(client, keepalive)
         self._client = client
 
     def __enter__(self) -> DeviceLink:
@@ -117,7 +139,7 @@ class DeviceLink:
         self.stop()
 
     def start(self) -> None:
-        self._client.connect_async(self._host, self._port, keepalive=self._keepalive)
+        self._client.connect_async(*self.failover.current, keepalive=self._keepalive)
         self._client.loop_start()
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -161,6 +183,11 @@ class DeviceLink:
         if refused:
             log.error("%s: %d subscription(s) refused by the broker", self.identity.device_id, len(refused))
         self.on_ready()
+
+    def _failed(self, client: mqtt.Client, _userdata: object) -> None:
+        kind, why = failure_reason()  # paho calls this inside its `except OSError`
+        level = logging.ERROR if kind == "tls" else logging.WARNING
+        log.log(level, "%s: cannot connect to %s:%s: %s", self.identity.device_id, client.host, client.port, why)
 
     def _disconnected(self, _c: mqtt.Client, _u: object, _flags: object, reason: object, _props: object) -> None:
         self.connected.clear()

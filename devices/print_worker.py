@@ -58,7 +58,8 @@ class PrintWorker:
         self._primary_error: PrinterDown | None = None
         self._next_primary_try = 0.0
         self._published: dict[str, PrinterStatus] = {}  # "primary" / "backup" → last reported
-        self._unconfirmed: list[tuple[int, Any]] = []  # (ticket id, MQTTMessageInfo) of `printed` in flight
+        # (ticket id, printer, MQTTMessageInfo) of `printed` in flight
+        self._unconfirmed: list[tuple[int, str, Any]] = []
 
     def start(self) -> None:
         self.journal.prune()
@@ -165,19 +166,31 @@ class PrintWorker:
     def _report_printed(self, ticket_id: int, which: str) -> None:
         sent = self._report({"type": "printed", "ticket_id": ticket_id, "printer": which, "ts": utc_iso()})
         if hasattr(sent, "is_published"):
-            self._unconfirmed.append((ticket_id, sent))
+            self._unconfirmed.append((ticket_id, which, sent))
         else:
             self.journal.mark_reported(ticket_id)
 
     def settle_reports(self) -> None:
-        """Mark `printed` events the broker acknowledged; the rest are sent again after a restart."""
-        waiting = []
-        for ticket_id, sent in self._unconfirmed:
-            if sent.is_published():
+        """Mark `printed` events the broker acknowledged; the rest are sent again after a restart.
+
+        One published while the link was down (between brokers, a cluster node killed) never goes out:
+        paho says so by raising from `is_published`. It is sent again now, not left to raise on every pass
+        (which stopped the worker from printing anything more)."""
+        waiting, unsent = [], []
+        for ticket_id, which, sent in self._unconfirmed:
+            try:
+                published = sent.is_published()
+            except (RuntimeError, ValueError):
+                unsent.append((ticket_id, which))
+                continue
+            if published:
                 self.journal.mark_reported(ticket_id)
             else:
-                waiting.append((ticket_id, sent))
+                waiting.append((ticket_id, which, sent))
         self._unconfirmed = waiting
+        for ticket_id, which in unsent:
+            log.warning("ticket %s: its `printed` report was not sent (no connection); sending it again", ticket_id)
+            self._report_printed(ticket_id, which)
 
     def _status_of(self, printer: Printer, which: str) -> PrinterStatus:
         try:

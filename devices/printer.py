@@ -1,10 +1,11 @@
 """The kitchen printer agent (`orderbus device printer`): its station's tickets, printed once each, in order.
 
 MQTT thread: a ticket arrives → checked (`devices.ticket`) → stored in the journal → acknowledged.
-The acknowledgement waits for the journal, not for the paper: the broker requeues a delivery
-that is not acknowledged within 5 s and drops the connection, and a busy printer (or one out of
-paper for ten minutes) takes far longer than that. From the journal on, the ticket is ours: a
-crash before it is stored makes the broker deliver it again; after, the journal prints it.
+The acknowledgement waits for the journal, not for the paper: an unacknowledged delivery stays in
+flight at the broker (resent only when the printer reconnects) and holds a place in its window, and a
+busy printer (or one out of paper for ten minutes) takes far longer than a delivery should.
+From the journal on, the ticket is ours: a crash before it is stored makes the broker deliver it
+again; after, the journal prints it.
 The printing itself is `devices.print_worker`, on its own thread.
 """
 
@@ -14,6 +15,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import threading
 import time
 from datetime import tzinfo
@@ -55,6 +57,7 @@ class PrinterAgent:
         host: str,
         port: int,
         keepalive: int = 30,
+        tls: ssl.SSLContext | None = None,
         api_url: str | None = None,
         catchup_seconds: float = INTERVAL_SECONDS,
         poll_seconds: float = 3.0,
@@ -75,6 +78,7 @@ class PrinterAgent:
             persistent=True,
             manual_ack=True,
             keepalive=keepalive,
+            tls=tls,
         )
         self._missed: list[dict[str, Any]] = []  # catch-up's tickets, printed once its run has read everything
         self._closed: dict[int, bool] = {}  # order id → closed, by the latest event of the run
@@ -203,6 +207,7 @@ def run(
     port: int,
     keepalive: int,
     api_url: str,
+    tls: ssl.SSLContext | None = None,
 ) -> None:
     """`orderbus device printer`: bad options exit with code 2 and a clear message; runs until signalled."""
     import typer
@@ -231,6 +236,7 @@ def run(
             host=host,
             port=port,
             keepalive=keepalive,
+            tls=tls,
             api_url=api_url,
         )
     except ValueError as exc:

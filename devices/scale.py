@@ -19,6 +19,7 @@ import json
 import math
 import os
 import signal
+import ssl
 import sys
 import threading
 import time
@@ -238,6 +239,7 @@ def run(
     host: str,
     port: int,
     keepalive: int,
+    tls: ssl.SSLContext | None = None,
     heartbeat_seconds: float | None = None,
     rate_hz: float = 20.0,
     stop: threading.Event | None = None,
@@ -256,7 +258,9 @@ def run(
         if agent is not None:
             agent.command(message.payload)
 
-    link = DeviceLink(token, host, port, subscriptions=[], on_message=on_command, persistent=False, keepalive=keepalive)
+    link = DeviceLink(
+        token, host, port, subscriptions=[], on_message=on_command, persistent=False, keepalive=keepalive, tls=tls
+    )
     reporter = Reporter(
         lambda body: link.publish("readings", body, qos=1),
         item_id=item,

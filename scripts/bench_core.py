@@ -17,6 +17,13 @@ A measurement, not a test: it prints numbers and exits 0 even when a target is m
      `orderbus bridge`, `orderbus api` as three processes on one data dir, seeded by a short
      `orderbus up --demo`), one table side by side; B) is left out.
 
+  --scale-api (issue 13): orders/s with one and with two `orderbus api` processes on one PostgreSQL
+     database (a fresh database on ORDERBUS_BENCH_POSTGRES, default postgresql://postgres@127.0.0.1:5432/
+     postgres; `orderbus db upgrade`; seeded by a short `orderbus up --demo` on it, then dropped at the end).
+     The same K client threads post to every API process in turn (thread i to process i mod N); rounds
+     alternate one, two; the medians and two / one are printed (target >= 1.6). On a 2-core machine the
+     load generator, PostgreSQL and the API processes share the cores: the busy share of each is printed.
+
 Run: python scripts/bench_core.py [--orders 1000] [--rate 20] [--throughput-orders 500] [--concurrency 4]
                                   [--rounds 2] [--warmup 20] [--keep] [--split]
 """
@@ -133,7 +140,7 @@ def stop_process(proc: subprocess.Popen, timeout: float = 20.0) -> None:
 
 
 @contextmanager
-def orderbus(mode: str, data_dir: Path, *, demo: bool = False):
+def orderbus(mode: str, data_dir: Path, *, demo: bool = False, env: dict[str, str] | None = None):
     """Run `orderbus up` or `orderbus api` on free ports; yield once /healthz answers; always stop it."""
     http_port, mqtt_port, ws_port = free_ports(3)
     args = [*orderbus_command(), mode, "--data-dir", str(data_dir), "--http-port", str(http_port)]
@@ -143,7 +150,7 @@ def orderbus(mode: str, data_dir: Path, *, demo: bool = False):
             args.append("--demo")
     log_path = data_dir.parent / f"{data_dir.name}-{mode}-{http_port}.log"
     with open(log_path, "ab") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
     server = Server(proc, log_path, data_dir, http_port, mqtt_port if mode == "up" else None)
     try:
         wait_healthy(server)
@@ -425,11 +432,15 @@ def unpublished(data_dir: Path) -> int:
         db.close()
 
 
-def burst(server: Server, session: Session, total: int, concurrency: int, warmup: int) -> tuple[float, int, float]:
-    """POST `total` orders from `concurrency` threads as fast as possible (after an unmeasured warm-up).
+def burst(
+    server: Server, session: Session, total: int, concurrency: int, warmup: int, more: tuple[Server, ...] = ()
+) -> tuple[float, int, float]:
+    """POST `total` orders from `concurrency` threads as fast as possible (after an unmeasured warm-up);
+    with `more` servers, thread i posts to server i mod N (all sharing one database).
 
-    Returns (orders/s, errors, server CPU seconds while the measured orders ran).
+    Returns (orders/s, errors, server CPU seconds, all servers, while the measured orders ran).
     """
+    servers = (server, *more)
     url = f"{API}/restaurants/{session.restaurant_id}/orders"
     headers = {"Authorization": f"Bearer {session.access_token}"}
     body = order_body(session.item_id)
@@ -440,8 +451,9 @@ def burst(server: Server, session: Session, total: int, concurrency: int, warmup
     barrier = threading.Barrier(concurrency + 1)
     finish_times: list[float] = []
 
-    def worker() -> None:
-        with httpx.Client(base_url=server.base_url, headers=headers, timeout=60.0) as http:
+    def worker(index: int) -> None:
+        target = servers[index % len(servers)]
+        with httpx.Client(base_url=target.base_url, headers=headers, timeout=60.0) as http:
             for _ in range(max(1, warmup // concurrency)):
                 http.post(url, json=body)
             barrier.wait()
@@ -462,15 +474,15 @@ def burst(server: Server, session: Session, total: int, concurrency: int, warmup
                         errors[0] += 1
             finish_times.append(time.perf_counter())
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(concurrency)]
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(concurrency)]
     for t in threads:
         t.start()
     barrier.wait()
-    cpu0 = process_cpu(server.proc.pid)
+    cpu0 = sum(process_cpu(s.proc.pid) for s in servers)
     t0 = time.perf_counter()
     for t in threads:
         t.join()
-    cpu = process_cpu(server.proc.pid) - cpu0
+    cpu = sum(process_cpu(s.proc.pid) for s in servers) - cpu0
     elapsed = max(finish_times) - t0
     return done[0] / elapsed, errors[0], cpu
 
@@ -536,6 +548,92 @@ def run_throughput(args, workdir: Path) -> dict:
     }
 
 
+# ---------------------------------------------------------------- two API processes on PostgreSQL (issue 13)
+
+SCALE_TARGET = 1.6  # two API processes >= 1.6 x one
+
+
+@contextmanager
+def bench_database():
+    """A new PostgreSQL database for one run (its SQLAlchemy URL), dropped afterwards."""
+    import psycopg
+    from sqlalchemy import make_url
+
+    server = os.environ.get("ORDERBUS_BENCH_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
+    name = f"orderbus_bench_{os.getpid()}_{int(time.time())}"
+    with psycopg.connect(server, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(server).set(drivername="postgresql+psycopg", database=name).render_as_string(False)
+    finally:
+        with psycopg.connect(server, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def busy_cores() -> tuple[int, int]:
+    """(busy, total) jiffies over all cores, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
+    return sum(values) - values[3] - values[4], sum(values)
+
+
+def postgres_cpu() -> float:
+    """CPU seconds of every process named postgres (the server and its backends) visible here."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        if "(postgres)" in text:
+            fields = text.rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def run_scale_api(args, workdir: Path) -> int:
+    results: dict[int, list[dict]] = {1: [], 2: []}
+    with bench_database() as url:
+        env = {**os.environ, "ORDERBUS_DATABASE_URL": url}
+        data_dir = workdir / "scale"
+        upgrade = subprocess.run(
+            [*orderbus_command(), "db", "upgrade", "--data-dir", str(data_dir)], env=env, capture_output=True, text=True
+        )
+        if upgrade.returncode != 0:
+            print(f"orderbus db upgrade failed: {upgrade.stderr.strip()}")
+            return 1
+        with orderbus("up", data_dir, demo=True, env=env) as seeder:
+            login(seeder)
+        for rnd in range(args.rounds):
+            for count in (1, 2):
+                with ExitStack() as stack:
+                    servers = [stack.enter_context(orderbus("api", data_dir, env=env)) for _ in range(count)]
+                    session = login(servers[0])
+                    time.sleep(0.5)
+                    cores0, pg0 = busy_cores(), postgres_cpu()
+                    wall0 = time.perf_counter()
+                    rate, errors, cpu = burst(
+                        servers[0], session, args.throughput_orders, args.concurrency, args.warmup, tuple(servers[1:])
+                    )
+                    wall = time.perf_counter() - wall0
+                    cores1, pg = busy_cores(), postgres_cpu() - pg0
+                busy = 100 * (cores1[0] - cores0[0]) / max(cores1[1] - cores0[1], 1)
+                result = {"rate": rate, "errors": errors, "api_cores": cpu / wall, "pg_cores": pg / wall, "busy": busy}
+                results[count].append(result)
+                print(
+                    f"  round {rnd + 1}, {count} api process{'es' if count > 1 else ''}: {rate:7.1f} orders/s "
+                    f"(errors {errors}; API {result['api_cores']:.2f} cores, PostgreSQL {result['pg_cores']:.2f} "
+                    f"cores, machine {busy:.0f} % busy of {os.cpu_count()} cores, load generator the rest)",
+                    flush=True,
+                )
+    one = statistics.median(r["rate"] for r in results[1])
+    two = statistics.median(r["rate"] for r in results[2])
+    print(f"\nmedian orders/s: one api {one:.1f}, two {two:.1f}; two / one = {two / one:.2f}")
+    verdict = "PASS" if two / one >= SCALE_TARGET else "MISS"
+    print(f"{verdict} two api processes / one = {two / one:.2f} (target >= {SCALE_TARGET:g})")
+    print(f"load average at end: {load_average()}")
+    return 0
+
+
 # ---------------------------------------------------------------- main
 
 
@@ -576,6 +674,9 @@ def main() -> int:
     parser.add_argument(
         "--split", action="store_true", help="latency of `up` and of broker + bridge + api apart; no throughput"
     )
+    parser.add_argument(
+        "--scale-api", action="store_true", help="orders/s of one and two `orderbus api` on PostgreSQL; nothing else"
+    )
     args = parser.parse_args()
     args.rounds = max(2, args.rounds)
 
@@ -593,6 +694,12 @@ def main() -> int:
             print(f"work dir: {workdir}")
 
         print(f"load average at start: {load_average()} (other work on this machine skews the numbers)")
+        if args.scale_api:
+            print(
+                f"\nscale-out: {args.throughput_orders} orders, {args.concurrency} client threads, "
+                f"{args.rounds} rounds of one / two api processes on PostgreSQL"
+            )
+            return run_scale_api(args, workdir)
         print(f"\nA) latency: {args.orders} orders at {args.rate:g}/s (+{args.warmup} warm-up), QoS 1 subscriber")
         lat = run_latency(args, workdir)
         print(

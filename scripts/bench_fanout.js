@@ -8,6 +8,9 @@
 // config: ws_url, api_url, api_token, rid, item_id, sub, tokens[], clients, orders, warmup,
 //         connect_concurrency, order_timeout_ms, gap_ms, qos, mqtt_module (path of the installed package),
 //         mqtt_version, result_path, server_pid, clock_ticks
+//   optional (issue 13): ws_urls[] (client i connects to ws_urls[i % n]: a cluster's nodes), server_pids[]
+//         (CPU summed over them), publish {ws_url, client_id, username, password, qos}: instead of POSTing,
+//         a service-role MQTT client publishes each order's new_order event itself (no API, no relay)
 // Prints progress on stderr and writes every sample as JSON to config.result_path.
 
 "use strict";
@@ -54,7 +57,8 @@ function onMessage(index, payload) {
 function connectOne(index) {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const client = mqtt.connect(cfg.ws_url, {
+    const urls = cfg.ws_urls || [cfg.ws_url];
+    const client = mqtt.connect(urls[index % urls.length], {
       clientId: `${cfg.sub}:${index}`,
       username: cfg.sub,
       password: cfg.tokens[index],
@@ -110,13 +114,12 @@ async function placeOrder(marker) {
   });
   arrivals.set(marker, entry);
   entry.t0 = performance.now();
-  const response = await fetch(`${cfg.api_url}/restaurants/${cfg.rid}/orders`, {
-    method: "POST",
-    headers: { "content-type": "application/json", authorization: `Bearer ${cfg.api_token}` },
-    body: JSON.stringify({ items: [{ menu_item_id: cfg.item_id, quantity: 1 }], table_name: marker }),
-  });
+  if (publisher) {
+    await publishOrder(marker);
+  } else {
+    await postOrder(marker);
+  }
   const tResponse = performance.now();
-  if (response.status !== 201) throw new Error(`POST /orders answered ${response.status}: ${await response.text()}`);
   if (entry.count < cfg.clients) {
     await Promise.race([all, new Promise((resolve) => setTimeout(resolve, cfg.order_timeout_ms))]);
   }
@@ -132,23 +135,67 @@ async function placeOrder(marker) {
   };
 }
 
+let publisher = null;
+
+/** The service-role publisher (cfg.publish), connected before the orders start. */
+function connectPublisher() {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(cfg.publish.ws_url, {
+      clientId: cfg.publish.client_id,
+      username: cfg.publish.username,
+      password: cfg.publish.password,
+      clean: true,
+      reconnectPeriod: 0,
+      connectTimeout: 60_000,
+      protocolVersion: 4,
+    });
+    client.on("connect", () => resolve(client));
+    client.on("error", (error) => reject(new Error(`publisher: ${error.message}`)));
+  });
+}
+
+/** An order's new_order event as the relay would publish it (about the size of a real one); resolves at PUBACK. */
+function publishOrder(marker) {
+  const event = {
+    type: "new_order",
+    data: { order: { id: 1, table_name: marker, status: "new", items: [{ menu_item_id: cfg.item_id, quantity: 1, name: "x".repeat(400) }] } },
+  };
+  return new Promise((resolve, reject) => {
+    publisher.publish(topic, JSON.stringify(event), { qos: cfg.publish.qos ?? 1 }, (error) => (error ? reject(error) : resolve()));
+  });
+}
+
+async function postOrder(marker) {
+  const response = await fetch(`${cfg.api_url}/restaurants/${cfg.rid}/orders`, {
+    method: "POST",
+    headers: { "content-type": "application/json", authorization: `Bearer ${cfg.api_token}` },
+    body: JSON.stringify({ items: [{ menu_item_id: cfg.item_id, quantity: 1 }], table_name: marker }),
+  });
+  if (response.status !== 201) throw new Error(`POST /orders answered ${response.status}: ${await response.text()}`);
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** CPU seconds (user + system) of the orderbus process, from /proc (Linux). */
 function serverCpuSeconds() {
-  try {
-    const stat = fs.readFileSync(`/proc/${cfg.server_pid}/stat`, "utf8");
-    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / (cfg.clock_ticks || 100);
-  } catch {
-    return NaN;
+  let total = 0;
+  for (const pid of cfg.server_pids || [cfg.server_pid]) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8");
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      total += (Number(fields[11]) + Number(fields[12])) / (cfg.clock_ticks || 100);
+    } catch {
+      return NaN;
+    }
   }
+  return total;
 }
 
 async function main() {
   log(`connecting ${cfg.clients} clients to ${cfg.ws_url} (${cfg.connect_concurrency} at a time), mqtt@${cfg.mqtt_version}`);
   const connected = await connectAll();
   log(`all subscribed in ${connected.seconds.toFixed(1)} s`);
+  if (cfg.publish) publisher = await connectPublisher();
   await sleep(1000);
   const rounds = [];
   let measured = null;

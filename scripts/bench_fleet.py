@@ -10,6 +10,13 @@ the printer printing it) with the bus's CPU (cores) and RSS while the fleet was 
 
 Run: python scripts/bench_fleet.py [--restaurants 50] [--orders-per-minute 92] [--duration 120]
                                    [--readings-per-second 100]
+
+Issue 13, the reconnect storm: `--storm` runs the same fleet's connections against a three-node NATS
+cluster with our auth callout instead, kills one node with kill -9 and measures how long until every
+client is back and every persistent subscriber has the tickets published after the kill (scripts/
+fleet_storm.py says exactly what). `--jitter` is the clients' random reconnect pause, `--kill` the node.
+
+    python scripts/bench_fleet.py --storm [--restaurants 50] [--jitter 5] [--kill 1] [--timeout 300]
 """
 
 from __future__ import annotations
@@ -79,7 +86,25 @@ def main() -> None:
     parser.add_argument("--orders-per-minute", type=float, default=92.0)  # 110 checks/h x 50 sites
     parser.add_argument("--duration", type=float, default=120.0)
     parser.add_argument("--readings-per-second", type=float, default=100.0)
+    parser.add_argument("--storm", action="store_true", help="the reconnect storm on a NATS cluster (issue 13)")
+    parser.add_argument("--jitter", type=float, default=5.0, help="--storm: reconnect pause, uniform in [0, s]")
+    parser.add_argument("--kill", type=int, default=1, help="--storm: the node index to kill -9 (0-based)")
+    parser.add_argument("--timeout", type=float, default=300.0, help="--storm: give up on a phase after this long")
+    parser.add_argument("--clean-qos", type=int, default=1, help="--storm: scales', dashboards' QoS")
+    parser.add_argument("--callout-timeout", type=float, default=2.0, help="--storm: authorization timeout, s")
+    parser.add_argument("--responders", type=int, default=1, help="--storm: responder processes (>1: one per node)")
+    parser.add_argument("--responder-workers", type=int, default=1, help="--storm: each responder's --workers")
+    parser.add_argument(
+        "--nats",
+        action="append",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="--storm: a NatsLimits field for this run (broker/nats/conf.py), e.g. mqtt_js_api_timeout=30s",
+    )
     args = parser.parse_args()
+    if args.storm:
+        storm(args)
+        return
 
     with tempfile.TemporaryDirectory(prefix="bench-fleet-") as tmp:
         data = Path(tmp) / "data"
@@ -146,6 +171,55 @@ def main() -> None:
     print(json.dumps({"simulate_exit": simulate.returncode, **usage}, indent=2))
     print("\n".join(tickets + rejected))
     print(json.dumps(report, indent=2))
+
+
+def storm(args: argparse.Namespace) -> None:
+    import asyncio
+    import resource
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from scripts import fleet_storm
+    from scripts.bench_nats import NatsBench
+
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    print(f"load average at start: {os.getloadavg()}; {os.cpu_count()} cores", flush=True)
+    import dataclasses
+
+    from broker.nats.conf import NatsLimits
+
+    limits = NatsLimits()
+    for item in args.nats:  # FIELD=VALUE, typed as the field's default
+        name, _, value = item.partition("=")
+        default = getattr(limits, name)
+        typed = value.lower() == "true" if isinstance(default, bool) else type(default)(value)
+        limits = dataclasses.replace(limits, **{name: typed})
+    bench = NatsBench(
+        3,
+        auth=True,
+        limits=limits,
+        callout_timeout=args.callout_timeout,
+        responders=args.responders,
+        responder_workers=args.responder_workers,
+    )
+    with bench as nats:
+        print(f"cluster up; limits {limits}; callout timeout {args.callout_timeout} s", flush=True)
+        print(f"responders: {args.responders} x --workers {args.responder_workers}", flush=True)
+        rss = nats.rss_kib()
+        report = asyncio.run(
+            fleet_storm.run(nats, args.restaurants, args.kill, args.jitter, args.timeout, args.clean_qos)
+        )
+        report["nodes_rss_mib_before_after"] = [round(rss / 1024), round(nats.rss_kib() / 1024)]
+        report["responder_log"] = nats.responder_summary()
+    print(json.dumps(report, indent=2))
+    settled = report.get("settled_s")
+    lost = report.get("storm", {}).get("lost")
+    ok = settled is not None and settled <= fleet_storm.SETTLE_TARGET_S and lost == 0
+    print(
+        f"{'PASS' if ok else 'MISS'} settled {settled if settled is None else round(settled, 1)} s after the kill, "
+        f"{lost} tickets lost (target <= {fleet_storm.SETTLE_TARGET_S:g} s, 0 lost)"
+    )
+    print(f"load average at end: {os.getloadavg()}")
 
 
 if __name__ == "__main__":

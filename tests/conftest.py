@@ -11,6 +11,8 @@ from sqlalchemy import Engine
 
 from config.settings import Settings
 from core.unit_of_work import UnitOfWork
+from tests.nats import NatsBus
+from tests.postgres import fresh_database
 from tests.support import App, Stack, Subscriber, TokenScan, sqlite_engine
 
 # Property tests judge correctness, not speed: on a shared two-core machine the first draw of a
@@ -24,6 +26,9 @@ _token_scan = TokenScan()
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "embedded_only(reason): the `stack` or `broker` of this test is the embedded one alone"
+    )
     root = logging.getLogger()
     root.addHandler(_token_scan)
     root.setLevel(min(root.level, logging.INFO))
@@ -79,11 +84,72 @@ def client(app: App) -> TestClient:
     return app.http()
 
 
+# The test files whose `stack` runs on both backends: the embedded broker over SQLite, and a three-node
+# NATS cluster (our auth callout in front) over PostgreSQL. Every other `stack` is the embedded one.
+BOTH_STACKS = {
+    "tests.integration.test_tickets",
+    "tests.integration.test_printer",
+    "tests.integration.test_presence",
+    "tests.integration.test_retained_rebuild",
+    "tests.integration.test_scales",
+    "tests.integration.test_tablet_events",
+    "tests.integration.test_tablet_idempotency",
+    "tests.integration.test_device_catchup",
+    "tests.integration.test_dead_letter",
+    "tests.integration.test_largest_events",
+    "tests.e2e.test_bus",
+    "tests.e2e.test_dashboard",
+}
+BACKENDS = ("embedded-sqlite", "nats-postgres")
+# The security suite's ACL and token attack files, whose `broker` (a broker alone, no database) runs on both:
+# ours, and node 0 of the session's NATS cluster with our responder (tests/security/conftest.py).
+BOTH_ENGINES = {
+    "tests.security.test_tokens",
+    "tests.security.test_subscriptions",
+    "tests.security.test_publishes",
+    "tests.security.test_websocket",
+}
+ENGINES = ("embedded", "nats")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """`stack` in BOTH_STACKS and `broker` in BOTH_ENGINES run twice; a test marked `embedded_only` (it reaches
+    into the embedded broker, or has no NATS equivalent yet: the marker says which) runs on the embedded one alone."""
+    if metafunc.definition.get_closest_marker("embedded_only"):
+        return
+    if "stack" in metafunc.fixturenames and metafunc.module.__name__ in BOTH_STACKS:
+        metafunc.parametrize("stack", BACKENDS, indirect=True)
+    if "broker" in metafunc.fixturenames and metafunc.module.__name__ in BOTH_ENGINES:
+        metafunc.parametrize("broker", ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def nats_bus(tmp_path_factory) -> Iterator[NatsBus]:
+    """One three-node cluster for every nats-postgres stack of the run (a cluster takes seconds to start)."""
+    bus = NatsBus(tmp_path_factory.mktemp("natsbus"))
+    try:
+        yield bus
+    finally:
+        bus.close()
+
+
 @pytest.fixture
-def stack(tmp_path) -> Iterator[Stack]:
-    running = Stack(tmp_path / "data").start()
-    yield running
-    running.stop()
+def stack(request: pytest.FixtureRequest, tmp_path) -> Iterator[Stack]:
+    if getattr(request, "param", "embedded-sqlite") == "embedded-sqlite":
+        running = Stack(tmp_path / "data").start()
+        yield running
+        running.stop()
+        return
+    bus: NatsBus = request.getfixturevalue("nats_bus")
+    with fresh_database("stack") as url:
+        bus.prepare(tmp_path / "data")
+        made = Stack(tmp_path / "data", **bus.overrides(url))
+        bus.started(made)
+        running = made.start()
+        try:
+            yield running
+        finally:
+            running.stop()
 
 
 @pytest.fixture

@@ -5,13 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import concurrent.futures
 import functools
 import json
 import logging
+import os
 import queue
 import re
 import secrets
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -19,7 +24,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -31,6 +36,7 @@ from sqlmodel import select
 from api.main import create_app
 from bridge.printer_events import expire_tickets
 from broker.policy import Policy
+from broker.store import journal_path
 from cli.runtime import Parts, Runtime
 from config.settings import Settings
 from core.commands import CategoryIn, DeviceIn, DeviceKind, MenuIn, MenuItemIn
@@ -42,6 +48,8 @@ from core.services import menu as menu_service
 from core.tokens import TokenService
 from core.unit_of_work import UnitOfWork
 from scripts.ports import free_port
+
+T = TypeVar("T")
 
 
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
@@ -187,13 +195,14 @@ class Stack(Site):
     """`orderbus up` in a background thread, so tests can stop and start its broker."""
 
     def __init__(self, data_dir: Path, **overrides: Any) -> None:
-        self.settings = Settings(
-            data_dir=data_dir, http_port=free_port(), mqtt_port=free_port(), ws_port=free_port(), **overrides
-        )
+        ports = {"http_port": free_port(), "mqtt_port": free_port(), "ws_port": free_port()}
+        self.settings = Settings(data_dir=data_dir, **(ports | overrides))  # on NATS: the cluster's ports
         fresh_database(self.settings)
         self.parts = Parts.build(self.settings)  # upgrades, as `orderbus up` does: here it finds the head
         self.engine, self.tokens = self.parts.engine, self.parts.tokens
         self.runtime = Runtime(self.parts)
+        self.nats_cluster: Any = None  # on NATS: the cluster (tests/nats.py sets it)
+        self.monitor_urls: list[str] = []  # on NATS: the nodes' monitoring endpoints (tests/nats.py sets them)
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
@@ -225,11 +234,82 @@ class Stack(Site):
         index = next(i for i, sweep in enumerate(rules.sweeps) if sweep.__name__ == "expire_tickets")
         rules.sweeps[index] = expire_tickets(self.settings.ticket_ack_seconds, now)
 
+    def forget_broker_state(self) -> None:
+        """The broker's store is lost (a new disk, a file set aside): its next start begins with no
+        sessions, no queues and no retained messages. Only while the broker is stopped."""
+        assert self.runtime.broker is None, "stop the broker first"
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{journal_path(self.settings.data_dir)}{suffix}").unlink(missing_ok=True)
+
+    def stop_broker(self) -> None:
+        """The bus's broker goes away: the embedded one stops; on NATS the node the bus connects to is
+        killed (-9), its JetStream files kept, as a crashed machine would."""
+        if self.nats_cluster is not None:
+            self.nats_cluster.kill(0)
+        else:
+            self.call(self.runtime.stop_broker())
+
+    def start_broker(self) -> None:
+        """The broker is back: the embedded one starts on its store; on NATS the node restarts and rejoins."""
+        if self.nats_cluster is not None:
+            self.nats_cluster.restart(0)
+        else:
+            self.call(self.runtime.start_broker())
+
+    @property
+    def on_nats(self) -> bool:
+        """The bus runs on a NATS cluster (`broker_url`), not on the embedded broker."""
+        return self.settings.broker_url is not None
+
     def subscribed(self, topic_filter: str, client_id: str) -> bool:
         """The broker holds this client's subscription: a message published now reaches it (or its queue)."""
+        if self.on_nats:
+            return nats_subscribed(self.monitor_urls, topic_filter, client_id)
         broker = self.runtime.broker
         assert broker is not None
         return any(session.client_id == client_id for session, _ in broker._subscriptions.get(topic_filter, []))
+
+
+def nats_subscribed(monitor_urls: list[str], topic_filter: str, client_id: str) -> bool:
+    """On NATS: the MQTT client `client_id` holds a QoS 1 subscription to `topic_filter` that delivers.
+
+    NATS answers SUBSCRIBE once the plain subscription exists, and its connz lists the subject from
+    then on; a QoS 1 subscription only receives once its JetStream consumer on `$MQTT_msgs` has a
+    leader and delivers to one of the client's `$MQTT.sub.*` subjects. A message published between
+    the two is stored but never delivered to it (the consumer starts with what comes next).
+    """
+    from broker.nats.subjects import filter_to_subjects
+
+    wanted = set(filter_to_subjects(topic_filter))
+    listed: set[str] = set()
+    for url in monitor_urls:
+        try:
+            connz = httpx.get(f"{url}/connz", params={"subs": "1", "mqtt_client": client_id}, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            continue
+        for connection in connz.get("connections") or []:
+            listed |= set(connection.get("subscriptions_list") or [])
+    if not wanted & listed:
+        return False
+    streams = {f"$MQTT.msgs.{subject}" for subject in wanted}
+    for url in monitor_urls:
+        try:
+            params = {"accounts": "1", "consumers": "1", "config": "1"}
+            jsz = httpx.get(f"{url}/jsz", params=params, timeout=2).json()
+        except (httpx.HTTPError, ValueError):
+            continue
+        for account in jsz.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                for consumer in stream.get("consumer_detail") or []:
+                    config = consumer.get("config") or {}
+                    cluster = consumer.get("cluster")  # absent on a server outside a cluster
+                    if (
+                        config.get("filter_subject") in streams
+                        and config.get("deliver_subject") in listed
+                        and (cluster is None or cluster.get("leader"))
+                    ):
+                        return True
+    return False
 
 
 @dataclass
@@ -385,3 +465,47 @@ class Wakes:
         woken = self.event.wait(timeout)
         self.event.clear()
         return woken
+
+
+def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
+    """`asyncio.run` on a thread of its own. The session's Chromium (Playwright's sync API) keeps an
+    event loop running on the main thread once a browser test has started it, and `asyncio.run` refuses
+    to start a second loop there: a test that passes alone would fail after the browser tests."""
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coroutine).result()
+
+
+ORDERBUS = str(Path(sys.executable).parent / "orderbus")  # the venv's command, whatever PATH says
+
+
+@dataclass
+class Proc:
+    """One `orderbus …` process; its stdout and stderr (log lines included) in a file."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    log: Path
+    process: subprocess.Popen[str] = field(init=False)
+
+    def start(self) -> Proc:
+        with self.log.open("w") as sink:
+            self.process = subprocess.Popen(
+                [str(Path(sys.executable).parent / "orderbus"), *self.argv],
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                text=True,
+                env={**os.environ, **self.env},
+            )
+        wait_for(lambda: "Ctrl-C to stop" in self.output() or self.process.poll() is not None, timeout=90)
+        assert self.process.poll() is None, self.output()
+        return self
+
+    def output(self) -> str:
+        return self.log.read_text()
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if hasattr(self, "process") and self.process.poll() is None:
+            self.process.send_signal(sig)
+        if hasattr(self, "process"):
+            self.process.wait(timeout=30)

@@ -50,6 +50,7 @@ class ClientConfig(BaseModel):
     ws_path: str
     ws_port: int
     wss_port: int | None
+    ws_url: str | None = None  # set (`public_ws_url`, e.g. a NATS node's WebSocket): used as it is
 
 
 class Snapshot(BaseModel):
@@ -69,7 +70,9 @@ class Snapshot(BaseModel):
 def client_config(request: Request) -> ClientConfig:
     """Public: the MQTT-over-WebSocket port and path of this deployment's broker."""
     settings = request.app.state.settings
-    return ClientConfig(ws_path=WEBSOCKET_PATH, ws_port=settings.ws_port, wss_port=settings.wss_port)
+    return ClientConfig(
+        ws_path=WEBSOCKET_PATH, ws_port=settings.ws_port, wss_port=settings.wss_port, ws_url=settings.public_ws_url
+    )
 
 
 @router.get("/restaurants/{rid}/dashboard")

@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
+import ssl
 import struct
 import time
 from collections.abc import Awaitable, Callable
@@ -78,9 +79,9 @@ def database_check() -> Check:
     return lambda state: _database_check(state.engine)
 
 
-def broker_probe(host: str, port: int) -> Check:
-    """A broker this process talks to, by a real MQTT CONNECT."""
-    return lambda state: _broker_check(host, port, state.tokens)
+def broker_probe(host: str, port: int, tls: ssl.SSLContext | None = None) -> Check:
+    """A broker this process talks to, by a real MQTT CONNECT (over TLS with a context: settings.mqtt_tls_context)."""
+    return lambda state: _broker_check(host, port, state.tokens, tls)
 
 
 def outbox_check() -> Check:
@@ -204,9 +205,9 @@ def connect_packet(client_id: str, password: str, keepalive: int = 10) -> bytes:
     return bytes([0x10]) + bytes(encoded) + body
 
 
-async def probe_broker(host: str, port: int, token: str, client_id: str) -> int:
-    """Open a TCP connection, send CONNECT, return the CONNACK code; DISCONNECT cleanly after."""
-    reader, writer = await asyncio.open_connection(host, port)
+async def probe_broker(host: str, port: int, token: str, client_id: str, tls: ssl.SSLContext | None = None) -> int:
+    """Open a TCP (or TLS) connection, send CONNECT, return the CONNACK code; DISCONNECT cleanly after."""
+    reader, writer = await asyncio.open_connection(host, port, ssl=tls)
     try:
         writer.write(connect_packet(client_id, token))
         await writer.drain()
@@ -223,11 +224,11 @@ async def probe_broker(host: str, port: int, token: str, client_id: str) -> int:
             await writer.wait_closed()
 
 
-async def _broker_check(host: str, port: int, tokens: Any) -> dict[str, Any]:
+async def _broker_check(host: str, port: int, tokens: Any, tls: ssl.SSLContext | None) -> dict[str, Any]:
     address = f"{host}:{port}"
     token = tokens.issue(sub=PROBE_SUB, role="ops", rid=None, audience="mqtt", ttl_seconds=60)
     try:
-        code = await probe_broker(host, port, token, f"{PROBE_SUB}:{secrets.token_hex(4)}")
+        code = await probe_broker(host, port, token, f"{PROBE_SUB}:{secrets.token_hex(4)}", tls)
     except (OSError, asyncio.IncompleteReadError) as exc:
         return {"ok": False, "address": address, "error": _describe(exc)}
     if code != 0:
@@ -258,7 +259,16 @@ def ops_summary(request: Request) -> dict[str, Any]:
         log.exception("reading the metrics for the ops summary failed")
         families = list(REGISTRY.collect())
     summary = summarize(families)
-    summary["ready_max_outbox_lag_seconds"] = request.app.state.settings.ready_max_outbox_lag_seconds
+    settings = request.app.state.settings
+    summary["ready_max_outbox_lag_seconds"] = settings.ready_max_outbox_lag_seconds
+    if settings.broker_url:  # no broker tables in this process: say so, rather than show zero connections
+        summary["broker_engine"] = "nats"
+        summary["broker_note"] = (
+            "the bus runs on a NATS cluster: connections, traffic and retained counts are on the nodes' "
+            "monitoring endpoints (/connz, /varz, /jsz), not here; $SYS/# carries nothing on NATS"
+        )
+    else:
+        summary["broker_engine"] = "embedded"
     return summary
 
 

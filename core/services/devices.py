@@ -13,6 +13,7 @@ from sqlmodel import col
 from core import domain, events
 from core.commands import DeviceIn
 from core.domain import DomainError, NotFound
+from core.locking import locked
 from core.models import Device, MenuItem, Restaurant, utcnow
 from core.tokens import TokenService
 from core.topics import DEVICE_ROLES, PRESENCE_STATES
@@ -34,8 +35,9 @@ def list_devices(uow: UnitOfWork, restaurant_id: int) -> list[Device]:
     return list(uow.session.scalars(query))
 
 
-def get_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
-    device = uow.session.get(Device, device_id)
+def get_device(uow: UnitOfWork, restaurant_id: int, device_id: str, *, lock: bool = False) -> Device:
+    """`lock`: for a use case that changes the device from what it reads (see `core.locking`)."""
+    device = locked(uow.session, Device, device_id) if lock else uow.session.get(Device, device_id)
     if device is None or device.restaurant_id != restaurant_id:
         raise NotFound(f"device {device_id} not found in restaurant {restaurant_id}")
     return device
@@ -73,8 +75,9 @@ def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, dat
 def reissue_token(
     uow: UnitOfWork, tokens: TokenService, restaurant_id: int, device_id: str, ttl_days: int
 ) -> IssuedDevice:
-    """A new token for the device; the broker stops accepting the previous one (its jti no longer matches)."""
-    device = get_device(uow, restaurant_id, device_id)
+    """A new token for the device; the broker stops accepting the previous one (its jti no longer matches).
+    Locked: two re-issues at once leave one current token, the one whose answer came last."""
+    device = get_device(uow, restaurant_id, device_id, lock=True)
     if device.revoked:
         raise DomainError(f"device {device_id} is revoked; register a new device instead")
     token = _issue(tokens, device, ttl_days)
@@ -83,8 +86,8 @@ def reissue_token(
 
 
 def revoke_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
-    """Mark the device revoked; revoking it again changes nothing."""
-    device = get_device(uow, restaurant_id, device_id)
+    """Mark the device revoked; revoking it again changes nothing (locked: two at once emit one event)."""
+    device = get_device(uow, restaurant_id, device_id, lock=True)
     if device.revoked:
         return device
     device.revoked = True
@@ -164,6 +167,9 @@ def record_presence(uow: UnitOfWork, device: Device, state: str, boot_id: str | 
     """Apply a presence message; False when it is a leftover of an earlier run (see `domain.presence_applies`)."""
     if state not in PRESENCE_STATES:
         raise DomainError(f"state must be one of {sorted(PRESENCE_STATES)}")
+    # The boot_id decides, so read it locked and fresh: two ingests (or a retained status and the
+    # Last Will) racing must not let the older run's state win.
+    device = locked(uow.session, Device, device.id) or device
     if not domain.presence_applies(device.boot_id, state, boot_id):
         return False
     device.presence = state

@@ -84,8 +84,13 @@ def claim(
             return record
         except IntegrityError:
             pass
+        # Locked: two requests that both find an expired record must not both delete it (the
+        # second would delete nothing and fail); the second waits, finds it gone, and claims again.
         first = uow.session.exec(
-            select(IdempotencyRecord).where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+            select(IdempotencyRecord)
+            .where(IdempotencyRecord.scope == scope, IdempotencyRecord.key == key)
+            .with_for_update()
+            .execution_options(populate_existing=True)
         ).one_or_none()
         if first is None:  # its request rolled back after we collided with it: claim again
             continue

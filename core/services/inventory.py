@@ -6,6 +6,7 @@ from sqlmodel import select
 
 from core import domain, events
 from core.domain import NotFound, Stock
+from core.locking import locked
 from core.models import MenuItem
 from core.services.notifications import notify
 from core.unit_of_work import UnitOfWork
@@ -15,15 +16,19 @@ def stock_of(item: MenuItem) -> Stock:
     return Stock(item.stock_quantity, item.damaged_quantity, item.low_stock_threshold)
 
 
-def get_item(uow: UnitOfWork, restaurant_id: int, item_id: int) -> MenuItem:
-    item = uow.session.get(MenuItem, item_id)
+def get_item(uow: UnitOfWork, restaurant_id: int, item_id: int, *, lock: bool = False) -> MenuItem:
+    """`lock`: for a use case that changes the item (its stock above all): see `core.locking`."""
+    item = locked(uow.session, MenuItem, item_id) if lock else uow.session.get(MenuItem, item_id)
     if item is None or item.restaurant_id != restaurant_id:
         raise NotFound(f"menu item {item_id} not found")
     return item
 
 
 def apply_stock(uow: UnitOfWork, item: MenuItem, after: Stock, reason: str) -> None:
-    """Store new stock figures and emit `inventory_updated`, plus `low_stock` when the alarm fires."""
+    """Store new stock figures and emit `inventory_updated`, plus `low_stock` when the alarm fires.
+
+    The caller read `item` locked (`get_item(..., lock=True)`, `core.locking`) and has locked every
+    other item it changes: the emit here takes the restaurant row, which comes last."""
     alarm = domain.low_stock_alarm(after, item.low_stock_alerted, item.low_stock_clear_level)
     item.low_stock_alerted = alarm.alerted and item.enable_stock_tracking
     item.stock_quantity = after.stock_quantity
@@ -43,7 +48,8 @@ def apply_stock(uow: UnitOfWork, item: MenuItem, after: Stock, reason: str) -> N
 
 
 def _tracked(uow: UnitOfWork, restaurant_id: int, item_id: int) -> MenuItem:
-    item = get_item(uow, restaurant_id, item_id)
+    """The item, locked: every caller changes its stock from what it reads here."""
+    item = get_item(uow, restaurant_id, item_id, lock=True)
     if not item.enable_stock_tracking:
         raise domain.DomainError(f"stock tracking is off for {item.name}")
     return item

@@ -10,6 +10,7 @@ from sqlmodel import col, select
 from core import domain, events
 from core.commands import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemUpdate, MenuUpdate
 from core.domain import NotFound
+from core.locking import locked
 from core.models import Category, Menu, MenuItem, OrderItem
 from core.services.inventory import apply_stock, get_item, stock_of
 from core.unit_of_work import UnitOfWork
@@ -17,8 +18,8 @@ from core.unit_of_work import UnitOfWork
 T = TypeVar("T", bound=Category | Menu)
 
 
-def _owned(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:
-    row = uow.session.get(model, row_id)
+def _owned(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int, *, lock: bool = False) -> T:
+    row = locked(uow.session, model, row_id) if lock else uow.session.get(model, row_id)
     if row is None or row.restaurant_id != restaurant_id:
         raise NotFound(f"{model.__name__.lower()} {row_id} not found")
     return row
@@ -53,7 +54,7 @@ def update_row(
     row_id: int,
     data: CategoryUpdate | MenuUpdate,
 ):
-    row = _owned(uow, model, restaurant_id, row_id)
+    row = _owned(uow, model, restaurant_id, row_id, lock=True)
     for field, value in data.model_dump(exclude_unset=True).items():
         setattr(row, field, value)
     uow.session.add(row)
@@ -62,7 +63,7 @@ def update_row(
 
 
 def delete_row(uow: UnitOfWork, model: type[Category] | type[Menu], restaurant_id: int, row_id: int) -> None:
-    row = _owned(uow, model, restaurant_id, row_id)
+    row = _owned(uow, model, restaurant_id, row_id, lock=True)
     children = MenuItem.category_id if model is Category else MenuItem.menu_id
     if uow.session.exec(select(MenuItem.id).where(children == row_id)).first() is not None:
         raise domain.DomainError(f"{model.__name__.lower()} {row_id} still has menu items")
@@ -90,7 +91,9 @@ def create_item(uow: UnitOfWork, restaurant_id: int, data: MenuItemIn) -> MenuIt
 
 
 def update_item(uow: UnitOfWork, restaurant_id: int, item_id: int, data: MenuItemUpdate) -> MenuItem:
-    item = get_item(uow, restaurant_id, item_id)
+    """Locked: an update may re-apply the stock figures (tracking turned on or off), which an order
+    changing them at the same time must not be lost under."""
+    item = get_item(uow, restaurant_id, item_id, lock=True)
     fields = data.model_dump(exclude_unset=True)
     _check_refs(uow, restaurant_id, fields)
     for field, value in fields.items():
@@ -103,7 +106,7 @@ def update_item(uow: UnitOfWork, restaurant_id: int, item_id: int, data: MenuIte
 
 
 def delete_item(uow: UnitOfWork, restaurant_id: int, item_id: int) -> None:
-    item = get_item(uow, restaurant_id, item_id)
+    item = get_item(uow, restaurant_id, item_id, lock=True)
     if uow.session.exec(select(OrderItem.id).where(OrderItem.menu_item_id == item_id)).first() is not None:
         raise domain.DomainError(f"menu item {item_id} is on orders; mark it unavailable instead")
     uow.emit(restaurant_id, events.menu_item_changed("deleted", item))

@@ -6,6 +6,7 @@ from sqlmodel import col, select
 
 from core import events
 from core.domain import NotFound
+from core.locking import locked
 from core.models import Notification
 from core.unit_of_work import UnitOfWork
 
@@ -27,7 +28,7 @@ def list_notifications(uow: UnitOfWork, restaurant_id: int, unread: bool, limit:
 
 
 def mark_read(uow: UnitOfWork, restaurant_id: int, notification_id: int) -> Notification:
-    note = uow.session.get(Notification, notification_id)
+    note = locked(uow.session, Notification, notification_id)  # two at once: one write, same outcome
     if note is None or note.restaurant_id != restaurant_id:
         raise NotFound(f"notification {notification_id} not found")
     note.read = True

@@ -11,6 +11,7 @@ from sqlmodel import col, select
 from core import domain, events
 from core.commands import OrderIn
 from core.domain import NotFound, OrderStatus
+from core.locking import locked, locked_all
 from core.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
 from core.services import tickets
 from core.services.inventory import apply_stock, stock_of
@@ -30,22 +31,27 @@ def view_of(uow: UnitOfWork, order: Order) -> OrderView:
     return OrderView(order, list(lines))
 
 
-def get_order(uow: UnitOfWork, restaurant_id: int, order_id: int) -> Order:
-    order = uow.session.get(Order, order_id)
+def get_order(uow: UnitOfWork, restaurant_id: int, order_id: int, *, lock: bool = False) -> Order:
+    """`lock`: for a use case that changes the order (its status, version, refunds): see `core.locking`."""
+    order = locked(uow.session, Order, order_id) if lock else uow.session.get(Order, order_id)
     if order is None or order.restaurant_id != restaurant_id:
         raise NotFound(f"order {order_id} not found")
     return order
 
 
 def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date | None = None) -> OrderView:
-    """Create an order and take its stock; one item short refuses the whole order."""
+    """Create an order and take its stock; one item short refuses the whole order.
+
+    Its menu items are locked (ascending id) before anything is decided or emitted: two orders for the
+    last burger take turns, and the second sees the stock the first left."""
     today = today or date.today()
     wanted: dict[int, int] = {}
     for line in data.items:
         wanted[line.menu_item_id] = wanted.get(line.menu_item_id, 0) + line.quantity
+    found = locked_all(uow.session, MenuItem, wanted)
     items: dict[int, MenuItem] = {}
-    for item_id, quantity in wanted.items():
-        item = uow.session.get(MenuItem, item_id)
+    for item_id, quantity in sorted(wanted.items()):
+        item = found.get(item_id)
         if item is None or item.restaurant_id != restaurant_id:
             raise NotFound(f"menu item {item_id} not found")
         if not item.available or not domain.available_on(item.available_days, today):
@@ -101,13 +107,13 @@ def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, st
 
 
 def change_status(uow: UnitOfWork, restaurant_id: int, order_id: int, status: OrderStatus) -> OrderView:
-    order = get_order(uow, restaurant_id, order_id)
+    order = get_order(uow, restaurant_id, order_id, lock=True)
     return _move(uow, order, domain.check_transition(order.status, status), "status")
 
 
 def recall(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:
     """A kitchen screen takes back its last bump: the order goes one step back."""
-    order = get_order(uow, restaurant_id, order_id)
+    order = get_order(uow, restaurant_id, order_id, lock=True)
     return _move(uow, order, domain.check_recall(order.status), "recall")
 
 
@@ -126,17 +132,20 @@ def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str) -> Or
 
 
 def _restock(uow: UnitOfWork, order: Order) -> None:
-    """A cancelled order gives back the stock it took."""
-    lines = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id))
+    """A cancelled order gives back the stock it took. Every item is locked before the first
+    `apply_stock` emits (which takes the restaurant row): the order of `core.locking`."""
+    lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id)))
+    items = locked_all(uow.session, MenuItem, (line.menu_item_id for line in lines))
     for line in lines:
-        item = uow.session.get(MenuItem, line.menu_item_id)
+        item = items.get(line.menu_item_id)
         if item is not None and item.enable_stock_tracking:
             restocked = domain.adjust(stock_of(item), line.quantity, item.name)
             apply_stock(uow, item, restocked, f"order {order.id} cancelled")
 
 
 def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderView:
-    order = get_order(uow, restaurant_id, order_id)
+    """The order row is locked first: two refunds at once never add up past its total."""
+    order = get_order(uow, restaurant_id, order_id, lock=True)
     domain.refundable(order.total_cents, order.refunded_cents, amount_cents)
     order.refunded_cents += amount_cents
     _touch(order)
@@ -161,7 +170,7 @@ def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None,
 
 
 def reprint(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:
-    """Print the order's tickets again, marked REPRINT."""
-    order = get_order(uow, restaurant_id, order_id)
+    """Print the order's tickets again, marked REPRINT (locked: a cancel at the same time goes first or after)."""
+    order = get_order(uow, restaurant_id, order_id, lock=True)
     tickets.reprint(uow, order)
     return view_of(uow, order)

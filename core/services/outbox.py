@@ -21,6 +21,7 @@ from sqlmodel import col, select
 
 from core import events, topics
 from core.domain import OPEN_STATUSES
+from core.locking import locked
 from core.models import Order, OutboxEvent, Restaurant, utcnow
 from core.services.notifications import notify
 from core.services.orders import view_of
@@ -160,7 +161,7 @@ def dead_letter(uow: UnitOfWork, row_id: int, reason: str, detail: str) -> Outbo
     """Set an unpublished event aside: stamped done, with why, and a notification for the restaurant's
     staff (none for a dead-lettered notification of this kind, which would only make another one).
     None when the event is gone or already done."""
-    row = uow.session.get(OutboxEvent, row_id)
+    row = locked(uow.session, OutboxEvent, row_id)  # two relays setting one event aside: one notification
     if row is None or row.published_at is not None:
         return None
     now = utcnow()

@@ -14,6 +14,7 @@ from sqlmodel import col, select
 
 from core import domain, events
 from core.domain import DomainError, NotFound
+from core.locking import locked, locked_where
 from core.metrics import TICKETS
 from core.models import Order, OrderItem, Ticket, utcnow
 from core.services.inventory import notify
@@ -49,8 +50,9 @@ def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
 def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_hours: float = 12) -> int:
     """Send a station's tickets no printer has confirmed again, same ids, when its printer comes online.
 
-    The embedded broker keeps a persistent session in memory only: a broker restart while a
-    printer was away loses the tickets queued for it. Printers dedupe by ticket id (their
+    The embedded broker keeps a printer's queue across restarts (`broker/store.py`), but not when
+    its state file was lost or set aside, the session expired or the queue overflowed while the
+    printer was away, or an external broker keeps none. Printers dedupe by ticket id (their
     journal), so sending again what did arrive costs nothing and what did not arrive prints.
     """
     since = utcnow() - timedelta(hours=within_hours)
@@ -85,7 +87,8 @@ def reprint(uow: UnitOfWork, order: Order) -> list[Ticket]:
 
 
 def get_ticket(uow: UnitOfWork, restaurant_id: int, ticket_id: int) -> Ticket:
-    ticket = uow.session.get(Ticket, ticket_id)
+    """Locked (`core.locking`): its outcome is decided from its state (a printer's report against the sweep)."""
+    ticket = locked(uow.session, Ticket, ticket_id)
     if ticket is None or ticket.restaurant_id != restaurant_id:
         raise NotFound(f"ticket {ticket_id} not found")
     return ticket
@@ -111,12 +114,9 @@ def record_failed(uow: UnitOfWork, ticket: Ticket, device_id: str, reason: str, 
 def expire_unacknowledged(uow: UnitOfWork, deadline_seconds: float, now: datetime | None = None) -> int:
     """Tickets still `sent` after the deadline: mark, notify, count. Returns how many."""
     cutoff = (now or utcnow()) - timedelta(seconds=deadline_seconds)
-    late = uow.session.exec(
-        select(Ticket)
-        .where(Ticket.state == "sent", col(Ticket.created_at) < cutoff)
-        .order_by(col(Ticket.id))
-        .limit(500)
-    ).all()
+    # Locked, skipping a ticket a printer's report holds right now: that report decides it.
+    late = locked_where(uow.session, Ticket, Ticket.state == "sent", col(Ticket.created_at) < cutoff, limit=500)
+    late.sort(key=lambda ticket: (ticket.restaurant_id, ticket.id or 0))  # restaurant rows in ascending id
     for ticket in late:
         body = f"no printer confirmed it within {deadline_seconds:g} s; check the {ticket.station} printer"
         _went_wrong(uow, ticket, "unacknowledged", f"not confirmed at {ticket.station}", body)

@@ -5,9 +5,7 @@ killed and restarted over its stale socket file, and the API takes orders while 
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -20,7 +18,7 @@ import pytest
 from config.settings import Settings
 from core.tokens import TokenService, load_or_create_key
 from core.wake import SOCKET_NAME
-from tests.support import Site, Subscriber, free_port, sqlite_engine, wait_for
+from tests.support import Proc, Site, Subscriber, free_port, sqlite_engine, wait_for
 
 pytestmark = pytest.mark.e2e
 ORDERBUS = str(Path(sys.executable).parent / "orderbus")
@@ -41,49 +39,15 @@ class Seeded(Site):
 
 
 @dataclass
-class Part:
-    command: str
-    data_dir: Path
-    args: list[str]
-    env: dict[str, str] = field(default_factory=dict)
-    log: Path = field(init=False)
-    process: subprocess.Popen[str] = field(init=False)
-
-    def start(self) -> Part:
-        self.log = self.data_dir.parent / f"{self.command}-{time.monotonic_ns()}.log"
-        with self.log.open("w") as sink:
-            self.process = subprocess.Popen(
-                [ORDERBUS, self.command, "--data-dir", str(self.data_dir), *self.args],
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                text=True,
-                env={**os.environ, **self.env},
-            )
-        wait_for(lambda: "Ctrl-C to stop" in self.output() or self.process.poll() is not None, timeout=90)
-        assert self.process.poll() is None, self.output()
-        return self
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def stop(self, sig: int = signal.SIGTERM) -> None:
-        if not hasattr(self, "process"):
-            return
-        if self.process.poll() is None:
-            self.process.send_signal(sig)
-        self.process.wait(timeout=30)
-
-
-@dataclass
 class Split:
     site: Seeded
     data_dir: Path
     http_port: int = field(default_factory=free_port)
     mqtt_port: int = field(default_factory=free_port)
     ws_port: int = field(default_factory=free_port)
-    parts: list[Part] = field(default_factory=list)
+    parts: list[Proc] = field(default_factory=list)
 
-    def start(self, command: str, *args: str, metrics_port: int | None = None, **env: str) -> Part:
+    def start(self, command: str, *args: str, metrics_port: int | None = None, **env: str) -> Proc:
         flags = {
             "broker": ["--mqtt-port", str(self.mqtt_port), "--ws-port", str(self.ws_port)],
             "bridge": ["--mqtt-port", str(self.mqtt_port)],
@@ -91,7 +55,10 @@ class Split:
         }[command]
         if metrics_port:
             env["ORDERBUS_METRICS_PORT"] = str(metrics_port)
-        part = Part(command, self.data_dir, [*flags, *args], env)
+        name = f"{command}-{time.monotonic_ns()}"
+        part = Proc(
+            name, [command, "--data-dir", str(self.data_dir), *flags, *args], env, self.data_dir.parent / f"{name}.log"
+        )
         self.parts.append(part)  # stopped after the test even when it does not come up
         return part.start()
 
@@ -170,7 +137,7 @@ def test_an_order_reaches_a_subscriber_at_once_with_the_parts_apart_also_after_a
             assert_orders_arrive_at_once(split, watcher, admin)
     finally:
         watcher.close()
-    assert "Traceback" not in "".join(part.output() for part in split.parts if part.command == "api")
+    assert "Traceback" not in "".join(part.output() for part in split.parts if part.argv[0] == "api")
 
 
 def test_the_api_takes_orders_quickly_while_no_relay_runs_and_they_go_out_when_one_starts(split):

@@ -8,6 +8,7 @@ import jwt
 import pytest
 
 from broker.stats import ACL_DENIALS, AUTH_FAILURES
+from core.tokens import TokenService
 from tests.support import Stack, Subscriber
 
 NOT_AUTHORIZED = 135  # CONNACK 5 (not authorized) as paho reports it
@@ -126,3 +127,24 @@ def test_retained_messages_never_cross_restaurants(stack: Stack, subscribers):
     got = eight.drain(quiet=0.5)
     assert [m.topic for m in got] == ["restaurant/8/orders/open/2"]
     assert seven.drain(quiet=0.2) == []
+
+
+def test_during_a_key_rotation_the_broker_takes_tokens_of_both_keys_and_nothing_else(tmp_path, subscribers):
+    """`jwt_key` = the new key, `jwt_previous_keys` = the old one (docs/deploy.md): a printer still
+    holding a token of the old key connects; a token of a third key is refused [MQTT-3.1.4-1 / CONNACK 5]."""
+    old, new = "o" * 64, "n" * 64
+    stack = Stack(tmp_path / "data", jwt_key=new, jwt_previous_keys=[old])
+    stack.start()
+    try:
+        port = stack.settings.mqtt_port
+        for key, accepted in ((old, True), (new, True), ("x" * 64, False)):
+            client_id = f"printer-{key[0]}"
+            token = TokenService(key.encode()).issue(
+                sub=client_id, role="printer", rid=7, audience="mqtt", ttl_seconds=60, extra={"station": "grill"}
+            )
+            subscriber = Subscriber(port, client_id, token)
+            subscribers.append(subscriber)
+            assert (subscriber.connect() == 0) is accepted, key[0]
+        assert TokenService(new.encode()).verify(stack.mqtt_token("dash", "admin", 7), "mqtt")["sub"] == "dash"
+    finally:
+        stack.stop()

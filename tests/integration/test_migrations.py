@@ -11,12 +11,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import BigInteger, Engine, inspect, text
 from sqlmodel import Session, SQLModel
 
 from cli.runtime import Parts
 from config.settings import Settings
 from core import db
+from tests.postgres import fresh_database
 
 RELEASE_DATA_DIR = Path(__file__).parents[1] / "golden" / "orderbus-0.1-data-dir.sql"
 
@@ -171,3 +172,16 @@ def assert_writer_free(engine: Engine) -> None:
 
     threading.Thread(target=write, daemon=True).start()
     assert done.wait(5), "the writer lock was not released"
+
+
+def test_the_migrations_build_exactly_the_models_schema_on_postgresql():
+    """The same drift check on PostgreSQL, whose types are stricter (INTEGER is 32-bit there)."""
+    with fresh_database("migrations") as url:
+        engine = db.make_engine(url)
+        try:
+            assert db.upgrade(engine) == (None, db.head())
+            assert differences(engine) == []
+            columns = {c["name"]: c["type"] for c in inspect(engine).get_columns("orders")}
+            assert isinstance(columns["total_cents"], BigInteger)
+        finally:
+            engine.dispose()

@@ -775,6 +775,9 @@ def test_status_without_once_keeps_refreshing_until_interrupted(stack: Stack):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        # Ctrl-C as at a terminal: a test run started as a background job ignores SIGINT, and a child
+        # would inherit that (Python then installs no KeyboardInterrupt handler and SIGINT does nothing)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     wait_for(lambda: scrapes() >= before + 3 or process.poll() is not None, timeout=60)
     process.send_signal(signal.SIGINT)

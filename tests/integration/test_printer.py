@@ -119,6 +119,7 @@ def watcher(stack: Stack, subscribers: list[Subscriber], rid: int, topic: str, n
     subscribers.append(sub)
     assert sub.connect() == 0
     assert sub.subscribe(topic) == 1
+    wait_for(lambda: stack.subscribed(topic, name))  # NATS: the SUBACK can come before its consumer exists
     return sub
 
 
@@ -333,11 +334,13 @@ def test_an_agent_offline_for_90_seconds_gets_every_missed_ticket_on_return_once
     assert all(text.splitlines()[0] == "GRILL" for text in printer.texts())
 
 
-def test_tickets_queued_for_an_absent_printer_survive_a_broker_restart(
+@pytest.mark.embedded_only("it forgets or restarts the embedded broker's store: no NATS equivalent yet")
+def test_tickets_queued_for_an_absent_printer_survive_a_broker_restart_that_lost_its_store(
     stack: Stack, agents, emulators, grill, tmp_path
 ):
-    """The embedded broker forgets persistent sessions when it restarts; the bus sends a printer's
-    unconfirmed tickets again when it comes online, and the journal keeps it to one print each."""
+    """The broker keeps persistent sessions in its store (tests/e2e/test_broker_restart.py); when that
+    store is lost, the bus sends a printer's unconfirmed tickets again when it comes online, and the
+    journal keeps it to one print each."""
     rid = grill["rid"]
     printer, state_dir, before = printed_once_then_stopped(stack, agents, emulators, grill, tmp_path)
     missed = [place(grill, table=f"T{n}") for n in range(1, 4)]
@@ -347,7 +350,8 @@ def test_tickets_queued_for_an_absent_printer_survive_a_broker_restart(
         staff.post(f"/restaurants/{rid}/orders/{served['id']}/status", json={"status": status})
     wait_for(lambda: stack.subscribed(f"restaurant/{rid}/kitchen/grill/tickets", PRINTER_ID))  # queued for it
 
-    stack.call(stack.runtime.stop_broker())  # the session and its queue are gone
+    stack.call(stack.runtime.stop_broker())
+    stack.forget_broker_state()  # the session and its queue are gone
     stack.call(stack.runtime.start_broker())
     start_agent(stack, agents, grill, state_dir, printer)
 

@@ -6,9 +6,13 @@ subprocess where the relay runs apart."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import shutil
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -20,6 +24,7 @@ import pytest
 from amqtt.broker import RetainedApplicationMessage
 from sqlmodel import Session, col, func, select
 
+from broker.store import journal_path
 from cli.runtime import Runtime
 from core.commands import OrderIn, OrderItemIn
 from core.domain import OrderStatus
@@ -76,22 +81,57 @@ def stop_broker(stack: Stack) -> None:
     stack.call(stack.runtime.stop_broker())
 
 
-def start_broker(stack: Stack, stale: dict[str, bytes] | None = None) -> None:
+def start_broker(stack: Stack, stale: dict[str, bytes] | None = None) -> dict[str, bytes]:
     """`stale`: what the broker comes back holding (an old copy of its retained store), set before
-    any client can connect: the loop runs nothing else in between."""
+    any client can connect: the loop runs nothing else in between. Returns the retained messages the
+    broker started with (from its store, and `stale`)."""
 
-    async def start() -> None:
+    async def start() -> dict[str, bytes]:
         await stack.runtime.start_broker()
         assert stack.runtime.broker is not None
         for topic, payload in (stale or {}).items():
             stack.runtime.broker._retained_messages[topic] = RetainedApplicationMessage(None, topic, payload, 1)
+        return {topic: bytes(m.data) for topic, m in stack.runtime.broker._retained_messages.items()}
 
-    stack.call(start())
+    return stack.call(start())
 
 
-def restart_broker(stack: Stack) -> None:
+def restart_broker(stack: Stack, *, lost: bool = False) -> None:
+    """`lost`: the broker's store is lost too, so it comes back with no retained state at all. On NATS
+    the node the bus connects to is killed (-9) and restarted: its replicated streams survive."""
+    if stack.on_nats and not lost:
+        stack.stop_broker()
+        stack.start_broker()
+        takes_mqtt(stack)
+        return
     stop_broker(stack)
+    if lost:
+        stack.forget_broker_state()
     start_broker(stack)
+
+
+def takes_mqtt(stack: Stack, timeout: float = 75) -> float:
+    """On NATS: wait until the restarted node accepts MQTT clients again; returns the seconds it took.
+
+    A node whose first MQTT client (the relay, reconnecting every 1-4 s) arrives before its JetStream has
+    reached the meta leader sends a JetStream API request that is never answered, and holds every MQTT
+    CONNECT of the account until that request times out (`js_api_timeout`, 30 s: broker/nats/conf.py);
+    then the next CONNECT succeeds. Seen here on nearly every restart (node logs: "Readloop processing
+    time: 15 s", "lookup sessions stream … server is not running")."""
+    began = time.monotonic()
+
+    def accepted() -> bool:
+        name = f"probe-{time.monotonic_ns()}"
+        probe = Subscriber(stack.settings.mqtt_port, name, stack.mqtt_token(name, "service", None))
+        try:
+            return probe.connect() == 0
+        except queue.Empty:  # no CONNACK within 10 s: the node is still holding CONNECTs
+            return False
+        finally:
+            probe.close()
+
+    wait_for(accepted, timeout=timeout, interval=0.5)
+    return time.monotonic() - began
 
 
 def state(stack: Stack, subscribers: list[Subscriber], rid: int, quiet: float = 1.0) -> dict[str, Received]:
@@ -143,6 +183,10 @@ def assert_projection(stack: Stack, subscribers: list[Subscriber], rid: int) -> 
     return got
 
 
+@pytest.mark.embedded_only(
+    "it wipes the embedded broker's store; on NATS the retained messages live in the replicated $MQTT_rmsgs "
+    "stream, which a node's kill -9 and restart keeps and no bus login may delete"
+)
 def test_a_broker_restart_alone_gives_a_new_subscriber_every_open_order_and_the_stock(stack: Stack, subscribers):
     where = shop(stack)
     rid = where["rid"]
@@ -153,7 +197,7 @@ def test_a_broker_restart_alone_gives_a_new_subscriber_every_open_order_and_the_
     move(stack, rid, open_ids[0], OrderStatus.PREPARING)
     settled(stack)
 
-    restart_broker(stack)
+    restart_broker(stack, lost=True)
     got = wait_for(lambda: (s := state(stack, subscribers, rid, 0.3)) and len(s) == 4 and s, timeout=15)
     assert set(got) == {f"restaurant/{rid}/orders/open/{i}" for i in open_ids} | {
         f"restaurant/{rid}/inventory/items/{where['burger']}"
@@ -165,6 +209,11 @@ def test_a_broker_restart_alone_gives_a_new_subscriber_every_open_order_and_the_
     assert stock["available_quantity"] == 47
 
 
+@pytest.mark.embedded_only(
+    "it plants stale retained messages in the embedded broker's memory; its NATS form (a stray retained order "
+    "the broker holds and the database never had, the node killed -9 and restarted) is "
+    "test_a_stale_retained_order_held_by_the_broker_is_cleared_by_the_rebuild_after_a_restart"
+)
 def test_a_state_the_database_no_longer_has_is_cleared_when_the_broker_returns_with_it(stack: Stack, subscribers):
     """A broker that comes back with an old copy of its store: an order closed while it was down, a
     deleted item, an order of an older state; each is set right before new events go out."""
@@ -190,6 +239,44 @@ def test_a_state_the_database_no_longer_has_is_cleared_when_the_broker_returns_w
     got = assert_projection(stack, subscribers, rid)
     assert f"restaurant/{rid}/orders/open/{closed}" not in got
     assert got[f"restaurant/{rid}/orders/open/{kept}"].json()["data"]["order"]["status"] == "preparing"
+
+
+@pytest.mark.embedded_only(
+    "it restores a backup of the embedded broker's sqlite store; on NATS that is a JetStream restore of "
+    "$MQTT_rmsgs on every node, no crash a node restart makes"
+)
+def test_a_broker_brought_back_with_an_old_copy_of_its_store_is_set_right(stack: Stack, subscribers, tmp_path):
+    """The broker's own store (`broker.sqlite3`) restored from a backup taken before an order moved on
+    and another was cancelled: the broker starts with those stale retained states, and the relay's
+    rebuild replaces the one and clears the other before anything else goes out."""
+    where = shop(stack)
+    rid = where["rid"]
+    kept, closed = place(stack, where, 2)
+    settled(stack)
+    store = journal_path(stack.settings.data_dir)
+    stop_broker(stack)
+    backup = tmp_path / "broker-backup.sqlite3"
+    with contextlib.closing(sqlite3.connect(store)) as live, contextlib.closing(sqlite3.connect(backup)) as copy:
+        live.backup(copy)
+    start_broker(stack)
+    move(stack, rid, kept, OrderStatus.PREPARING)
+    move(stack, rid, closed, OrderStatus.CANCELLED)
+    settled(stack)
+
+    stop_broker(stack)
+    stack.forget_broker_state()
+    shutil.copyfile(backup, store)
+    held = start_broker(stack)
+    kept_topic, closed_topic = f"restaurant/{rid}/orders/open/{kept}", f"restaurant/{rid}/orders/open/{closed}"
+    assert json.loads(held[kept_topic])["data"]["order"]["status"] == "pending", "the stale copy was loaded"
+    assert closed_topic in held
+
+    def set_right() -> bool:
+        got = state(stack, subscribers, rid, 0.3)
+        return closed_topic not in got and got[kept_topic].json()["data"]["order"]["status"] == "preparing"
+
+    wait_for(set_right, timeout=20)
+    assert_projection(stack, subscribers, rid)
 
 
 def test_the_whole_process_restarted_on_the_same_data_brings_the_state_back(tmp_path, subscribers):
@@ -241,7 +328,7 @@ def test_the_relay_killed_and_restarted_alone_brings_the_state_back(split: Stack
         settled(split)
         bridge.send_signal(signal.SIGKILL)
         bridge.wait(10)
-        restart_broker(split)  # the broker's state is gone, and no relay is there to rebuild it
+        restart_broker(split, lost=True)  # the broker's state is gone, and no relay is there to rebuild it
         assert state(split, subscribers, rid, 0.3) == {}
         bridge = start_bridge(split)
         wait_for(lambda: len(state(split, subscribers, rid, 0.3)) == 3, timeout=20)
@@ -384,3 +471,75 @@ def test_a_broker_that_will_not_let_the_relay_read_its_state_still_gets_it_repub
         assert set(got) == expected, "republished all the same; the unknown stale topic stays"
     finally:
         stack.stop()
+
+
+@pytest.mark.embedded_only(
+    "it plants stale retained messages in the embedded broker's memory while it is down, and it checks the order "
+    "of messages across two subscriptions: on NATS each QoS 1 subscription is a JetStream consumer of its own, "
+    "so two filters' messages are not ordered with each other (only each topic's [MQTT-4.6.0-6])"
+)
+def test_events_written_while_the_broker_was_away_go_out_after_the_rebuild(stack: Stack, subscribers):
+    """The relay hands paho nothing while it is disconnected: paho would queue it and send it first
+    thing at the next CONNACK, and a screen would get the new event before the rebuild had cleared the
+    stale state the broker came back with. A persistent subscriber, away during the restart, gets what
+    the broker sent in the order it was sent [MQTT-4.6.0-6]: the rebuild's clear before the new events."""
+    where = shop(stack)
+    rid = where["rid"]
+    kept, closed = place(stack, where, 2)
+    settled(stack)
+    token = stack.mqtt_token("watcher", "admin", rid)
+    watcher = Subscriber(stack.settings.mqtt_port, "watcher", token, clean_session=False)
+    subscribers.append(watcher)
+    assert watcher.connect() == 0
+    assert watcher.subscribe(f"restaurant/{rid}/orders") == 1
+    assert watcher.subscribe(f"restaurant/{rid}/orders/open/+") == 1
+    watcher.drain()
+    watcher.close()
+
+    stop_broker(stack)
+    move(stack, rid, kept, OrderStatus.PREPARING)
+    move(stack, rid, closed, OrderStatus.CANCELLED)
+    gone = f"restaurant/{rid}/orders/open/999999"
+    start_broker(stack, {gone: b'{"type": "new_order"}'})
+    settled(stack)
+
+    back = Subscriber(stack.settings.mqtt_port, "watcher", token, clean_session=False)
+    subscribers.append(back)
+    assert back.connect() == 0
+    got = back.drain(quiet=1.0)
+    topics_in_order = [m.topic for m in got]
+    assert (gone, b"") in [(m.topic, m.payload) for m in got], "the rebuild cleared the state no order has"
+    first_event = topics_in_order.index(f"restaurant/{rid}/orders")
+    assert topics_in_order.index(gone) < first_event, topics_in_order
+
+
+def test_a_stale_retained_order_held_by_the_broker_is_cleared_by_the_rebuild_after_a_restart(
+    stack: Stack, subscribers, caplog
+):
+    """Step 1 of the rebuild (bridge/retained.py) learns what the broker holds. On both engines a retained
+    open order the database never had (a stray publish) is cleared once the relay reconnects: an empty
+    retained payload removes it, and no later subscriber gets it [MQTT-3.3.1-10].
+    Embedded: the broker restarts on its store, and the relay subscribes and unsubscribes (every retained
+    message comes before the UNSUBACK). NATS: the relay's node is killed (-9) and restarted; the message
+    lives on in the replicated $MQTT_rmsgs stream, but the node answers MQTT before it has loaded its
+    retained messages from it, so the relay reads the stream itself (bridge/nats_retained.py)."""
+    where = shop(stack)
+    rid = where["rid"]
+    open_ids = place(stack, where, 1)
+    settled(stack)
+    stray = Subscriber(stack.settings.mqtt_port, "stray-service", stack.mqtt_token("stray-service", "service", None))
+    subscribers.append(stray)
+    assert stray.connect() == 0
+    ghost = f"restaurant/{rid}/orders/open/999999"
+    stray.client.publish(ghost, json.dumps({"type": "new_order", "data": {}}), qos=1, retain=True).wait_for_publish(10)
+    stray.close()
+    wait_for(lambda: ghost in state(stack, subscribers, rid, 0.3))  # the broker holds it
+
+    restart_broker(stack)
+    got = wait_for(lambda: (s := state(stack, subscribers, rid, 0.3)) and ghost not in s and s, timeout=20)
+    assert set(got) == {
+        f"restaurant/{rid}/orders/open/{open_ids[0]}",
+        f"restaurant/{rid}/inventory/items/{where['burger']}",
+    }
+    assert_projection(stack, subscribers, rid)
+    assert "reading it over MQTT" not in caplog.text, "on NATS the rebuild read the stream, not a SUBSCRIBE"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from devices.kds_board import Board
@@ -81,7 +82,11 @@ def test_a_tablet_cannot_change_another_restaurants_orders(stack: Stack, subscri
     # 1. onto the other restaurant's topics, as their tablet or as itself: the broker's ACL drops it
     tablet.send(bump(theirs, "preparing", "as-them"), topic=other_tablet.topic("events"))
     tablet.send(bump(theirs, "preparing", "as-me"), topic=f"restaurant/{other.rid}/devices/kds-1/events")
-    wait_for(lambda: acl_denied_publishes() >= denied + 2)
+    if stack.on_nats:  # NATS drops a publish its permissions refuse silently, and our broker's counter is not there
+        time.sleep(0.5)  # no reply must come: nothing to poll for
+        assert acl_denied_publishes() == denied
+    else:
+        wait_for(lambda: acl_denied_publishes() >= denied + 2)
     # 2. their order id on its own topic: the bridge refuses it as not found
     tablet.send(bump(theirs, "preparing", "mine"))
     reply = tablet.reply()  # this is the first reply: nothing came for the dropped ones
@@ -218,6 +223,10 @@ def test_station_tablets_get_live_tickets_and_show_only_their_station(stack: Sta
         client.start()
     try:
         wait_for(lambda: grill.connected and bar.connected)
+        # CONNACK is not SUBACK: NATS makes a JetStream consumer per subscription of a persistent session,
+        # which takes longer than the embedded broker's table insert; a ticket before it would be missed live
+        tickets = f"restaurant/{kitchen.rid}/kitchen/+/tickets"
+        wait_for(lambda: stack.subscribed(tickets, "kds-grill") and stack.subscribed(tickets, "kds-bar"))
         oid = kitchen.place()["id"]  # burgers only: the grill
         wait_for(lambda: [ticket["kind"] for ticket in grill_spy.tickets] == ["new"])
         assert grill_spy.tickets[0]["order_id"] == oid and grill_spy.tickets[0]["station"] == "grill"

@@ -5,40 +5,31 @@ for the test and dropped after it."""
 
 from __future__ import annotations
 
-import os
-import secrets
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
-from sqlalchemy import Engine, make_url, text
+from sqlalchemy import Engine, text
 
 from bridge.wake import PostgresListener, wake_listener
 from core.db import create_schema, make_engine
 from core.events import Event
 from core.models import Restaurant
 from core.unit_of_work import UnitOfWork
+from tests.postgres import fresh_database
 from tests.support import Wakes, wait_for
-
-SERVER = os.environ.get("ORDERBUS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/postgres")
 
 
 @pytest.fixture
 def pg_engine() -> Iterator[Engine]:
-    name = f"orderbus_wake_test_{secrets.token_hex(6)}"
-    with psycopg.connect(SERVER, autocommit=True) as admin:
-        admin.execute(f'CREATE DATABASE "{name}"')
-    url = make_url(SERVER).set(drivername="postgresql+psycopg", database=name)
-    engine = make_engine(url.render_as_string(hide_password=False))
-    try:
-        create_schema(engine)
-        yield engine
-    finally:
-        engine.dispose()
-        with psycopg.connect(SERVER, autocommit=True) as admin:
-            admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    with fresh_database("wake") as url:
+        engine = make_engine(url)
+        try:
+            create_schema(engine)
+            yield engine
+        finally:
+            engine.dispose()
 
 
 def restaurant(engine: Engine) -> int:

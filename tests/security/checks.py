@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from broker.nats.callout import DECISIONS
+from broker.stats import AUTH_FAILURES
 from scripts import raw_mqtt as raw
 from tests.support import Received, Subscriber, wait_for
 
@@ -30,6 +32,7 @@ ACCEPTED, NOT_AUTHORIZED = 0, 5
 PUBACK, SUBACK, PINGRESP = 4, 9, 13
 REFUSED = 0x80
 BROKER_LOG = "orderbus.broker"
+CALLOUT_LOG = "orderbus.callout"  # NATS: our responder's log; NATS's own refusals are in the node's log only
 
 _probes = itertools.count()
 
@@ -45,22 +48,24 @@ def count(counter: Any, **labels: str) -> float:
     return counter.labels(**labels)._value.get()
 
 
-def logged(caplog: pytest.LogCaptureFixture, *fragments: str) -> int:
+def logged(caplog: pytest.LogCaptureFixture, *fragments: str, logger: str = BROKER_LOG) -> int:
     """How many broker log lines contain every fragment."""
     return sum(
         1
         for record in list(caplog.records)
-        if record.name == BROKER_LOG and all(fragment in record.getMessage() for fragment in fragments)
+        if record.name == logger and all(fragment in record.getMessage() for fragment in fragments)
     )
 
 
-def assert_logged(caplog: pytest.LogCaptureFixture, *fragments: str, times: int = 1, timeout: float = 5.0) -> None:
+def assert_logged(
+    caplog: pytest.LogCaptureFixture, *fragments: str, times: int = 1, timeout: float = 5.0, logger: str = BROKER_LOG
+) -> None:
     """At least `times` broker log lines contain every fragment (waits: the broker logs from its own thread)."""
     try:
-        wait_for(lambda: logged(caplog, *fragments) >= times, timeout=timeout)
+        wait_for(lambda: logged(caplog, *fragments, logger=logger) >= times, timeout=timeout)
     except AssertionError:
-        lines = [r.getMessage()[:200] for r in caplog.records if r.name == BROKER_LOG][-10:]
-        raise AssertionError(f"no broker log line with {fragments} (x{times}); last lines: {lines}") from None
+        lines = [r.getMessage()[:200] for r in caplog.records if r.name == logger][-10:]
+        raise AssertionError(f"no {logger} log line with {fragments} (x{times}); last lines: {lines}") from None
 
 
 def assert_counted(counter: Any, before: float, by: float = 1, timeout: float = 5.0, **labels: str) -> None:
@@ -72,9 +77,47 @@ def assert_counted(counter: Any, before: float, by: float = 1, timeout: float = 
     assert count(counter, **labels) == before + by, labels
 
 
+def on_nats(broker: Any) -> bool:
+    return broker.engine == "nats"
+
+
+def watch_qos(broker: Any) -> int:
+    """The QoS a watcher subscribes with. On NATS a QoS 1 subscription delivers only once its JetStream
+    consumer is up, some time after the SUBACK (tests/support.py `nats_subscribed`); a QoS 0 one delivers
+    from its SUBACK on, so a message published right after it cannot slip past a watcher (or an attacker)."""
+    return 0 if on_nats(broker) else 1
+
+
+def opened(broker: Any, sock: socket.socket) -> socket.socket:
+    """A raw socket closed when the test ends on NATS (the cluster outlives the test, the embedded broker not)."""
+    if on_nats(broker):
+        broker.opened.append(sock)
+    return sock
+
+
+def connect_refusals(broker: Any, reason: str) -> float:
+    """Refused CONNECTs of this reason so far: the embedded broker's `auth_failures`, on NATS our responder's
+    `callout_decisions` (the same `admit()` decides both, so the reasons are the same words)."""
+    if on_nats(broker):
+        return count(DECISIONS, result=reason)
+    return count(AUTH_FAILURES, reason=reason)
+
+
+def assert_connect_refusal_counted(
+    broker: Any, caplog: pytest.LogCaptureFixture, before: float, client_id: str, reason: str
+) -> None:
+    """Counted once and logged with the reason, by whichever engine refused it."""
+    if on_nats(broker):
+        assert_counted(DECISIONS, before, result=reason)
+        assert_logged(caplog, f"callout refused client_id={client_id!r}", f"reason={reason}", logger=CALLOUT_LOG)
+    else:
+        assert_counted(AUTH_FAILURES, before, reason=reason)
+        assert_logged(caplog, f"connect refused client_id={client_id!r}", f"reason={reason}")
+
+
 def connected(broker: Any, client_id: str, role: str = "admin", **claims: Any) -> socket.socket:
     """A raw socket with an accepted CONNECT; `rid` defaults to 7 (pass rid=None for unscoped roles)."""
-    sock = raw.open_socket(broker.port)
+    sock = opened(broker, raw.open_socket(broker.port))
     sock.sendall(raw.connect(client_id, broker.token(client_id, role, **claims)))
     assert raw.connack_code(sock) == ACCEPTED
     return sock
@@ -101,24 +144,37 @@ def watcher(broker: Any, topic_filter: str, role: str = "service") -> Subscriber
     rid = None if role in ("service", "super_admin", "ops") else 7
     sub = Subscriber(broker.port, client_id, broker.token(client_id, role, rid=rid))
     assert sub.connect() == ACCEPTED
-    assert sub.subscribe(topic_filter) != REFUSED
+    assert sub.subscribe(broker.topic(topic_filter), qos=watch_qos(broker)) != REFUSED
     return sub
+
+
+def receives(sub: Subscriber, payload: bytes, topic: str | None = None, timeout: float = 10.0) -> Received:
+    """Waits for `payload` (on `topic`, when given) among what `sub` gets and returns it: on NATS a wildcard
+    watcher first gets the retained messages of every earlier test of the session."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for message in sub.collect(1, timeout=max(0.01, deadline - time.monotonic())):
+            if message.payload == payload and topic in (None, message.topic):
+                return message
+    raise AssertionError(f"{payload!r} never arrived on {topic or 'any topic'}")
 
 
 def publish_as_service(broker: Any, topic: str, payload: bytes, *, retain: bool = False) -> None:
     """The bus publishes (QoS 1, waits for the PUBACK so the message is in the broker when this returns)."""
     bus = connected(broker, f"bus-{next(_probes)}", "service", rid=None)
-    bus.sendall(raw.publish(topic, payload, qos=1, retain=retain))
+    bus.sendall(raw.publish(broker.topic(topic), payload, qos=1, retain=retain))
     answer = raw.read_packet(bus)
     assert answer is not None and answer[0] == PUBACK
     bus.sendall(raw.DISCONNECT)
     bus.close()
 
 
-def never_delivered(sub: Subscriber, payload: bytes, quiet: float = 0.5) -> list[Received]:
-    """Everything `sub` got until quiet; asserts that `payload` is not among it."""
+def never_delivered(sub: Subscriber, payload: bytes, quiet: float = 0.5, topic: str | None = None) -> list[Received]:
+    """Everything `sub` got until quiet; asserts that `payload` (on `topic`, when given: the same payload may
+    be another test's retained message on NATS) is not among it."""
     got = sub.drain(quiet=quiet)
-    assert payload not in [m.payload for m in got], f"{payload!r} was delivered on {[m.topic for m in got]}"
+    hits = [m.topic for m in got if m.payload == payload and topic in (None, m.topic)]
+    assert not hits, f"{payload!r} was delivered on {hits}"
     return got
 
 
@@ -129,7 +185,8 @@ def assert_still_serves(broker: Any) -> None:
     sub = Subscriber(broker.port, client_id, broker.token(client_id, "admin"))
     try:
         assert sub.connect() == ACCEPTED, "a valid client was refused"
-        assert sub.subscribe("restaurant/7/orders") == 1, "a valid subscription was refused"
+        qos = watch_qos(broker)
+        assert sub.subscribe(broker.topic("restaurant/7/orders"), qos=qos) == qos, "a valid subscription was refused"
         payload = f"still serving {n} {time.monotonic()}".encode()
         publish_as_service(broker, "restaurant/7/orders", payload)
         deadline = time.monotonic() + 10

@@ -54,27 +54,19 @@ def _connect_with(
 # --- before a session exists: refused as bad_connect -------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "first_packet",
-    [
-        bytes([0x10]) + FIVE_LENGTH_BYTES,  # a CONNECT whose remaining length never ends
-        bytes([0x00, 0x00]),  # reserved type 0 instead of CONNECT
-        bytes([0xF0, 0x00]),  # reserved type 15
-        raw.publish("restaurant/7/orders", b"hello"),  # anything but CONNECT first
-        raw.packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x1e\x00\x10short"),  # a client id longer than the packet
-        raw.packet(0x10, b"\x00\x04MQTT\x04\x03\x00\x1e\x00\x01a"),  # reserved CONNECT flag set
-        raw.packet(0x10, b"\x00\x06MQIsdp\x03\x02\x00\x1e\x00\x01a"),  # MQTT 3.1's protocol name
-    ],
-    ids=[
-        "connect-5-length-bytes",
-        "reserved-0",
-        "reserved-15",
-        "publish-first",
-        "field-past-end",
-        "reserved-flag",
-        "mqtt-3.1",
-    ],
-)
+FIRST_PACKETS = [
+    ("connect-5-length-bytes", bytes([0x10]) + FIVE_LENGTH_BYTES),  # a CONNECT whose remaining length never ends
+    ("reserved-0", bytes([0x00, 0x00])),  # reserved type 0 instead of CONNECT
+    ("reserved-15", bytes([0xF0, 0x00])),  # reserved type 15
+    ("publish-first", raw.publish("restaurant/7/orders", b"hello")),  # anything but CONNECT first
+    ("field-past-end", raw.packet(0x10, b"\x00\x04MQTT\x04\x02\x00\x1e\x00\x10short")),  # id longer than the packet
+    ("reserved-flag", raw.packet(0x10, b"\x00\x04MQTT\x04\x03\x00\x1e\x00\x01a")),  # reserved CONNECT flag set
+    ("mqtt-3.1", raw.packet(0x10, b"\x00\x06MQIsdp\x03\x02\x00\x1e\x00\x01a")),  # MQTT 3.1's protocol name
+    ("connect-flags", raw.packet(0x12, b"\x00\x04MQTT\x04\x02\x00\x1e\x00\x01a")),  # flags set [MQTT-2.2.2-2]
+]
+
+
+@pytest.mark.parametrize("first_packet", [p for _, p in FIRST_PACKETS], ids=[name for name, _ in FIRST_PACKETS])
 def test_a_first_packet_that_is_not_a_valid_connect_is_refused(broker, caplog, first_packet):
     before = count(REFUSED_CONNECTIONS, reason="bad_connect")
     sock = raw.open_socket(broker.port)

@@ -96,3 +96,11 @@ def test_the_index_agrees_with_matches(filters, removed, topic):
         trie.remove(topic_filter)
     held = [f for f in filters if f not in removed]
     assert sorted(trie.matching(topic)) == sorted(f for f in held if matches(f, topic))
+
+
+def test_matching_now_finds_what_matching_finds_without_copying():
+    """The engine routes synchronously, so it may walk the live lists (nothing changes them meanwhile)."""
+    table = table_of({"a/+": [1], "a/#": [2], "b": [3]})
+    assert sorted((f, list(s)) for f, s in table.matching_now("a/x")) == sorted(table.matching("a/x"))
+    [(_, live)] = [(f, s) for f, s in table.matching_now("a/x") if f == "a/+"]
+    assert live is dict.__getitem__(table, "a/+")

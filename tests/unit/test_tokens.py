@@ -299,3 +299,35 @@ def test_generated_key_signs_and_verifies(tmp_path: Path):
     token = service.issue(sub="u", role="ops", rid=None, audience="mqtt", ttl_seconds=60)
     assert service.verify(token, "mqtt")["sub"] == "u"
     assert refusal(other, token, "mqtt") == "bad_signature"
+
+
+def test_a_key_rotation_keeps_old_tokens_valid_only_while_their_key_is_listed():
+    """docs/deploy.md's rotation: the new key signs; the old one still verifies until it is dropped."""
+    old_token = TokenService(KEY).issue(sub="printer-1", role="printer", rid=7, audience="mqtt", ttl_seconds=60)
+    rotating = TokenService(OTHER_KEY, previous=(KEY,))
+    assert rotating.verify(old_token, "mqtt")["sub"] == "printer-1"
+    new_token = rotating.issue(sub="printer-1", role="printer", rid=7, audience="mqtt", ttl_seconds=60)
+    assert jwt.decode(new_token, OTHER_KEY, algorithms=["HS256"], audience="mqtt")["sub"] == "printer-1"
+    with pytest.raises(jwt.InvalidSignatureError):
+        jwt.decode(new_token, KEY, algorithms=["HS256"], audience="mqtt")
+    with pytest.raises(TokenError) as refused:
+        TokenService(OTHER_KEY).verify(old_token, "mqtt")  # the rotation is over: the old key is gone
+    assert refused.value.reason == "bad_signature"
+    with pytest.raises(TokenError) as foreign:
+        rotating.verify(
+            TokenService(b"x" * 64).issue(sub="a", role="admin", rid=7, audience="api", ttl_seconds=60), "api"
+        )
+    assert foreign.value.reason == "bad_signature"
+
+
+def test_an_old_key_token_is_refused_for_what_it_is_not_for_its_key():
+    """A previous key verifies the signature only: expiry and audience are checked as for any token."""
+    rotating = TokenService(OTHER_KEY, previous=(KEY,))
+    expired = jwt.encode(claims(exp=int(time.time()) - 5), KEY, algorithm="HS256")
+    with pytest.raises(TokenError) as refused:
+        rotating.verify(expired, "api")
+    assert refused.value.reason == "expired"
+    api_token = TokenService(KEY).issue(sub="u", role="admin", rid=7, audience="api", ttl_seconds=60)
+    with pytest.raises(TokenError) as wrong:
+        rotating.verify(api_token, "mqtt")
+    assert wrong.value.reason == "wrong_audience"

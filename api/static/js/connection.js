@@ -46,6 +46,7 @@ export function randomTabId() {
 }
 
 export function websocketUrl(config, location = globalThis.location) {
+  if (config.ws_url) return config.ws_url; // the deployment's public URL (a NATS node's WebSocket listener)
   const secure = location.protocol === "https:" && Number.isInteger(config.wss_port);
   const port = secure ? config.wss_port : config.ws_port;
   return `${secure ? "wss" : "ws"}://${location.hostname}:${port}${config.ws_path ?? "/mqtt"}`;

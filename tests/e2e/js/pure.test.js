@@ -218,6 +218,8 @@ test("SUBACK codes: all granted, some refused (MQTT.js reports that as an error)
 test("the WebSocket URL follows the page's host and the configured port", () => {
   eq(websocketUrl({ ws_port: 8083, ws_path: "/mqtt" }, { protocol: "http:", hostname: "10.0.0.5" }), "ws://10.0.0.5:8083/mqtt");
   eq(websocketUrl({ ws_port: 8083, wss_port: 8084, ws_path: "/mqtt" }, { protocol: "https:", hostname: "x" }), "wss://x:8084/mqtt");
+  // public_ws_url (a NATS node, a load balancer): used as it is, whatever the page's host
+  eq(websocketUrl({ ws_port: 8083, ws_url: "wss://bus.example.com/mqtt" }, { protocol: "http:", hostname: "x" }), "wss://bus.example.com/mqtt");
 });
 
 // --- backoff ------------------------------------------------------------------------------------
