@@ -249,12 +249,38 @@ class Stack(Site):
         else:
             self.call(self.runtime.stop_broker())
 
-    def start_broker(self) -> None:
-        """The broker is back: the embedded one starts on its store; on NATS the node restarts and rejoins."""
+    def start_broker(self) -> float:
+        """The broker is back: the embedded one starts on its store; on NATS the node restarts, rejoins and
+        takes MQTT clients again. Returns the seconds it took."""
+        began = time.monotonic()
         if self.nats_cluster is not None:
             self.nats_cluster.restart(0)
+            self._takes_mqtt()
         else:
             self.call(self.runtime.start_broker())
+        return time.monotonic() - began
+
+    def _takes_mqtt(self, timeout: float = 75) -> None:
+        """On NATS: wait until the restarted node accepts MQTT clients again.
+
+        A node whose first MQTT client (the relay, reconnecting every 1-4 s) arrives before its JetStream
+        has reached the meta leader sends a JetStream API request that is never answered, and holds every
+        MQTT CONNECT of the account until that request times out (`js_api_timeout`, 30 s:
+        broker/nats/conf.py); then the next CONNECT succeeds. Seen on nearly every restart (node logs:
+        "Readloop processing time: 15 s", "lookup sessions stream … server is not running"). A test that
+        waited less than that after a restart failed in CI ("condition not met within 20s")."""
+
+        def accepted() -> bool:
+            name = f"probe-{time.monotonic_ns()}"
+            probe = Subscriber(self.settings.mqtt_port, name, self.mqtt_token(name, "service", None))
+            try:
+                return probe.connect() == 0
+            except queue.Empty:  # no CONNACK within its wait: the node is still holding CONNECTs
+                return False
+            finally:
+                probe.close()
+
+        wait_for(accepted, timeout=timeout, interval=0.5)
 
     @property
     def on_nats(self) -> bool:

@@ -31,6 +31,10 @@ from broker.nats.conf import NatsLimits, password_auth, render_node
 from broker.nats.layout import DEV_USER, LAYOUT_FILE, Layout, Node, check_node_count, free_port, port_free
 from broker.nats.server import ClusterError, server_binary
 
+WARM_UP_ATTEMPT = 35.0
+"""Seconds one warm-up CONNECT may wait for its CONNACK: a node holds a CONNECT for at most its MQTT
+JetStream API timeout (`NatsLimits.mqtt_js_api_timeout`, 30 s) before it answers or closes."""
+
 
 class PortTaken(ClusterError):
     pass
@@ -116,7 +120,11 @@ class Cluster:
         deadline = time.monotonic() + timeout
         for node in self.nodes:
             while node.running:
-                code = mqtt_connect_once(node, username, password, timeout=max(0.1, deadline - time.monotonic()))
+                # One attempt waits at most a little over the node's JetStream API timeout (how long it may
+                # hold a CONNECT); a closed connection is tried again at once, so one refusal cannot use up
+                # the whole budget (it did: "n2 refuses MQTT connections (CONNACK None)" in CI).
+                attempt = min(WARM_UP_ATTEMPT, max(0.1, deadline - time.monotonic()))
+                code = mqtt_connect_once(node, username, password, timeout=attempt)
                 if code == 0:
                     break
                 if time.monotonic() > deadline:
@@ -285,7 +293,8 @@ def mqtt_connect_once(node: Node, username: str, password: str, timeout: float) 
         return None
     deadline = time.monotonic() + timeout
     while not codes and time.monotonic() < deadline:
-        client.loop(timeout=0.1)
+        if client.loop(timeout=0.1) != mqtt.MQTT_ERR_SUCCESS:
+            break  # the node closed the connection (a CONNECT it could not serve): the caller tries again
     client.disconnect()
     return codes[0] if codes else None
 

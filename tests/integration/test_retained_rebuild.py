@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import shutil
 import signal
 import sqlite3
@@ -102,36 +101,11 @@ def restart_broker(stack: Stack, *, lost: bool = False) -> None:
     if stack.on_nats and not lost:
         stack.stop_broker()
         stack.start_broker()
-        takes_mqtt(stack)
         return
     stop_broker(stack)
     if lost:
         stack.forget_broker_state()
     start_broker(stack)
-
-
-def takes_mqtt(stack: Stack, timeout: float = 75) -> float:
-    """On NATS: wait until the restarted node accepts MQTT clients again; returns the seconds it took.
-
-    A node whose first MQTT client (the relay, reconnecting every 1-4 s) arrives before its JetStream has
-    reached the meta leader sends a JetStream API request that is never answered, and holds every MQTT
-    CONNECT of the account until that request times out (`js_api_timeout`, 30 s: broker/nats/conf.py);
-    then the next CONNECT succeeds. Seen here on nearly every restart (node logs: "Readloop processing
-    time: 15 s", "lookup sessions stream … server is not running")."""
-    began = time.monotonic()
-
-    def accepted() -> bool:
-        name = f"probe-{time.monotonic_ns()}"
-        probe = Subscriber(stack.settings.mqtt_port, name, stack.mqtt_token(name, "service", None))
-        try:
-            return probe.connect() == 0
-        except queue.Empty:  # no CONNACK within 10 s: the node is still holding CONNECTs
-            return False
-        finally:
-            probe.close()
-
-    wait_for(accepted, timeout=timeout, interval=0.5)
-    return time.monotonic() - began
 
 
 def state(stack: Stack, subscribers: list[Subscriber], rid: int, quiet: float = 1.0) -> dict[str, Received]:
