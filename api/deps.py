@@ -6,16 +6,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.commands import DeviceId, Id
+from core.paging import Window
 from core.services import devices
+from core.sizes import MAX_ID
 from core.tokens import Audience, TokenError, TokenService
 from core.topics import DEVICE_ROLES
 from core.unit_of_work import UnitOfWork
 
 bearer = HTTPBearer(auto_error=False)
+
+MAX_PAGE = 500  # rows a list answers at most at once; past that, page with `skip`
 
 # The topic ACL as the API sees it: a token's claims → may it receive a message on this topic?
 # The composition root builds it from the broker's policy, so REST and MQTT agree on what a device sees.
@@ -83,6 +87,17 @@ def restaurant_scope(*allowed_roles: str):
 
 StaffScope = Annotated[int, Depends(restaurant_scope("admin", "staff"))]
 AdminScope = Annotated[int, Depends(restaurant_scope("admin"))]
+
+
+def window(
+    skip: Annotated[int, Query(ge=0, le=MAX_ID, description="rows to leave out from the start")] = 0,
+    limit: Annotated[int, Query(ge=1, le=MAX_PAGE, description="rows to answer at most")] = 100,
+) -> Window:
+    """Which page of a list to answer: every list endpoint takes the same two parameters."""
+    return Window(skip, limit)
+
+
+Paging = Annotated[Window, Depends(window)]
 
 
 @dataclass(frozen=True)

@@ -11,9 +11,10 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
-from api import db_errors, idempotency
+from api import db_errors, idempotency, openapi
 from api.deps import DeviceGrants
 from api.metrics import HttpMetricsMiddleware
 from api.routers import (
@@ -46,13 +47,19 @@ def create_app(
     wake_relay: Callable[[], None] | None = None,
     device_grants: DeviceGrants | None = None,
 ) -> FastAPI:
-    """`device_grants` is the topic ACL for the devices' catch-up; without it those routes answer 503."""
-    app = FastAPI(
+    """`device_grants` is the topic ACL for the devices' catch-up; without it those routes answer 503.
+
+    /docs (Swagger UI) and /redoc load their scripts and styles from this app (fastapi-offline ships
+    them), not from a CDN: the docs work on a restaurant's network with no internet.
+    """
+    app = FastAPIOffline(
         title="orderbus",
         summary="Orders, stock and devices of a restaurant, published live over MQTT.",
         version="0.1.0",
         openapi_url=f"{API_PREFIX}/openapi.json",
         docs_url="/docs",
+        redoc_url="/redoc",
+        generate_unique_id_function=openapi.operation_id,
     )
     app.state.settings = settings
     app.state.engine = engine
@@ -91,6 +98,7 @@ def create_app(
 
     app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
     app.add_middleware(HttpMetricsMiddleware)
+    openapi.install(app)  # after every route: each one's 401/403/404/409 documented from its dependencies
 
     return app
 

@@ -7,7 +7,7 @@ The commands the services take are in `core/commands.py`; the payloads the bus p
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
 from pydantic import Strict as StrictType
@@ -18,6 +18,21 @@ from core.models import Device, MenuItem, Notification, Restaurant, Ticket
 from core.services.devices import IssuedDevice
 from core.services.inventory import stock_of
 from core.services.orders import OrderView
+
+T = TypeVar("T")
+
+
+class Page(BaseModel, Generic[T]):
+    """One page of a list (`skip`/`limit`), and how many rows the whole list has."""
+
+    data: list[T]
+    count: int = Field(description="rows in the whole list, not only in `data`")
+
+
+class ErrorOut(BaseModel):
+    """What every 401, 403, 404 and 409 answers: why, in words."""
+
+    detail: str
 
 
 class LoginIn(Strict):

@@ -5,13 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 
 from api.deps import CurrentUser, UowDep
+from api.openapi import errors
 from api.schemas import LoginIn, MqttTokenOut, TokenOut
 from core.services import users
 
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login")
+@router.post("/login", responses=errors(401))
 def login(body: LoginIn, uow: UowDep, request: Request) -> TokenOut:
     user = users.authenticate(uow, body.email, body.password)
     if user is None:
@@ -33,7 +34,7 @@ def login(body: LoginIn, uow: UowDep, request: Request) -> TokenOut:
 
 
 @router.post("/mqtt-token")
-def mqtt_token(caller: CurrentUser, request: Request) -> MqttTokenOut:
+def issue_mqtt_token(caller: CurrentUser, request: Request) -> MqttTokenOut:
     """A broker token for the same user; connect with client id `<sub>` or `<sub>:<tab id>`."""
     ttl = request.app.state.settings.mqtt_token_ttl_seconds
     token = request.app.state.tokens.issue(
@@ -43,5 +44,5 @@ def mqtt_token(caller: CurrentUser, request: Request) -> MqttTokenOut:
 
 
 @router.get("/me")
-def me(caller: CurrentUser) -> dict:
+def read_me(caller: CurrentUser) -> dict:
     return {"sub": caller.sub, "role": caller.role, "restaurant_id": caller.restaurant_id}

@@ -67,7 +67,7 @@ class Snapshot(BaseModel):
 
 
 @router.get("/config")
-def client_config(request: Request) -> ClientConfig:
+def read_client_config(request: Request) -> ClientConfig:
     """Public: the MQTT-over-WebSocket port and path of this deployment's broker."""
     settings = request.app.state.settings
     return ClientConfig(
@@ -76,7 +76,7 @@ def client_config(request: Request) -> ClientConfig:
 
 
 @router.get("/restaurants/{rid}/dashboard")
-def snapshot(rid: StaffScope, uow: UowDep) -> Snapshot:
+def read_dashboard(rid: StaffScope, uow: UowDep) -> Snapshot:
     """Open orders, tracked stock, devices and recent notifications, with the seq they are current to."""
     picture = dashboard.snapshot(uow, rid)
     return Snapshot(

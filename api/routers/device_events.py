@@ -17,7 +17,7 @@ from core import events
 from core.services import outbox
 from core.sizes import MAX_ID
 
-router = APIRouter(prefix="/restaurants/{rid}/devices/{did}", tags=["device catch-up"])
+router = APIRouter(prefix="/restaurants/{rid}/devices/{did}", tags=["device-catchup"])
 
 
 EVENT_TYPES = (*outbox.CHANNEL_OF, events.KITCHEN_TICKET, events.DEVICE_UPDATED)
@@ -40,7 +40,7 @@ class DeviceSnapshotOut(BaseModel):
     response_model=DeviceEventsOut,
     responses={410: {"description": "the cursor cannot be continued: read `snapshot`"}},
 )
-def device_events(
+def read_device_events(
     device: CurrentDevice,
     uow: UowDep,
     after: Annotated[int, Query(ge=0, le=MAX_ID)] = 0,
@@ -63,7 +63,7 @@ def device_events(
 
 
 @router.get("/snapshot")
-def device_snapshot(device: CurrentDevice, uow: UowDep) -> DeviceSnapshotOut:
+def read_device_snapshot(device: CurrentDevice, uow: UowDep) -> DeviceSnapshotOut:
     """The open orders this device may see (their state as on `orders/open/{id}`), and the seq to go on from."""
     snapshot = outbox.device_snapshot(uow, device.restaurant_id, device.may_receive)
     return DeviceSnapshotOut(seq=snapshot.seq, open_orders=snapshot.open_orders)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response, status
 
-from api.deps import AdminScope, StaffScope, UowDep
-from api.schemas import DeviceCredentialsOut, DeviceOut, DeviceTokenIn, credentials_out, device_out
+from api.deps import AdminScope, Paging, StaffScope, UowDep
+from api.schemas import DeviceCredentialsOut, DeviceOut, DeviceTokenIn, Page, credentials_out, device_out
 from core.commands import DeviceId, DeviceIn
 from core.services import devices
 
@@ -15,9 +15,10 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 @router.get("")
-def list_devices(rid: StaffScope, uow: UowDep) -> list[DeviceOut]:
+def list_devices(rid: StaffScope, uow: UowDep, window: Paging) -> Page[DeviceOut]:
     """Devices with their last known presence and when the bus last heard from them (never their tokens)."""
-    return [device_out(device) for device in devices.list_devices(uow, rid)]
+    found = devices.list_devices(uow, rid, window)
+    return Page(data=[device_out(device) for device in found.rows], count=found.count)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
@@ -33,7 +34,7 @@ def create_device(
 
 
 @router.post("/{device_id}/token")
-def reissue_token(
+def reissue_device_token(
     rid: AdminScope,
     device_id: DeviceId,
     uow: UowDep,

@@ -34,7 +34,7 @@ class Gone(BaseModel):
 
 
 @router.get("", response_model=list[dict], response_class=EventsResponse, responses={410: {"model": Gone}})
-def events_after(
+def read_events(
     rid: StaffScope,
     uow: UowDep,
     request: Request,
@@ -50,7 +50,7 @@ def events_after(
     try:
         return outbox.events_after(uow, rid, after, limit)
     except outbox.Pruned as gone:
-        snapshot = str(request.url_for("snapshot", rid=rid).path)
+        snapshot = str(request.url_for("read_dashboard", rid=rid).path)
         detail = f"events up to seq {gone.pruned_through} were pruned; load the snapshot, then the events after its seq"
         body = Gone(detail=detail, pruned_through=gone.pruned_through, snapshot=snapshot)
         return JSONResponse(status_code=410, content=body.model_dump())

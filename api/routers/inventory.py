@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.deps import AdminScope, StaffScope, UowDep
+from api.deps import AdminScope, Paging, StaffScope, UowDep
 from api.idempotency import Idempotent
-from api.schemas import DamageIn, MenuItemOut, StockAdjustIn, ThresholdIn, item_out
+from api.schemas import DamageIn, MenuItemOut, Page, StockAdjustIn, ThresholdIn, item_out
 from core.commands import Id
 from core.services import inventory
 
@@ -12,9 +12,10 @@ router = APIRouter(prefix="/restaurants/{rid}/inventory", tags=["inventory"])
 
 
 @router.get("")
-def list_stock(rid: StaffScope, uow: UowDep) -> list[MenuItemOut]:
-    """Every stock-tracked item with its available quantity."""
-    return [item_out(item) for item in inventory.list_items(uow, rid, tracked_only=True)]
+def list_stock(rid: StaffScope, uow: UowDep, window: Paging) -> Page[MenuItemOut]:
+    """The stock-tracked items with their available quantity."""
+    found = inventory.list_items(uow, rid, window, tracked_only=True)
+    return Page(data=[item_out(item) for item in found.rows], count=found.count)
 
 
 @router.post("/{item_id}/adjust")

@@ -2,17 +2,18 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import AdminScope, StaffScope, UowDep
-from api.schemas import MenuItemOut, item_out
+from api.deps import AdminScope, Paging, StaffScope, UowDep
+from api.schemas import MenuItemOut, Page, item_out
 from core.commands import Id, MenuItemIn, MenuItemUpdate
 from core.services import inventory, menu
 
-router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu items"])
+router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu-items"])
 
 
 @router.get("")
-def list_menu_items(rid: StaffScope, uow: UowDep) -> list[MenuItemOut]:
-    return [item_out(item) for item in inventory.list_items(uow, rid)]
+def list_menu_items(rid: StaffScope, uow: UowDep, window: Paging) -> Page[MenuItemOut]:
+    found = inventory.list_items(uow, rid, window)
+    return Page(data=[item_out(item) for item in found.rows], count=found.count)
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

@@ -2,4 +2,4 @@ from api.routers.crud import crud_router
 from core.commands import MenuIn, MenuUpdate
 from core.models import Menu
 
-router = crud_router(Menu, MenuIn, MenuUpdate, "menus")
+router = crud_router(Menu, MenuIn, MenuUpdate, "menus", "menu")

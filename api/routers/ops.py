@@ -250,7 +250,7 @@ def prometheus_metrics(request: Request) -> Response:
 
 
 @router.get("/api/v1/ops/summary", tags=["ops"])
-def ops_summary(request: Request) -> dict[str, Any]:
+def read_ops_summary(request: Request) -> dict[str, Any]:
     """The figures of the ops page and `orderbus status`: connections, traffic counters (rates are the
     client's to compute), outbox lag, refusals, drops, devices by kind and presence."""
     try:

@@ -1,12 +1,10 @@
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter, status
 
-from fastapi import APIRouter, Query, status
-
-from api.deps import AdminScope, StaffScope, UowDep
+from api.deps import AdminScope, Paging, StaffScope, UowDep
 from api.idempotency import Idempotent
-from api.schemas import OrderOut, RefundIn, StatusIn, TicketOut, order_out, ticket_out
+from api.schemas import OrderOut, Page, RefundIn, StatusIn, TicketOut, order_out, ticket_out
 from core.commands import Id, OrderIn
 from core.domain import OrderStatus
 from core.services import orders, tickets
@@ -20,13 +18,10 @@ def create_order(rid: StaffScope, body: OrderIn, uow: UowDep, once: Idempotent) 
 
 
 @router.get("")
-def list_orders(
-    rid: StaffScope,
-    uow: UowDep,
-    status: OrderStatus | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-) -> list[OrderOut]:
-    return [order_out(view) for view in orders.list_orders(uow, rid, status, limit)]
+def list_orders(rid: StaffScope, uow: UowDep, window: Paging, status: OrderStatus | None = None) -> Page[OrderOut]:
+    """Newest first; only those in `status` when it is given."""
+    found = orders.list_orders(uow, rid, status, window)
+    return Page(data=[order_out(view) for view in found.rows], count=found.count)
 
 
 @router.get("/{order_id}")
@@ -35,22 +30,24 @@ def get_order(rid: StaffScope, order_id: Id, uow: UowDep) -> OrderOut:
 
 
 @router.post("/{order_id}/status")
-def change_status(rid: StaffScope, order_id: Id, body: StatusIn, uow: UowDep, once: Idempotent) -> OrderOut:
+def change_order_status(rid: StaffScope, order_id: Id, body: StatusIn, uow: UowDep, once: Idempotent) -> OrderOut:
     return once.keep(order_out(orders.change_status(uow, rid, order_id, body.status)))
 
 
 @router.post("/{order_id}/reprint")
-def reprint(rid: StaffScope, order_id: Id, uow: UowDep) -> OrderOut:
+def reprint_order(rid: StaffScope, order_id: Id, uow: UowDep) -> OrderOut:
     """Send the order's kitchen tickets again; printers mark them REPRINT."""
     return order_out(orders.reprint(uow, rid, order_id))
 
 
 @router.get("/{order_id}/tickets")
-def order_tickets(rid: StaffScope, order_id: Id, uow: UowDep) -> list[TicketOut]:
+def list_order_tickets(rid: StaffScope, order_id: Id, uow: UowDep, window: Paging) -> Page[TicketOut]:
+    """The order's kitchen tickets, newest first."""
     orders.get_order(uow, rid, order_id)
-    return [ticket_out(ticket) for ticket in tickets.list_tickets(uow, rid, order_id, None)]
+    found = tickets.list_tickets(uow, rid, order_id, None, window)
+    return Page(data=[ticket_out(ticket) for ticket in found.rows], count=found.count)
 
 
 @router.post("/{order_id}/refunds")
-def refund(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep, once: Idempotent) -> OrderOut:
+def refund_order(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep, once: Idempotent) -> OrderOut:
     return once.keep(order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason)))

@@ -8,11 +8,12 @@ from sqlmodel import col, select
 
 from core.domain import OPEN_STATUSES, NotFound
 from core.models import Device, MenuItem, Notification, Order, Restaurant
+from core.paging import EVERYTHING, Window
 from core.services import devices, inventory, notifications, orders
 from core.services.orders import OrderView
 from core.unit_of_work import UnitOfWork
 
-SNAPSHOT_NOTIFICATIONS = 50
+SNAPSHOT_NOTIFICATIONS = Window(0, 50)
 SNAPSHOT_OPEN_ORDERS = 500
 
 
@@ -44,7 +45,7 @@ def snapshot(uow: UnitOfWork, restaurant_id: int) -> Snapshot:
         restaurant=restaurant,
         seq=seq,
         orders=[orders.view_of(uow, order) for order in open_orders],
-        items=inventory.list_items(uow, restaurant_id, tracked_only=True),
-        devices=devices.list_devices(uow, restaurant_id),
-        notifications=notifications.list_notifications(uow, restaurant_id, False, SNAPSHOT_NOTIFICATIONS),
+        items=inventory.list_items(uow, restaurant_id, EVERYTHING, tracked_only=True).rows,
+        devices=devices.list_devices(uow, restaurant_id, EVERYTHING).rows,
+        notifications=notifications.list_notifications(uow, restaurant_id, False, SNAPSHOT_NOTIFICATIONS).rows,
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import sqlmodel
 from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col
@@ -15,6 +16,7 @@ from core.commands import DeviceIn
 from core.domain import DomainError, NotFound
 from core.locking import locked
 from core.models import Device, MenuItem, Restaurant, utcnow
+from core.paging import Page, Window, page
 from core.tokens import TokenService
 from core.topics import DEVICE_ROLES, PRESENCE_STATES
 from core.unit_of_work import UnitOfWork
@@ -30,9 +32,9 @@ class IssuedDevice:
     token: str
 
 
-def list_devices(uow: UnitOfWork, restaurant_id: int) -> list[Device]:
-    query = select(Device).where(col(Device.restaurant_id) == restaurant_id).order_by(col(Device.id))
-    return list(uow.session.scalars(query))
+def list_devices(uow: UnitOfWork, restaurant_id: int, window: Window) -> Page[Device]:
+    query = sqlmodel.select(Device).where(col(Device.restaurant_id) == restaurant_id).order_by(col(Device.id))
+    return page(uow, query, window)
 
 
 def get_device(uow: UnitOfWork, restaurant_id: int, device_id: str, *, lock: bool = False) -> Device:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from sqlmodel import select
+from sqlmodel import col, select
 
 from core import domain, events
 from core.domain import NotFound, Stock
 from core.locking import locked
 from core.models import MenuItem
+from core.paging import Page, Window, page
 from core.services.notifications import notify
 from core.unit_of_work import UnitOfWork
 
@@ -82,8 +83,8 @@ def set_threshold(uow: UnitOfWork, restaurant_id: int, item_id: int, threshold: 
     return item
 
 
-def list_items(uow: UnitOfWork, restaurant_id: int, tracked_only: bool = False) -> list[MenuItem]:
+def list_items(uow: UnitOfWork, restaurant_id: int, window: Window, tracked_only: bool = False) -> Page[MenuItem]:
     query = select(MenuItem).where(MenuItem.restaurant_id == restaurant_id)
     if tracked_only:
         query = query.where(MenuItem.enable_stock_tracking == True)  # noqa: E712
-    return list(uow.session.exec(query.order_by(MenuItem.id)))  # type: ignore[arg-type]
+    return page(uow, query.order_by(col(MenuItem.id)), window)

@@ -12,6 +12,7 @@ from core.commands import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuIt
 from core.domain import NotFound
 from core.locking import locked
 from core.models import Category, Menu, MenuItem, OrderItem
+from core.paging import Page, Window, page
 from core.services.inventory import apply_stock, get_item, stock_of
 from core.unit_of_work import UnitOfWork
 
@@ -30,9 +31,9 @@ def _emit_row(uow: UnitOfWork, action: events.RowAction, row: Category | Menu) -
     uow.emit(row.restaurant_id, event)
 
 
-def list_rows(uow: UnitOfWork, model: type[T], restaurant_id: int) -> list[T]:
+def list_rows(uow: UnitOfWork, model: type[T], restaurant_id: int, window: Window) -> Page[T]:
     query = select(model).where(model.restaurant_id == restaurant_id)
-    return list(uow.session.exec(query.order_by(col(model.id))))
+    return page(uow, query.order_by(col(model.id)), window)
 
 
 def get_row(uow: UnitOfWork, model: type[T], restaurant_id: int, row_id: int) -> T:

@@ -8,6 +8,7 @@ from core import events
 from core.domain import NotFound
 from core.locking import locked
 from core.models import Notification
+from core.paging import Page, Window, page
 from core.unit_of_work import UnitOfWork
 
 
@@ -19,12 +20,12 @@ def notify(uow: UnitOfWork, restaurant_id: int, *, kind: str, title: str, body: 
     return note
 
 
-def list_notifications(uow: UnitOfWork, restaurant_id: int, unread: bool, limit: int) -> list[Notification]:
+def list_notifications(uow: UnitOfWork, restaurant_id: int, unread: bool, window: Window) -> Page[Notification]:
     """Newest first."""
     query = select(Notification).where(Notification.restaurant_id == restaurant_id)
     if unread:
         query = query.where(Notification.read == False)  # noqa: E712
-    return list(uow.session.exec(query.order_by(col(Notification.id).desc()).limit(limit)))
+    return page(uow, query.order_by(col(Notification.id).desc()), window)
 
 
 def mark_read(uow: UnitOfWork, restaurant_id: int, notification_id: int) -> Notification:

@@ -13,6 +13,7 @@ from core.commands import OrderIn
 from core.domain import NotFound, OrderStatus
 from core.locking import locked, locked_all
 from core.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
+from core.paging import Page, Window, page
 from core.services import tickets
 from core.services.inventory import apply_stock, stock_of
 from core.unit_of_work import UnitOfWork
@@ -161,12 +162,13 @@ def _touch(order: Order) -> None:
     order.updated_at = utcnow()
 
 
-def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None, limit: int) -> list[OrderView]:
+def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None, window: Window) -> Page[OrderView]:
+    """Newest first."""
     query = select(Order).where(Order.restaurant_id == restaurant_id)
     if status is not None:
         query = query.where(Order.status == status)
-    rows = uow.session.exec(query.order_by(Order.id.desc()).limit(limit))  # type: ignore[union-attr]
-    return [view_of(uow, order) for order in rows]
+    found = page(uow, query.order_by(col(Order.id).desc()), window)
+    return Page([view_of(uow, order) for order in found.rows], found.count)
 
 
 def reprint(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:

@@ -8,6 +8,7 @@ from sqlmodel import col, select
 
 from core.commands import RestaurantIn
 from core.models import Restaurant
+from core.paging import Page, Window, page
 from core.unit_of_work import UnitOfWork
 
 
@@ -18,9 +19,9 @@ def create_restaurant(uow: UnitOfWork, data: RestaurantIn) -> Restaurant:
     return restaurant
 
 
-def list_restaurants(uow: UnitOfWork, only: Collection[int] | None = None) -> list[Restaurant]:
+def list_restaurants(uow: UnitOfWork, window: Window, only: Collection[int] | None = None) -> Page[Restaurant]:
     """All restaurants, or those of `only` (an admin's own; empty for a caller of none)."""
     query = select(Restaurant).order_by(col(Restaurant.id))
     if only is not None:
         query = query.where(col(Restaurant.id).in_(only))
-    return list(uow.session.exec(query))
+    return page(uow, query, window)

@@ -17,6 +17,7 @@ from core.domain import DomainError, NotFound
 from core.locking import locked, locked_where
 from core.metrics import TICKETS
 from core.models import Order, OrderItem, Ticket, utcnow
+from core.paging import Page, Window, page
 from core.services.inventory import notify
 from core.unit_of_work import UnitOfWork
 
@@ -132,10 +133,13 @@ def _went_wrong(uow: UnitOfWork, ticket: Ticket, outcome: str, what: str, body: 
     notify(uow, ticket.restaurant_id, kind=f"ticket_{outcome}", title=title, body=body)
 
 
-def list_tickets(uow: UnitOfWork, restaurant_id: int, order_id: int | None, state: str | None) -> list[Ticket]:
+def list_tickets(
+    uow: UnitOfWork, restaurant_id: int, order_id: int | None, state: str | None, window: Window
+) -> Page[Ticket]:
+    """Newest first."""
     query = select(Ticket).where(Ticket.restaurant_id == restaurant_id)
     if order_id is not None:
         query = query.where(Ticket.order_id == order_id)
     if state is not None:
         query = query.where(Ticket.state == state)
-    return list(uow.session.exec(query.order_by(col(Ticket.id).desc()).limit(500)))
+    return page(uow, query.order_by(col(Ticket.id).desc()), window)
