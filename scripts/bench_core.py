@@ -226,7 +226,7 @@ def login(server: Server, timeout: float = 60.0) -> Session:
                         f"{API}/restaurants/{rid}/menu-items", headers={"Authorization": f"Bearer {token}"}
                     )
                     items.raise_for_status()
-                    untracked = [i for i in items.json() if not i["enable_stock_tracking"]]
+                    untracked = [i for i in items.json()["data"] if not i["enable_stock_tracking"]]
                     if untracked:
                         return Session(token, rid, untracked[0]["id"])
                     last = "no menu item without stock tracking yet"

@@ -202,7 +202,7 @@ def demo_login(base_url: str, data_dir: Path) -> tuple[str, int, int]:
                 answer.raise_for_status()
                 token, rid = answer.json()["access_token"], answer.json()["restaurant_id"]
                 items = http.get(f"/restaurants/{rid}/menu-items", headers={"authorization": f"Bearer {token}"}).json()
-                untracked = [item["id"] for item in items if not item["enable_stock_tracking"]]
+                untracked = [item["id"] for item in items["data"] if not item["enable_stock_tracking"]]
                 if untracked:
                     return token, rid, untracked[0]
             except (OSError, ValueError, KeyError, httpx.HTTPError) as exc:

@@ -359,7 +359,7 @@ class Run:
         self.tokens = TokenService(load_or_create_key(self.topology.data_dir))
         admin = self.tokens.issue(sub="chaos", role="admin", rid=self.rid, audience="api", ttl_seconds=3600)
         self.http = httpx.Client(base_url=self.topology.api, timeout=30.0, headers={"authorization": f"Bearer {admin}"})
-        items = self.http.get(f"/restaurants/{self.rid}/menu-items").raise_for_status().json()
+        items = self.http.get(f"/restaurants/{self.rid}/menu-items").raise_for_status().json()["data"]
         untracked = {item["name"]: item["id"] for item in items if not item["enable_stock_tracking"]}
         body = {
             "items": [{"menu_item_id": untracked[name], "quantity": 1} for name in ("Fries", "Espresso")],

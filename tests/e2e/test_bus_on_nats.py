@@ -51,7 +51,7 @@ def test_up_on_the_cluster_is_ready_and_an_order_reaches_a_subscriber_on_another
         try:
             assert watcher.connect() == 0  # on node 2: the callout of this `up` logged it in
             assert watcher.subscribe(f"restaurant/{rid}/orders") == 1
-            item = admin.get(f"/restaurants/{rid}/menu-items").json()[0]
+            item = admin.get(f"/restaurants/{rid}/menu-items").json()["data"][0]
             created = admin.post(
                 f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": item["id"], "quantity": 1}]}
             )

@@ -125,7 +125,7 @@ def test_up_demo_prints_where_to_look_and_an_order_reaches_mosquitto_sub(up: Up)
         text=True,
     )
     try:
-        items = admin.get(f"/restaurants/{rid}/menu-items").json()
+        items = admin.get(f"/restaurants/{rid}/menu-items").json()["data"]
         assert len(items) >= 3 and any(item["enable_stock_tracking"] for item in items)
         # mosquitto_sub is subscribed once the broker logs its connection; keep posting until it hears one
         wait_for(lambda: "client_id=watcher" in up.output())
@@ -177,7 +177,7 @@ def test_demo_is_created_once(tmp_path):
     try:
         assert password in second.output()
         admin, rid = login(second)
-        assert len(admin.get(f"/restaurants/{rid}/categories").json()) == 2
+        assert admin.get(f"/restaurants/{rid}/categories").json()["count"] == 2
     finally:
         assert second.stop() == 0
     with sqlite3.connect(tmp_path / "data" / "orderbus.db") as db:
@@ -301,7 +301,7 @@ def test_the_key_file_is_private_and_tokens_survive_restarts(tmp_path):
 
 def test_sigterm_stops_cleanly_and_every_committed_event_is_published(up: Up):
     admin, rid = login(up)
-    items = admin.get(f"/restaurants/{rid}/menu-items").json()
+    items = admin.get(f"/restaurants/{rid}/menu-items").json()["data"]
     for _ in range(20):
         admin.post(f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": items[0]["id"], "quantity": 1}]})
     assert up.stop() == 0

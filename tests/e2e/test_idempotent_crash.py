@@ -60,7 +60,7 @@ def send_unread(up: Up, admin: httpx.Client, rid: int, item_id: int, key: str) -
 
 
 def committed_notes(admin: httpx.Client, rid: int) -> set[str]:
-    return {order["notes"] for order in admin.get(f"/restaurants/{rid}/orders", params={"limit": 500}).json()}
+    return {order["notes"] for order in admin.get(f"/restaurants/{rid}/orders", params={"limit": 500}).json()["data"]}
 
 
 def fire_until_killed(up: Up, admin: httpx.Client, rid: int, item_id: int, prefix: str) -> Round:
@@ -119,7 +119,9 @@ def test_kill_9_while_clients_order_with_keys_loses_and_doubles_nothing(tmp_path
     up = start_up(data_dir)
     admin, rid = login(up)
     item_id = next(
-        item["id"] for item in admin.get(f"/restaurants/{rid}/menu-items").json() if not item["enable_stock_tracking"]
+        item["id"]
+        for item in admin.get(f"/restaurants/{rid}/menu-items").json()["data"]
+        if not item["enable_stock_tracking"]
     )
     answered: dict[str, dict[str, Any]] = {}
     lost_total, replayed_after_kill = 0, 0
@@ -143,7 +145,7 @@ def test_kill_9_while_clients_order_with_keys_loses_and_doubles_nothing(tmp_path
             answered |= sent.answered
         assert replayed_after_kill >= ROUNDS * UNHEARD
 
-        orders = admin.get(f"/restaurants/{rid}/orders", params={"limit": 500}).json()
+        orders = admin.get(f"/restaurants/{rid}/orders", params={"limit": 500}).json()["data"]
         by_key: dict[str, list[int]] = {}
         for order in orders:
             by_key.setdefault(order["notes"], []).append(order["id"])

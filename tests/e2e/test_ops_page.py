@@ -39,7 +39,7 @@ def busy(stack: Stack, subscribers):
     subscribers.append(printer)
     assert printer.connect() == 0
     printer.client.publish(f"restaurant/{rid}/devices/page-printer/status", b'{"state": "online"}', qos=1, retain=True)
-    wait_for(lambda: admin.get(f"/restaurants/{rid}/devices").json()[0]["presence"] == "online")
+    wait_for(lambda: admin.get(f"/restaurants/{rid}/devices").json()["data"][0]["presence"] == "online")
     return {"rid": rid, "admin": admin, "item": item.json()["id"]}
 
 

@@ -63,7 +63,7 @@ def test_a_kill_9_while_the_broker_refuses_an_event_does_not_reset_its_tries(tmp
     again = start_up(data_dir)
     try:
         admin, rid = admin_client(again)
-        items = admin.get(f"/restaurants/{rid}/menu-items").json()
+        items = admin.get(f"/restaurants/{rid}/menu-items").json()["data"]
         line = {"menu_item_id": items[0]["id"], "quantity": 1}
         placed = admin.post(f"/restaurants/{rid}/orders", json={"items": [line]})
         assert placed.status_code == 201, placed.text

@@ -94,7 +94,7 @@ def test_bad_orders_get_422_with_the_field_and_write_nothing(app: App, bistro, b
     response = bistro["admin"].post(f"/restaurants/{rid}/orders", json=body)
     assert response.status_code == 422
     assert any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"])
-    assert bistro["admin"].get(f"/restaurants/{rid}/orders").json() == []
+    assert bistro["admin"].get(f"/restaurants/{rid}/orders").json() == {"data": [], "count": 0}
     assert events(app, rid) == before
 
 
@@ -120,7 +120,7 @@ def test_an_order_for_more_than_is_available_is_refused_whole(app: App, bistro):
     assert "not enough Burger" in response.json()["detail"]
     burger = admin.get(f"/restaurants/{rid}/menu-items/{bistro['burger']['id']}").json()
     assert (burger["stock_quantity"], burger["available_quantity"]) == (10, 10)
-    assert admin.get(f"/restaurants/{rid}/orders").json() == []
+    assert admin.get(f"/restaurants/{rid}/orders").json() == {"data": [], "count": 0}
     assert events(app, rid) == before
 
 
@@ -147,7 +147,7 @@ def test_an_order_takes_stock_and_alerts_once_when_crossing_the_threshold(app: A
     assert low["data"]["available_quantity"] == 3
     assert [event["seq"] for event in new] == list(range(start + 1, start + 1 + len(new)))
     notes = admin.get(f"/restaurants/{rid}/notifications").json()
-    assert isinstance(notes, list) and [note["kind"] for note in notes] == ["low_stock"]
+    assert notes["count"] == 1 and [note["kind"] for note in notes["data"]] == ["low_stock"]
 
 
 def test_damaged_items_reduce_available_but_never_stock(app: App, bistro):
@@ -176,7 +176,7 @@ def test_adjust_and_threshold_and_untracked_items(app: App, bistro):
     assert raised.status_code == 200
     assert [event["type"] for event in events(app, rid)][-2:] == ["low_stock", "notification"]
     tracked = admin.get(f"/restaurants/{rid}/inventory").json()
-    assert [item["id"] for item in tracked] == [burger_id]
+    assert [item["id"] for item in tracked["data"]] == [burger_id] and tracked["count"] == 1
 
 
 def test_order_lifecycle_transitions_and_refunds(app: App, bistro):
@@ -232,7 +232,7 @@ def test_items_not_available_today_are_refused(app: App, bistro):
 
 def test_menu_crud_and_delete_rules(app: App, bistro):
     rid, admin, other_admin = bistro["rid"], bistro["admin"], bistro["other_admin"]
-    categories = admin.get(f"/restaurants/{rid}/categories").json()
+    categories = admin.get(f"/restaurants/{rid}/categories").json()["data"]
     category_id = categories[0]["id"]
     assert admin.patch(f"/restaurants/{rid}/categories/{category_id}", json={"name": "Grill"}).json()["name"] == "Grill"
     assert admin.patch(f"/restaurants/{rid}/categories/{category_id}", json={"name": ""}).status_code == 422
@@ -286,5 +286,5 @@ def test_only_a_super_admin_adds_restaurants_and_admins_see_their_own(app: App, 
     for bad in ({}, {"name": ""}, {"name": "x" * 121}, {"name": 7}, {"name": "ok", "extra": 1}):
         assert operator.post("/restaurants", json=bad).status_code == 422, bad
     assert bistro["admin"].post("/restaurants", json={"name": "Mine"}).status_code == 403
-    assert [r["id"] for r in bistro["admin"].get("/restaurants").json()] == [bistro["rid"]]
-    assert created.json()["id"] in [r["id"] for r in operator.get("/restaurants").json()]
+    assert [r["id"] for r in bistro["admin"].get("/restaurants").json()["data"]] == [bistro["rid"]]
+    assert created.json()["id"] in [r["id"] for r in operator.get("/restaurants").json()["data"]]

@@ -75,7 +75,7 @@ def test_a_deadlock_the_server_breaks_is_503_and_changes_nothing(pg_app: tuple[A
     assert counted("deadlock") == before + 1
     after = app.http(token).get(f"/restaurants/{rid}/menu-items/{burger['id']}").json()
     assert after["stock_quantity"] == 5  # the aborted order took nothing
-    assert app.http(token).get(f"/restaurants/{rid}/orders").json() == []
+    assert app.http(token).get(f"/restaurants/{rid}/orders").json() == {"data": [], "count": 0}
 
 
 def test_a_server_that_does_not_answer_is_503_on_every_route_that_needs_it(tmp_path):

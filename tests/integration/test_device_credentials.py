@@ -77,7 +77,7 @@ def test_an_admin_creates_a_device_and_gets_its_broker_token_once(app: App, bist
 
     listed = bistro["staff"].get(f"/restaurants/{rid}/devices")
     assert listed.status_code == 200
-    assert listed.json() == [device]
+    assert listed.json() == {"data": [device], "count": 1}
     assert body["token"] not in listed.text
     assert claims["jti"] not in listed.text
 
@@ -131,7 +131,7 @@ def test_bad_devices_get_422_and_write_nothing(app: App, bistro, change, field):
     assert response.status_code == 422, response.text
     if field is not None:
         assert any(field in [str(part) for part in error["loc"]] for error in response.json()["detail"])
-    assert bistro["admin"].get(f"/restaurants/{rid}/devices").json() == []
+    assert bistro["admin"].get(f"/restaurants/{rid}/devices").json() == {"data": [], "count": 0}
     assert events(app, rid) == before
 
 
@@ -151,8 +151,8 @@ def test_a_device_id_is_unique_across_restaurants(app: App, bistro):
     elsewhere = bistro["other_admin"].post(f"/restaurants/{other}/devices", json=GRILL_PRINTER)
     assert elsewhere.status_code == 409
     assert "restaurant" not in elsewhere.json()["detail"]  # says nothing about whose it is
-    assert bistro["admin"].get(f"/restaurants/{rid}/devices").json() == [first["device"]]
-    assert bistro["other_admin"].get(f"/restaurants/{other}/devices").json() == []
+    assert bistro["admin"].get(f"/restaurants/{rid}/devices").json()["data"] == [first["device"]]
+    assert bistro["other_admin"].get(f"/restaurants/{other}/devices").json()["data"] == []
     assert events(app, rid) == before
     assert events(app, other) == []
     # the first token is still the one the broker accepts
@@ -189,7 +189,7 @@ def test_revoking_refuses_that_devices_tokens_only(app: App, bistro):
     response = admin.delete(f"/restaurants/{rid}/devices/printer-grill-1")
     assert response.status_code == 204
     assert response.content == b""
-    listed = {d["id"]: d for d in admin.get(f"/restaurants/{rid}/devices").json()}
+    listed = {d["id"]: d for d in admin.get(f"/restaurants/{rid}/devices").json()["data"]}
     assert listed["printer-grill-1"]["revoked"] is True
     revoked_at = listed["printer-grill-1"]["revoked_at"]
     assert revoked_at is not None
@@ -206,7 +206,7 @@ def test_revoking_refuses_that_devices_tokens_only(app: App, bistro):
     assert not deny.refuses({"sub": "printer-unregistered", "role": "printer", "rid": rid, "jti": "x"})
 
     assert admin.delete(f"/restaurants/{rid}/devices/printer-grill-1").status_code == 204  # again: fine
-    again = {d["id"]: d for d in admin.get(f"/restaurants/{rid}/devices").json()}
+    again = {d["id"]: d for d in admin.get(f"/restaurants/{rid}/devices").json()["data"]}
     assert again["printer-grill-1"]["revoked_at"] == revoked_at
     actions = [e["data"]["action"] for e in events(app, rid) if e["type"] == "device_updated"]
     assert actions == ["created", "created", "revoked"]

@@ -56,7 +56,7 @@ def test_the_same_key_and_body_get_the_first_answer_and_one_order(app: App, bist
     assert again.status_code == 201 and again.json() == first.json()
     assert again.headers["idempotent-replayed"] == "true"
     assert count(app, "orders") == orders == 1 and len(events(app, rid)) == seq
-    stock = admin.get(f"/restaurants/{rid}/inventory").json()
+    stock = admin.get(f"/restaurants/{rid}/inventory").json()["data"]
     assert next(item for item in stock if item["id"] == bistro["burger"]["id"])["stock_quantity"] == 9
     # key order and spacing of the JSON do not make it another request
     reordered = b'{"table_name": "T4",  "items": [{"quantity": 1, "menu_item_id": %d}]}' % bistro["burger"]["id"]
@@ -96,7 +96,7 @@ def test_every_retryable_write_is_done_once_per_key(app: App, bistro):
         assert again.headers["idempotent-replayed"] == "true" and len(events(app, rid)) == seq, path
     final = admin.get(f"/restaurants/{rid}/orders/{order['id']}").json()
     assert final["status"] == "preparing" and final["refunded_cents"] == 100
-    item = next(i for i in admin.get(f"/restaurants/{rid}/inventory").json() if i["id"] == burger)
+    item = next(i for i in admin.get(f"/restaurants/{rid}/inventory").json()["data"] if i["id"] == burger)
     assert (item["stock_quantity"], item["damaged_quantity"]) == (9 + 5, 2)
     # a key is scoped to its route: the status key on the refund route is a request of its own
     path = f"/restaurants/{rid}/orders/{order['id']}/refunds"

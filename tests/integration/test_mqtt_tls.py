@@ -118,7 +118,7 @@ def test_a_scale_agent_connects_over_tls_and_ingest_sees_it_online(secure: Stack
     admin = secure.http(secure.api_token("admin-a", "admin", rid))
 
     def presence() -> str:
-        (device,) = admin.get(f"/restaurants/{rid}/devices").json()
+        (device,) = admin.get(f"/restaurants/{rid}/devices").json()["data"]
         return str(device["presence"])
 
     try:

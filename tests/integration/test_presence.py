@@ -33,7 +33,7 @@ def ignore(_message: object) -> None:
 
 
 def listed(shop: dict) -> dict:
-    (device,) = shop["admin"].get(f"/restaurants/{shop['rid']}/devices").json()
+    (device,) = shop["admin"].get(f"/restaurants/{shop['rid']}/devices").json()["data"]
     return device
 
 

@@ -70,7 +70,7 @@ def test_the_cli_agent_prints_a_placed_order_and_leaves_cleanly_on_sigterm(stack
         wait_for(lambda: printer.tickets, timeout=30)
         assert "PICKUP Maria" in printer.texts()[0] and "3 x Burger" in printer.texts()[0]
         tickets = f"/restaurants/{rid}/orders/{placed.json()['id']}/tickets"
-        wait_for(lambda: staff.get(tickets).json()[0]["state"] == "printed")
+        wait_for(lambda: staff.get(tickets).json()["data"][0]["state"] == "printed")
     finally:
         agent.terminate()
         out, err = agent.communicate(timeout=30)

@@ -109,7 +109,9 @@ class Bench:
         return [e for e in found if type_ is None or e["type"] == type_]
 
     def notes(self, kind: str) -> list[dict[str, Any]]:
-        return [n for n in self.admin().get(f"/restaurants/{self.rid}/notifications").json() if n["kind"] == kind]
+        return [
+            n for n in self.admin().get(f"/restaurants/{self.rid}/notifications").json()["data"] if n["kind"] == kind
+        ]
 
     def close(self) -> None:
         for client in self.clients:

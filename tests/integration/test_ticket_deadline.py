@@ -53,7 +53,7 @@ def test_a_ticket_is_late_only_past_the_deadline_and_notifies_once(app: App, eng
     assert states(engine, order_id) == ["unacknowledged"]
     assert expire_at(engine, DEADLINE + 60) == 0  # already marked: not again
 
-    notes = admin.get(f"/restaurants/{rid}/notifications").json()
+    notes = admin.get(f"/restaurants/{rid}/notifications").json()["data"]
     assert [note["kind"] for note in notes] == ["ticket_unacknowledged"]
     assert f"order {order_id}" in notes[0]["title"]
     events = admin.get(f"/restaurants/{rid}/events", params={"limit": 1000}).json()
