@@ -60,6 +60,7 @@ def create_app(
         docs_url="/docs",
         redoc_url="/redoc",
         generate_unique_id_function=openapi.operation_id,
+        swagger_ui_parameters={"displayOperationId": True},  # the ids generated clients are named after
     )
     app.state.settings = settings
     app.state.engine = engine

@@ -36,9 +36,10 @@ def operation_id(route: APIRoute) -> str:
     return f"{route.tags[0]}-{route.name}" if route.tags else generate_unique_id(route)
 
 
-def errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """`responses=` for a route that answers these error codes itself (not through a dependency)."""
-    return {code: {"model": ErrorOut, "description": DESCRIPTIONS[code]} for code in codes}
+def errors(*codes: int, why: str | None = None) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route that answers these error codes itself (not through a dependency);
+    `why` says when, where the general description would mislead."""
+    return {code: {"model": ErrorOut, "description": why or DESCRIPTIONS[code]} for code in codes}
 
 
 def error_codes(method: str, operation: dict[str, Any]) -> set[int]:

@@ -12,7 +12,7 @@ from core.services import users
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login", responses=errors(401))
+@router.post("/login", responses=errors(401, why="Wrong email or password"))
 def login(body: LoginIn, uow: UowDep, request: Request) -> TokenOut:
     user = users.authenticate(uow, body.email, body.password)
     if user is None:

@@ -13,7 +13,7 @@ from core.services import restaurants
 router = APIRouter(prefix="/restaurants", tags=["restaurants"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(403))
+@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(403, why="Only a super_admin adds restaurants"))
 def create_restaurant(caller: CurrentUser, body: RestaurantIn, uow: UowDep) -> RestaurantOut:
     if caller.role != "super_admin":
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only a super_admin adds restaurants")
