@@ -75,12 +75,12 @@ CurrentUser = Annotated[Caller, Depends(get_caller)]
 def restaurant_scope(*allowed_roles: str):
     """A dependency giving the path's restaurant id once the caller may act on it in one of these roles."""
 
-    def check(caller: CurrentUser, rid: Id) -> int:
-        if caller.role != "super_admin" and caller.restaurant_id != rid:
+    def check(caller: CurrentUser, restaurant_id: Id) -> int:
+        if caller.role != "super_admin" and caller.restaurant_id != restaurant_id:
             raise HTTPException(status.HTTP_403_FORBIDDEN, "not your restaurant")
         if caller.role not in allowed_roles and caller.role != "super_admin":
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {caller.role} may not do this")
-        return rid
+        return restaurant_id
 
     return check
 
@@ -112,8 +112,8 @@ class DeviceCaller:
 def get_device(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    rid: Id,
-    did: DeviceId,
+    restaurant_id: Id,
+    device_id: DeviceId,
     uow: UowDep,
 ) -> DeviceCaller:
     """The device's MQTT token, checked as the broker checks it at CONNECT, and bound to the path.
@@ -125,14 +125,14 @@ def get_device(
     claims = bearer_claims(request, credentials, "mqtt")
     if claims["role"] not in DEVICE_ROLES:
         raise HTTPException(status.HTTP_403_FORBIDDEN, f"role {claims['role']} is not a device")
-    if claims["sub"] != did or claims.get("rid") != rid:
+    if claims["sub"] != device_id or claims.get("rid") != restaurant_id:
         raise HTTPException(status.HTTP_403_FORBIDDEN, "not this device's token")
     if devices.refuses_token(uow, claims):
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "token revoked or replaced", {"WWW-Authenticate": "Bearer"})
     grants: DeviceGrants | None = request.app.state.device_grants
     if grants is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "no topic ACL policy is configured")
-    return DeviceCaller(rid, did, grants(claims))
+    return DeviceCaller(restaurant_id, device_id, grants(claims))
 
 
 CurrentDevice = Annotated[DeviceCaller, Depends(get_device)]

@@ -70,7 +70,7 @@ async def idempotent(request: Request, caller: CurrentUser, uow: UowDep, key: Ke
         idempotency.check_key(key)
     except idempotency.InvalidKey as exc:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, f"{HEADER}: {exc}") from exc
-    scope = f"{caller.sub}|{request.path_params.get('rid')}|{request.method} {route.path}"
+    scope = f"{caller.sub}|{request.path_params.get('restaurant_id')}|{request.method} {route.path}"
     fingerprint = idempotency.request_hash(request.method, request.url.path, await request.body())
     try:
         claimed = await run_in_threadpool(idempotency.claim, uow, scope, key, fingerprint)

@@ -19,7 +19,7 @@ from starlette.routing import Mount
 
 HTTP_REQUEST_SECONDS = Histogram(
     "orderbus_http_request_duration_seconds",
-    "HTTP request latency by method and route template (e.g. /api/v1/restaurants/{rid}/orders)",
+    "HTTP request latency by method and route template (e.g. /api/v1/restaurants/{restaurant_id}/orders)",
     ["method", "route"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
@@ -60,7 +60,7 @@ def route_template(scope: dict) -> str:
     """The template of the route that served a request, prefixes of included routers restored.
 
     Starlette leaves the matched route in `scope["route"]`; FastAPI's included routers keep their
-    own, unprefixed template there (`/restaurants/{rid}/orders`), so the prefix is taken back from
+    own, unprefixed template there (`/restaurants/{restaurant_id}/orders`), so the prefix is taken back from
     the request's path, and used only if the template's fixed segments line up with the path."""
     route = scope.get("route")
     template = getattr(route, "path_format", None) or getattr(route, "path", None)
@@ -84,7 +84,7 @@ def route_template(scope: dict) -> str:
 
 class HttpMetricsMiddleware:
     """Pure ASGI middleware: latency and status of every HTTP request, labelled with the route's
-    template (`/api/v1/restaurants/{rid}/orders`), never the raw path (unbounded label values);
+    template (`/api/v1/restaurants/{restaurant_id}/orders`), never the raw path (unbounded label values);
     a request that matched no route is `unmatched`."""
 
     def __init__(self, app: Any) -> None:

@@ -20,7 +20,7 @@ def crud_router(
     model: type[Category] | type[Menu], create: type[BaseModel], update: type[BaseModel], path: str, one: str
 ) -> APIRouter:
     """`path` is the plural in the URL and the tag (`categories`); `one` the singular (`category`)."""
-    router = APIRouter(prefix=f"/restaurants/{{rid}}/{path}", tags=[path])
+    router = APIRouter(prefix=f"/restaurants/{{restaurant_id}}/{path}", tags=[path])
     key = f"{one}_id"
     RowId = Annotated[int, Path(alias=key, ge=1, le=MAX_ID)]
 

@@ -75,7 +75,7 @@ def read_client_config(request: Request) -> ClientConfig:
     )
 
 
-@router.get("/restaurants/{rid}/dashboard")
+@router.get("/restaurants/{restaurant_id}/dashboard")
 def read_dashboard(rid: StaffScope, uow: UowDep) -> Snapshot:
     """Open orders, tracked stock, devices and recent notifications, with the seq they are current to."""
     picture = dashboard.snapshot(uow, rid)

@@ -17,7 +17,7 @@ from core import events
 from core.services import outbox
 from core.sizes import MAX_ID
 
-router = APIRouter(prefix="/restaurants/{rid}/devices/{did}", tags=["device-catchup"])
+router = APIRouter(prefix="/restaurants/{restaurant_id}/devices/{device_id}", tags=["device-catchup"])
 
 
 EVENT_TYPES = (*outbox.CHANNEL_OF, events.KITCHEN_TICKET, events.DEVICE_UPDATED)

@@ -9,7 +9,7 @@ from api.schemas import DeviceCredentialsOut, DeviceOut, DeviceTokenIn, Page, cr
 from core.commands import DeviceId, DeviceIn
 from core.services import devices
 
-router = APIRouter(prefix="/restaurants/{rid}/devices", tags=["devices"])
+router = APIRouter(prefix="/restaurants/{restaurant_id}/devices", tags=["devices"])
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 

@@ -11,7 +11,7 @@ from api.deps import StaffScope, UowDep
 from core.services import outbox
 from core.sizes import MAX_ID
 
-router = APIRouter(prefix="/restaurants/{rid}/events", tags=["events"])
+router = APIRouter(prefix="/restaurants/{restaurant_id}/events", tags=["events"])
 
 
 class EventsResponse(JSONResponse):
@@ -50,7 +50,7 @@ def read_events(
     try:
         return outbox.events_after(uow, rid, after, limit)
     except outbox.Pruned as gone:
-        snapshot = str(request.url_for("read_dashboard", rid=rid).path)
+        snapshot = str(request.url_for("read_dashboard", restaurant_id=rid).path)
         detail = f"events up to seq {gone.pruned_through} were pruned; load the snapshot, then the events after its seq"
         body = Gone(detail=detail, pruned_through=gone.pruned_through, snapshot=snapshot)
         return JSONResponse(status_code=410, content=body.model_dump())

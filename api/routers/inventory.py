@@ -8,7 +8,7 @@ from api.schemas import DamageIn, MenuItemOut, Page, StockAdjustIn, ThresholdIn,
 from core.commands import Id
 from core.services import inventory
 
-router = APIRouter(prefix="/restaurants/{rid}/inventory", tags=["inventory"])
+router = APIRouter(prefix="/restaurants/{restaurant_id}/inventory", tags=["inventory"])
 
 
 @router.get("")

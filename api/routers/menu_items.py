@@ -7,7 +7,7 @@ from api.schemas import MenuItemOut, Page, item_out
 from core.commands import Id, MenuItemIn, MenuItemUpdate
 from core.services import inventory, menu
 
-router = APIRouter(prefix="/restaurants/{rid}/menu-items", tags=["menu-items"])
+router = APIRouter(prefix="/restaurants/{restaurant_id}/menu-items", tags=["menu-items"])
 
 
 @router.get("")

@@ -7,7 +7,7 @@ from api.schemas import NotificationOut, Page, notification_out
 from core.commands import Id
 from core.services import notifications
 
-router = APIRouter(prefix="/restaurants/{rid}/notifications", tags=["notifications"])
+router = APIRouter(prefix="/restaurants/{restaurant_id}/notifications", tags=["notifications"])
 
 
 @router.get("")

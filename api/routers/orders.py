@@ -9,7 +9,7 @@ from core.commands import Id, OrderIn
 from core.domain import OrderStatus
 from core.services import orders, tickets
 
-router = APIRouter(prefix="/restaurants/{rid}/orders", tags=["orders"])
+router = APIRouter(prefix="/restaurants/{restaurant_id}/orders", tags=["orders"])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)

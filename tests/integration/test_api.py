@@ -276,7 +276,7 @@ def test_mqtt_token_exchange(app: App, bistro):
 
 def test_openapi_docs_are_served(app: App):
     spec = app.http().get("/openapi.json").json()
-    assert "/api/v1/restaurants/{rid}/events" in spec["paths"]
+    assert "/api/v1/restaurants/{restaurant_id}/events" in spec["paths"]
 
 
 def test_only_a_super_admin_adds_restaurants_and_admins_see_their_own(app: App, bistro):

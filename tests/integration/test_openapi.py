@@ -18,7 +18,7 @@ WRITES = {"post", "put", "patch", "delete"}
 # The catch-up feeds are read by seq (`after`), not by page: a page of a list that grows at its end
 # would skip or repeat events. Every other GET that answers many things is a page.
 FEEDS = {"events-read_events", "device-catchup-read_device_events"}
-BAD_PAGES = [
+BAD_PAGES: list[dict[str, Any]] = [
     {"limit": 0},
     {"limit": 501},
     {"limit": 100000},
@@ -64,12 +64,12 @@ def test_every_route_has_a_readable_summary_and_named_ids(spec):
     for path, method, operation in operations(spec):
         assert not UGLY.search(operation["summary"]), f"{method} {path}: {operation['summary']}"
         assert not UGLY.search(operation["operationId"]), operation["operationId"]
-        for name in path_params(operation):
-            assert name not in ("id", "row_id"), f"{method} {path}"
+        for name in path_params(operation):  # `restaurant_id`, `order_id`: not `id`, `row_id`, `rid`
+            assert name.endswith("_id") and name not in ("row_id",), f"{method} {path}: name it `<thing>_id`"
         assert "row_id" not in path
-    crud = spec["paths"]["/api/v1/restaurants/{rid}/categories/{category_id}"]
+    crud = spec["paths"]["/api/v1/restaurants/{restaurant_id}/categories/{category_id}"]
     assert crud["get"]["summary"] == "Get Category" and crud["get"]["operationId"] == "categories-get_category"
-    assert spec["paths"]["/api/v1/restaurants/{rid}/menus/{menu_id}"]["delete"]["summary"] == "Delete Menu"
+    assert spec["paths"]["/api/v1/restaurants/{restaurant_id}/menus/{menu_id}"]["delete"]["summary"] == "Delete Menu"
 
 
 def test_error_responses_are_documented_with_the_error_model(spec):
@@ -92,8 +92,8 @@ def test_error_responses_are_documented_with_the_error_model(spec):
     paths = spec["paths"]
     assert "401" in paths["/api/v1/auth/login"]["post"]["responses"]  # declared by the route itself
     assert "403" in paths["/api/v1/restaurants"]["post"]["responses"]
-    assert {"401", "403", "404", "409"} <= set(paths["/api/v1/restaurants/{rid}/orders"]["post"]["responses"])
-    assert "409" not in paths["/api/v1/restaurants/{rid}/orders"]["get"]["responses"]
+    assert {"401", "403", "404", "409"} <= set(paths["/api/v1/restaurants/{restaurant_id}/orders"]["post"]["responses"])
+    assert "409" not in paths["/api/v1/restaurants/{restaurant_id}/orders"]["get"]["responses"]
     assert "401" not in paths["/api/v1/config"]["get"]["responses"]  # public
 
 
@@ -210,7 +210,7 @@ def test_bad_page_parameters_are_422_on_every_list(app: App, spec, two):
     paths = list_paths(spec)
     assert len(paths) == 9
     for path in paths:
-        url = path.replace("{rid}", str(rid)).replace("{order_id}", "1")
+        url = path.replace("{restaurant_id}", str(rid)).replace("{order_id}", "1")
         for bad in BAD_PAGES:
             answer = admin.get(url, params=bad)
             assert answer.status_code == 422, f"{url} {bad}: {answer.status_code}"

@@ -265,7 +265,7 @@ def test_http_latency_is_labelled_with_the_route_template_not_the_path(stack: St
     httpx.get(f"{stack.base_url}/no/such/page/12345")
     metrics = scrape(stack)
     routes = {lab["route"] for lab in metrics.labels("orderbus_http_request_duration_seconds_count")}
-    assert "/api/v1/restaurants/{rid}/orders" in routes
+    assert "/api/v1/restaurants/{restaurant_id}/orders" in routes
     assert "unmatched" in routes
     assert not any(str(rid) in route.split("/") or "12345" in route for route in routes), routes
     assert metrics.value("orderbus_http_requests_total", route="unmatched", status="404") >= 1

@@ -122,7 +122,9 @@ def requests(
     for parameter in operation.get("parameters", []):
         name, where = parameter["name"], parameter["in"]
         if where == "path":
-            ours = name == "rid" and draw(st.integers(0, 4)) > 0  # mostly our restaurant, to get past the scope check
+            ours = (
+                name == "restaurant_id" and draw(st.integers(0, 4)) > 0
+            )  # mostly our restaurant, to get past the scope check
             value = site["rid"] if ours else draw(values(parameter["schema"], doc, ids))
             path = path.replace("{" + name + "}", as_url_text(value))
         elif where == "query" and draw(st.booleans()):
@@ -256,8 +258,8 @@ def test_every_integer_path_parameter_of_every_route_refuses_2_to_the_63(app: Ap
         for wide in integers:
             url = path
             for param in params:
-                value = 2**63 if param["name"] == wide else site["rid"] if param["name"] == "rid" else 1
-                url = url.replace("{" + param["name"] + "}", str(value) if param["name"] != "did" else "x")
+                value = 2**63 if param["name"] == wide else site["rid"] if param["name"] == "restaurant_id" else 1
+                url = url.replace("{" + param["name"] + "}", str(value) if param["name"] != "device_id" else "x")
             body = b"{}" if method in ("POST", "PUT", "PATCH") else None
             headers = {"content-type": "application/json"} if body is not None else {}
             response = site["client"].request(method, url, content=body, headers=headers)

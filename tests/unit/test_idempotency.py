@@ -16,7 +16,7 @@ from core.models import IdempotencyRecord, utcnow
 from core.services import idempotency
 from core.unit_of_work import UnitOfWork
 
-SCOPE = "user-1|7|POST /api/v1/restaurants/{rid}/orders"
+SCOPE = "user-1|7|POST /api/v1/restaurants/{restaurant_id}/orders"
 
 
 def records(engine: Engine) -> int:
