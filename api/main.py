@@ -99,7 +99,7 @@ def create_app(
 
     app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
     app.add_middleware(HttpMetricsMiddleware)
-    openapi.install(app)  # after every route: each one's 401/403/404/409 documented from its dependencies
+    openapi.install(app)  # every operation's 401/403/404/409, from its security, path and method
 
     return app
 
