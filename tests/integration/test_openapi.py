@@ -115,6 +115,27 @@ def test_every_documented_401_is_what_a_call_without_a_token_gets(spec, client):
     assert checked > 30
 
 
+def test_every_documented_403_under_a_restaurant_is_what_another_restaurant_gets(app: App, spec):
+    """Each restaurant route that says 403 refuses the admin (or a device) of another restaurant,
+    and the refusal changes nothing."""
+    rid, other = app.add_restaurant("A", "a@example.com"), app.add_restaurant("B", "b@example.com")
+    stranger = app.http(app.api_token("b", "admin", other))
+    device = app.http(app.mqtt_token("printer-b", "printer", other))
+    events_before = app.http(app.api_token("a", "admin", rid)).get(f"/restaurants/{rid}/events").json()
+    checked = 0
+    for path, method, operation in operations(spec):
+        if "403" not in operation["responses"] or "{restaurant_id}" not in path:
+            continue
+        url = path.replace("{restaurant_id}", str(rid))
+        url = re.sub(r"\{[a-z_]+\}", "1", url).removeprefix("/api/v1")
+        caller = device if operation["tags"] == ["device-catchup"] else stranger
+        answer = caller.request(method.upper(), url)
+        assert answer.status_code == 403, f"{method} {path}: {answer.status_code} {answer.text}"
+        checked += 1
+    assert checked > 30
+    assert app.http(app.api_token("a", "admin", rid)).get(f"/restaurants/{rid}/events").json() == events_before
+
+
 def test_every_list_is_a_page_with_skip_and_limit(spec):
     pages = 0
     for path, method, operation in operations(spec):
