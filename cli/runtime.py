@@ -62,6 +62,7 @@ class Parts:
         """`upgrade`: bring the schema to this code's head (`orderbus up`, which owns its database);
         otherwise refuse a database at another revision (`db.SchemaOutOfDate`): processes run apart
         share theirs, and only `orderbus db upgrade` changes it."""
+        policy = Policy.load(settings.acl_policy)  # a bad ACL file: one line, before anything is made
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         tokens = token_service(settings)
         engine = db.make_engine(settings.db_url)
@@ -70,7 +71,7 @@ class Parts:
         except BaseException:
             engine.dispose()
             raise
-        return cls(settings, engine, tokens, Policy.load(settings.acl_policy))
+        return cls(settings, engine, tokens, policy)
 
     def device_grants(self, claims: dict[str, Any]) -> Callable[[str], bool]:
         """What a device's token may receive, for the API's device catch-up: the broker's own policy."""
@@ -82,17 +83,26 @@ class Parts:
         )
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why nothing could listen on host:port now (None: it could)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 def check_ports(host: str, ports: dict[str, int]) -> None:
     """Fail with one clear line before anything starts, instead of a traceback half-way."""
     for flag, port in ports.items():
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}") from exc
-                raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); check {flag} and --host") from exc
+        exc = bind_error(host, port)
+        if exc is None:
+            continue
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}")
+        raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); check {flag} and --host")
 
 
 def check_mqtt_listener(endpoints: list[tuple[str, int]]) -> None:

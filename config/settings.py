@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import ssl
+import tomllib
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -140,11 +141,16 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-class BrokerUrlError(ValueError):
+class ConfigError(ValueError):
+    """A setting that cannot be used; its message is one line that names where it came from (a flag, an
+    environment variable or a file) and what is wrong, for the CLI's one error style (cli/errors.py)."""
+
+
+class BrokerUrlError(ConfigError):
     """`broker_url` is not a list of NATS URLs, or lacks the MQTT listener that goes with it."""
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(ConfigError):
     """The config file named by --config / ORDERBUS_CONFIG cannot be used."""
 
 
@@ -163,10 +169,55 @@ def parse_nats_urls(value: str) -> list[str]:
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
-    """Build settings from a config file, the environment and the flags that were given (None = not given)."""
+    """Build settings from a config file, the environment and the flags that were given (None = not given).
+
+    ConfigError, one line per problem, naming the flag, environment variable or file each bad value came from."""
     if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigFileError(f"config file not found: {config_file}")
         os.environ["ORDERBUS_CONFIG"] = str(config_file)
+    config = os.environ.get("ORDERBUS_CONFIG")
+    if config:
+        _check_toml(Path(config))
     given = {name: value for name, value in flags.items() if value is not None}
-    return Settings(**given)
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_problems(exc, given, config))) from None
+    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+        where = "--data-dir" if "data_dir" in given else _where("data_dir", config)
+        raise ConfigError(f"{settings.data_dir}: not a directory (the data directory, set by {where})")
+    return settings
+
+
+def _check_toml(path: Path) -> None:
+    """The config file, read before pydantic-settings does: its errors name the file, line and column."""
+    try:
+        tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigFileError(f"{path}: a directory, not a config file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file: {getattr(exc, 'strerror', None) or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _where(field: str, config: str | None) -> str:
+    """Where a setting given by no flag came from: its environment variable when set, else the config file."""
+    env = f"ORDERBUS_{field.upper()}"
+    if env in os.environ or config is None:
+        return env
+    return config
+
+
+def _problems(exc: ValidationError, given: dict[str, Any], config: str | None) -> list[str]:
+    """One line per bad setting: `<--flag | ORDERBUS_X | file>: <setting>: <what is wrong>`."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        where = f"--{field.replace('_', '-')}" if field in given else _where(field, config)
+        what = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] != "extra_forbidden" and "input" in error and not field.startswith("jwt"):
+            what += f" (got {error['input']!r})"
+        lines.append(f"{where}: {field}: {what}")
+    return lines
