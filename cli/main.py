@@ -38,9 +38,10 @@ from cli.options import (
     PublicWsUrl,
     Role,
     WsPort,
+    setting_default,
 )
 from cli.ports import FLAGS, Replaced, free_taken_defaults
-from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, token_service
+from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, preflight, token_service
 from cli.simulate import simulate
 from cli.status import status
 from config.settings import BrokerUrlError, Settings, load_settings, parse_nats_urls
@@ -115,6 +116,7 @@ def _upgrade_command(settings: Settings) -> str:
 
 
 async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool, replaced: Replaced) -> None:
+    preflight(settings, broker=broker, api=api)  # a taken port: one line, and the database untouched
     # `orderbus up` owns its database and upgrades it; parts run apart share one and only check it
     parts = Parts.build(settings, upgrade=broker and api and bridge)
     runtime = Runtime(parts, broker=broker, api=api, bridge=bridge)
@@ -273,7 +275,13 @@ def api(
     mqtt_host: MqttHost = None,
     mqtt_tls_ca: MqttTlsCa = None,
     mqtt_tls: MqttTls = None,
-    mqtt_port: Annotated[int | None, typer.Option(help="The broker's MQTT port; set, /readyz checks it.")] = None,
+    mqtt_port: Annotated[
+        int | None,
+        typer.Option(
+            help="The broker's MQTT port; set, /readyz checks it (ORDERBUS_MQTT_PORT).",
+            show_default=setting_default("mqtt_port"),
+        ),
+    ] = None,
     broker: Broker = None,
     public_ws_url: PublicWsUrl = None,
     log_json: LogJson = None,

@@ -122,6 +122,27 @@ def check_mqtt_listener(endpoints: list[tuple[str, int]]) -> None:
     )
 
 
+def preflight(settings: Settings, *, broker: bool, api: bool) -> None:
+    """What makes a start fail, checked before anything is set up (the CLI runs it before the database is
+    touched): a bad --mqtt-host or --broker, a cluster that does not answer, a port that is taken."""
+    ports: dict[str, int] = {}
+    settings.mqtt_endpoints  # noqa: B018 - EndpointError (a bad --mqtt-host) before anything starts
+    on_nats = settings.broker_url is not None
+    if on_nats:
+        settings.nats_urls  # noqa: B018 - BrokerUrlError before anything starts
+        check_mqtt_listener(settings.mqtt_endpoints)
+    if broker and not on_nats:
+        ports |= {"--mqtt-port": settings.mqtt_port, "--ws-port": settings.ws_port}
+        if settings.tls_certfile and settings.tls_keyfile:
+            tls = {"tls_port": settings.tls_port, "wss_port": settings.wss_port}
+            ports |= {f"ORDERBUS_{name.upper()}": port for name, port in tls.items() if port}
+    if api:
+        ports["--http-port"] = settings.http_port
+    elif settings.metrics_port:
+        ports["ORDERBUS_METRICS_PORT"] = settings.metrics_port
+    check_ports(settings.host, ports)
+
+
 class BrokerUnreachable(RuntimeError):
     """On NATS: the cluster's MQTT listener or its NATS port does not answer; the message names the flag."""
 
@@ -256,21 +277,7 @@ class Runtime:
         self.revocations.poke()
 
     async def start(self) -> None:
-        ports: dict[str, int] = {}
-        self.settings.mqtt_endpoints  # noqa: B018 - EndpointError (a bad --mqtt-host) before anything starts
-        if self.on_nats:
-            self.settings.nats_urls  # noqa: B018 - BrokerUrlError before anything starts
-            check_mqtt_listener(self.settings.mqtt_endpoints)
-        if self.with_broker and not self.on_nats:
-            ports |= {"--mqtt-port": self.settings.mqtt_port, "--ws-port": self.settings.ws_port}
-            if self.settings.tls_certfile and self.settings.tls_keyfile:
-                tls = {"tls_port": self.settings.tls_port, "wss_port": self.settings.wss_port}
-                ports |= {f"ORDERBUS_{name.upper()}": port for name, port in tls.items() if port}
-        if self.with_api:
-            ports["--http-port"] = self.settings.http_port
-        elif self.settings.metrics_port:
-            ports["ORDERBUS_METRICS_PORT"] = self.settings.metrics_port
-        check_ports(self.settings.host, ports)
+        preflight(self.settings, broker=self.with_broker, api=self.with_api)
         try:
             await self._start_parts()
         except BaseException:

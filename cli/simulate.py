@@ -15,6 +15,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cli.errors import fail
+from cli.options import DataDir
 from cli.runtime import token_service
 from config.settings import load_settings
 from core.tokens import TokenService
@@ -40,7 +41,7 @@ def simulate(
     mqtt_host: Annotated[str, typer.Option(help="Broker host.")] = "127.0.0.1",
     mqtt_port: Annotated[int, typer.Option(help="Broker MQTT/TCP port.")] = 1883,
     ws_port: Annotated[int, typer.Option(help="Broker MQTT/WebSocket port (dashboards).")] = 8083,
-    data_dir: Annotated[Path | None, typer.Option(help="The bus's data directory (its signing key).")] = None,
+    data_dir: DataDir = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here as JSON.")] = None,
 ) -> None:
     """Run a fleet of simulated devices against a running bus; exit 1 if anything was lost or duplicated."""

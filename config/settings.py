@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
 import tomllib
 from pathlib import Path
@@ -13,6 +14,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -182,6 +184,10 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         settings = Settings(**given)
     except ValidationError as exc:
         raise ConfigError("\n".join(_problems(exc, given, config))) from None
+    except SettingsError as exc:  # a list or table setting whose value in the environment is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1) if field else "?"
+        raise ConfigError(f'{_where(name, None)}: {name}: not valid JSON (a list is written ["a", "b"])') from None
     if settings.data_dir.exists() and not settings.data_dir.is_dir():
         where = "--data-dir" if "data_dir" in given else _where("data_dir", config)
         raise ConfigError(f"{settings.data_dir}: not a directory (the data directory, set by {where})")
@@ -196,8 +202,10 @@ def _check_toml(path: Path) -> None:
         raise ConfigFileError(f"{path}: config file not found") from None
     except IsADirectoryError:
         raise ConfigFileError(f"{path}: a directory, not a config file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigFileError(f"{path}: cannot read the config file: {getattr(exc, 'strerror', None) or exc}") from None
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigFileError(f"{path}: not valid TOML: {exc}") from None
 
