@@ -396,3 +396,39 @@ def test_demo_replaces_taken_default_ports_and_says_so(tmp_path, default_ports_t
     finally:
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
+
+
+def readme_blocks(after: str) -> str:
+    """The first ```sh block of the README after the sentence `after`."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    rest = text[text.index(after) :]
+    return rest.split("```sh\n", 1)[1].split("```", 1)[0]
+
+
+def test_the_readme_walk_works_on_the_ports_in_use(tmp_path, default_ports_taken):
+    """`orderbus up --demo` where the default MQTT and WebSocket ports are taken, then the README's second and
+    third terminals as written, after the banner's `export` line."""
+    (tmp_path / ".venv").symlink_to(Path(sys.executable).parents[1])  # the README runs .venv/bin/orderbus
+    http_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ORDERBUS_")}
+    log = tmp_path / "up.log"
+    with log.open("w") as sink:
+        process = subprocess.Popen(
+            [ORDERBUS, "up", "--demo", "--http-port", str(http_port)],
+            cwd=tmp_path, stdout=sink, stderr=subprocess.STDOUT, text=True, env=env,
+        )  # fmt: skip
+    try:
+        wait_for(lambda: "Ctrl-C to stop" in log.read_text() or process.poll() is not None, timeout=30)
+        assert process.poll() is None, log.read_text()
+        export = next(line.strip().removeprefix("in a shell").strip() for line in log.read_text().splitlines()
+                      if line.strip().startswith("in a shell"))  # fmt: skip
+        second = readme_blocks("In a second terminal").replace(" -v\n", " -v -C 1 -W 20\n")
+        third = readme_blocks("In a third terminal")
+        script = f"set -e\n{export}\n{second}\necho\n{third}\n"
+        walk = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=90)
+        assert walk.returncode == 0, (walk.stdout, walk.stderr)
+        assert re.search(r"^restaurant/1/\S+ \{", walk.stdout, re.MULTILINE), walk.stdout  # a retained message
+        assert '"table_name":"T4"' in walk.stdout and '"status":"preparing"' in walk.stdout, walk.stdout
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
