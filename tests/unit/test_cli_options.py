@@ -105,6 +105,15 @@ def test_every_option_with_a_default_shows_it(words, command):
         assert checked, words
 
 
+@pytest.mark.parametrize(("words", "command"), ALL, ids=[" ".join(w) for w, _ in ALL])
+def test_no_help_text_is_eaten_as_markup(words, command):
+    """Rich reads `[default: ./data]` in a help text as a style tag and prints nothing of it."""
+    rows = help_rows(words)
+    for option in options(command):
+        for bracketed in re.findall(r"\[[^\]]*\]", option.help or ""):
+            assert bracketed.replace(" ", "") in rows[option.opts[0]].replace(" ", ""), (words, option.opts, bracketed)
+
+
 def test_the_settings_defaults_are_the_ones_shown():
     rows = help_rows(("up",))
     for flag, field in [("--data-dir", "data_dir"), ("--http-port", "http_port"), ("--mqtt-port", "mqtt_port")]:
