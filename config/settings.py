@@ -7,7 +7,7 @@ import re
 import ssl
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
@@ -23,6 +23,9 @@ from core.endpoints import Endpoint, parse_endpoints
 from core.sizes import MAX_PACKET_BYTES
 from core.tls import client_context
 
+# a TCP port (0: any free one, as the kernel picks)
+Port = Annotated[int, Field(ge=0, le=65535)]
+
 
 class Settings(BaseSettings):
     """Everything an orderbus process needs to know; env vars are `ORDERBUS_<FIELD>`."""
@@ -31,8 +34,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
-    http_port: int = 8000
-    mqtt_port: int = 1883
+    http_port: Port = 8000
+    mqtt_port: Port = 1883
     # the broker of a bridge or API run apart [default: the local `host`]; a cluster's nodes as
     # host[:port][,host[:port]…] (a port left out is `mqtt_port`), tried in turn (core/endpoints.py)
     mqtt_host: str | None = None
@@ -42,15 +45,15 @@ class Settings(BaseSettings):
     # broker's TLS listener (8883). Never a fallback to plain MQTT (core/tls.py)
     mqtt_tls: bool = False
     mqtt_tls_ca: Path | None = None
-    ws_port: int = 8083
+    ws_port: Port = 8083
     # nats://host:port[,host:port…]: the NATS cluster's client URLs. Set, no embedded broker runs: the bus's
     # MQTT clients use `mqtt_host`/`mqtt_port` (a cluster node's MQTT listener) and `orderbus up` runs the
     # auth-callout responder (docs/ops.md, "Running on NATS")
     broker_url: str | None = None
     # what browsers connect MQTT.js to, e.g. wss://bus.example.com/mqtt [default: ws://<page host>:ws_port/mqtt]
     public_ws_url: str | None = None
-    tls_port: int | None = None  # MQTT over TLS (usually 8883); needs tls_certfile and tls_keyfile
-    wss_port: int | None = None  # MQTT over secure WebSocket (usually 8084)
+    tls_port: Port | None = None  # MQTT over TLS (usually 8883); needs tls_certfile and tls_keyfile
+    wss_port: Port | None = None  # MQTT over secure WebSocket (usually 8084)
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     demo: bool = False
@@ -65,7 +68,7 @@ class Settings(BaseSettings):
     log_json: bool = False  # one JSON object per log line
     sys_interval_seconds: float = 10.0  # how often the broker publishes $SYS/broker/...; 0 turns it off
     ready_max_outbox_lag_seconds: float = 30.0  # /readyz fails when the oldest unpublished event is older
-    metrics_port: int | None = None  # /metrics on its own port, for processes without the API
+    metrics_port: Port | None = None  # /metrics on its own port, for processes without the API
     # the outbox (docs/ops.md)
     mqtt_max_packet_bytes: int = Field(default=MAX_PACKET_BYTES, ge=1024)  # the broker's packet limit
     # bounds of a persistent session (docs/security.md); unset: the broker's own (broker/limits.py)
@@ -223,7 +226,8 @@ def _problems(exc: ValidationError, given: dict[str, Any], config: str | None) -
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else "?"
-        where = f"--{field.replace('_', '-')}" if field in given else _where(field, config)
+        where = ("--broker" if field == "broker_url" else f"--{field.replace('_', '-')}") if field in given else None
+        where = where or _where(field, config)
         what = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
         if error["type"] != "extra_forbidden" and "input" in error and not field.startswith("jwt"):
             what += f" (got {error['input']!r})"

@@ -72,6 +72,12 @@ def test_a_bad_value_names_the_flag_or_the_variable_it_came_from(tmp_path):
     assert line.startswith("ORDERBUS_WS_PORT: ws_port: Input should be a valid integer") and "(got 'lots')" in line
     line = one_line(run("up", "--http-port", "eighty"))
     assert line.startswith("orderbus up: ") and "'--http-port'" in line, line
+    line = one_line(run("up", "--http-port", "99999"))
+    assert line == "--http-port: http_port: Input should be less than or equal to 65535 (got 99999)"
+    line = one_line(run("bridge", env={"ORDERBUS_METRICS_PORT": "-1"}))
+    assert line == "ORDERBUS_METRICS_PORT: metrics_port: Input should be greater than or equal to 0 (got '-1')"
+    line = one_line(run("up", "--broker", "nats://x:1", "--mqtt-tls", "--log-json", env={"ORDERBUS_DEMO": "maybe"}))
+    assert line.startswith("ORDERBUS_DEMO: demo: Input should be a valid boolean"), line
     secret = one_line(run("token", "--sub", "a", "--role", "admin", env={"ORDERBUS_JWT_PREVIOUS_KEYS": "not-json"}))
     assert secret.startswith("ORDERBUS_JWT_PREVIOUS_KEYS: jwt_previous_keys: not valid JSON"), secret
     assert not (tmp_path / "d").exists()
