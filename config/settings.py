@@ -191,9 +191,12 @@ def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
         field = re.search(r'field "(\w+)"', str(exc))
         name = field.group(1) if field else "?"
         raise ConfigError(f'{_where(name, None)}: {name}: not valid JSON (a list is written ["a", "b"])') from None
-    if settings.data_dir.exists() and not settings.data_dir.is_dir():
+    data_dir = settings.data_dir
+    existing = next((path for path in (data_dir, *data_dir.parents) if path.exists()), data_dir)
+    if existing.exists() and not existing.is_dir():  # the data directory, or one it would be made in, is a file
         where = "--data-dir" if "data_dir" in given else _where("data_dir", config)
-        raise ConfigError(f"{settings.data_dir}: not a directory (the data directory, set by {where})")
+        inside = "" if existing == data_dir else f", {existing} is a file"
+        raise ConfigError(f"{data_dir}: not a directory (the data directory, set by {where}{inside})")
     return settings
 
 

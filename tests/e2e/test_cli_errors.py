@@ -129,6 +129,8 @@ def test_a_data_directory_that_is_a_file(tmp_path, command):
     assert line == f"{afile}: not a directory (the data directory, set by --data-dir)"
     line = one_line(run(*command, env={"ORDERBUS_DATA_DIR": str(afile)}))
     assert line == f"{afile}: not a directory (the data directory, set by ORDERBUS_DATA_DIR)"
+    line = one_line(run(*command, "--data-dir", str(afile / "sub")))
+    assert line == f"{afile / 'sub'}: not a directory (the data directory, set by --data-dir, {afile} is a file)"
     assert afile.read_text() == "not a directory\n"
 
 
