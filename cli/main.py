@@ -219,7 +219,12 @@ def up(
     mqtt_tls_ca: MqttTlsCa = None,
     mqtt_tls: MqttTls = None,
     public_ws_url: PublicWsUrl = None,
-    demo: Annotated[bool | None, typer.Option("--demo", help="Create a demo restaurant (once).")] = None,
+    demo: Annotated[
+        bool | None,
+        typer.Option(
+            "--demo", help="Create a demo restaurant (once); a default port that is taken is replaced by a free one."
+        ),
+    ] = None,
     log_json: LogJson = None,
     database_url: DatabaseUrl = None,
 ) -> None:
