@@ -56,11 +56,17 @@ class Policy:
 
     @classmethod
     def load(cls, path: Path) -> Policy:
+        """PolicyError, one line naming the file and what is wrong with it (the CLI prints it as it is)."""
         try:
             raw = tomllib.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-            raise PolicyError(f"cannot read ACL policy {path}: {exc}") from exc
-        return cls.from_dict(raw)
+        except OSError as exc:
+            raise PolicyError(f"{path}: cannot read ACL policy: {exc.strerror or exc}") from exc
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+            raise PolicyError(f"{path}: cannot read ACL policy: not valid TOML: {exc}") from exc
+        try:
+            return cls.from_dict(raw)
+        except PolicyError as exc:
+            raise PolicyError(f"{path}: bad ACL policy: {exc}") from None
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Policy:

@@ -18,6 +18,7 @@ from rich.table import Table
 from broker.nats.cluster import Cluster, last_error, node_status
 from broker.nats.layout import DEV_USER, describe
 from broker.nats.server import ENV_VAR, ClusterError
+from cli.errors import fail
 
 cluster_app = typer.Typer(no_args_is_help=True, help="A local NATS cluster with MQTT and MQTT over WebSocket.")
 # Piped or logged, the table keeps whole URLs (rich would cut them at 80 columns)
@@ -28,8 +29,7 @@ ClusterDir = Annotated[Path, typer.Option(help="Where the nodes keep their confi
 
 
 def _fail(exc: ClusterError) -> NoReturn:
-    err.print(f"[red]error:[/red] {escape(str(exc))}", highlight=False)  # [nats] in a hint is not markup
-    raise typer.Exit(2)
+    fail(str(exc))
 
 
 @cluster_app.command("up")

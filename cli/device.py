@@ -19,11 +19,11 @@ Token = Annotated[
 
 
 def _check_hosts(value: str) -> str:
-    """`--host host[:port][,host[:port]…]` (core/endpoints.py): a bad list exits 2 before anything connects."""
+    """`--mqtt-host host[:port][,host[:port]…]` (core/endpoints.py): a bad list exits 2 before anything connects."""
     from core.endpoints import EndpointError, parse_endpoints
 
     try:
-        parse_endpoints(value, 1883, "--host")
+        parse_endpoints(value, 1883, "--mqtt-host")
     except EndpointError as exc:
         raise typer.BadParameter(str(exc)) from None
     return value
@@ -32,34 +32,36 @@ def _check_hosts(value: str) -> str:
 BrokerHost = Annotated[
     str,
     typer.Option(
-        "--host",
+        "--mqtt-host",
         callback=_check_hosts,
         help="Broker host, or a cluster's nodes as host[:port][,host[:port]…], tried in turn.",
     ),
 ]
-BrokerPort = Annotated[int, typer.Option("--port", help="Broker MQTT/TCP port (MQTT/TLS with --tls-ca or --tls).")]
+BrokerPort = Annotated[
+    int, typer.Option("--mqtt-port", help="Broker MQTT/TCP port (MQTT/TLS with --mqtt-tls-ca or --mqtt-tls).")
+]
 TlsCa = Annotated[
     Path | None,
     typer.Option(
-        "--tls-ca",
+        "--mqtt-tls-ca",
         help="PEM file of the CA that signed the broker's certificate: connect over TLS, verifying the broker's "
         "certificate and host name against it.",
     ),
 ]
-Tls = Annotated[bool, typer.Option("--tls", help="Connect over TLS, verified against the system's CAs.")]
+Tls = Annotated[bool, typer.Option("--mqtt-tls", help="Connect over TLS, verified against the system's CAs.")]
 
 
 def _tls_context(tls_ca: Path | None, tls: bool) -> ssl.SSLContext | None:
-    """None for plain MQTT; a missing or non-PEM --tls-ca exits 2 with one line naming the file."""
+    """None for plain MQTT; a missing or non-PEM --mqtt-tls-ca exits 2 with one line naming the file."""
+    from cli.errors import fail
     from core.tls import TlsCaError, client_context
 
     if tls_ca is None and not tls:
         return None
     try:
-        return client_context(tls_ca, "--tls-ca")
+        return client_context(tls_ca, "--mqtt-tls-ca")
     except TlsCaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(str(exc))
 
 
 ApiUrl = Annotated[

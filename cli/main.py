@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.metadata
 import importlib.util
 import os
 import re
@@ -12,102 +13,82 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 from sqlalchemy import Engine
 
 from broker.nats import CalloutUnavailable
 from cli.cluster import cluster_app
 from cli.device import device_app
-from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, token_service
+from cli.errors import CONFIG_ERRORS, fail, say
+from cli.options import (
+    Broker,
+    ConfigFile,
+    DatabaseUrl,
+    DataDir,
+    Host,
+    HttpPort,
+    LogJson,
+    MqttHost,
+    MqttPort,
+    MqttTls,
+    MqttTlsCa,
+    PublicWsUrl,
+    Role,
+    WsPort,
+    setting_default,
+)
+from cli.ports import FLAGS, Replaced, free_taken_defaults
+from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, preflight, token_service
 from cli.simulate import simulate
 from cli.status import status
-from config.settings import BrokerUrlError, ConfigFileError, Settings, load_settings, parse_nats_urls
+from config.settings import BrokerUrlError, Settings, load_settings, parse_nats_urls
 from core import db, logs
-from core.demo import ensure_demo
+from core.demo import CREDENTIALS_FILE, DemoInfo, ensure_demo
 from core.endpoints import EndpointError, describe
-from core.tls import TlsCaError
 from core.tokens import Audience
-from core.topics import ROLES
 
 app = typer.Typer(no_args_is_help=True, help="orderbus: an MQTT event bus for restaurant devices.")
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
-DataDir = Annotated[Path | None, typer.Option(help="Where the database and keys live [default: ./data].")]
-ConfigFile = Annotated[Path | None, typer.Option("--config", help="A TOML file of settings (ORDERBUS_CONFIG).")]
-Host = Annotated[str | None, typer.Option(help="Address to listen on [default: 127.0.0.1].")]
-HttpPort = Annotated[int | None, typer.Option(help="HTTP port of the API and dashboard [default: 8000].")]
-MqttPort = Annotated[int | None, typer.Option(help="MQTT over TCP [default: 1883].")]
-MqttHost = Annotated[str | None, typer.Option(help="The broker's host, when it runs apart [default: --host].")]
-MqttTlsCa = Annotated[
-    Path | None,
-    typer.Option(
-        help="PEM file of the CA that signed the broker's certificate: the bus's MQTT clients connect over TLS and "
-        "verify the broker's certificate and host name against it (ORDERBUS_MQTT_TLS_CA)."
-    ),
-]
-MqttTls = Annotated[
-    bool | None,
-    typer.Option(
-        "--mqtt-tls",
-        help="The bus's MQTT clients connect over TLS, verified against the system's CAs (ORDERBUS_MQTT_TLS).",
-        show_default=False,
-    ),
-]
-WsPort = Annotated[int | None, typer.Option(help="MQTT over WebSocket, path /mqtt [default: 8083].")]
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(help="e.g. postgresql+psycopg://user@host/db (ORDERBUS_DATABASE_URL) [default: SQLite in data dir]."),
-]
-Broker = Annotated[
-    str | None,
-    typer.Option(
-        "--broker",
-        help="A NATS cluster instead of the embedded broker: nats://host:port[,host:port…] (ORDERBUS_BROKER_URL); "
-        "with --mqtt-host/--mqtt-port of a node's MQTT listener.",
-    ),
-]
-PublicWsUrl = Annotated[
-    str | None, typer.Option(help="The MQTT-over-WebSocket URL browsers use, e.g. ws://node:9222/mqtt.")
-]
-LogJson = Annotated[
-    bool | None,
-    typer.Option("--log-json", help="Log one JSON object per line (ORDERBUS_LOG_JSON).", show_default=False),
-]
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"orderbus {importlib.metadata.version('orderbus')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    """orderbus: an MQTT event bus for restaurant devices."""
 
 
 def _settings(config: Path | None, **flags: object) -> Settings:
     try:
         settings = load_settings(config, **flags)
-    except (ConfigFileError, ValidationError) as exc:
-        err.print(f"[red]error:[/red] bad configuration: {exc}")
-        raise typer.Exit(2) from exc
-    try:
         settings.mqtt_endpoints  # noqa: B018 - a bad --mqtt-host list, before anything is set up
         settings.mqtt_tls_context()  # a missing or non-PEM --mqtt-tls-ca, before anything is set up
-    except (EndpointError, TlsCaError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+    except CONFIG_ERRORS as exc:
+        fail(str(exc))
     return settings
 
 
-def _run(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
+def _run(settings: Settings, *, broker: bool, api: bool, bridge: bool, replaced: Replaced | None = None) -> None:
     logs.configure(json_lines=settings.log_json)
     try:
-        asyncio.run(_serve(settings, broker=broker, api=api, bridge=bridge))
-    except PortInUse as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from None
-    except (BrokerUrlError, BrokerUnreachable, EndpointError) as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        asyncio.run(_serve(settings, broker=broker, api=api, bridge=bridge, replaced=replaced or {}))
+    except (PortInUse, BrokerUrlError, BrokerUnreachable, EndpointError) as exc:
+        fail(str(exc))
     except CalloutUnavailable as exc:  # the responder's NATS login (broker/nats/responder.py)
-        err.print(f"[red]error:[/red] --broker: {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(f"--broker: {exc}")
     except db.DatabaseError as exc:
         _database_failed(settings, exc)
 
@@ -120,8 +101,7 @@ def _database_failed(settings: Settings, exc: db.DatabaseError) -> NoReturn:
         message = f"{exc}; check --data-dir, or --database-url / ORDERBUS_DATABASE_URL"
     else:
         message = str(exc)
-    err.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(2) from None
+    fail(message)
 
 
 def _upgrade_command(settings: Settings) -> str:
@@ -135,7 +115,8 @@ def _upgrade_command(settings: Settings) -> str:
     return " ".join(words)
 
 
-async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool) -> None:
+async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool, replaced: Replaced) -> None:
+    preflight(settings, broker=broker, api=api)  # a taken port: one line, and the database untouched
     # `orderbus up` owns its database and upgrades it; parts run apart share one and only check it
     parts = Parts.build(settings, upgrade=broker and api and bridge)
     runtime = Runtime(parts, broker=broker, api=api, bridge=bridge)
@@ -145,7 +126,7 @@ async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool) -
         loop.add_signal_handler(sig, stop.set)
     await runtime.start()
     try:
-        _print_banner(settings, broker=broker, api=api)
+        _print_banner(settings, broker=broker, api=api, replaced=replaced)
         if settings.demo:
             demo = ensure_demo(parts.engine, settings.data_dir, runtime.wake_relay)
             _print_demo(settings, demo)
@@ -162,43 +143,67 @@ async def _serve(settings: Settings, *, broker: bool, api: bool, bridge: bool) -
     console.print("stopped.", style="dim")
 
 
-def _print_banner(settings: Settings, *, broker: bool, api: bool) -> None:
+def _print_banner(settings: Settings, *, broker: bool, api: bool, replaced: Replaced) -> None:
+    """Where to look, on the ports actually used; never a password (the demo's is in its credentials file)."""
     host = settings.local_host
-    console.print("[bold green]orderbus is up[/bold green]")
+
+    def note(field: str) -> str:
+        if field not in replaced:
+            return ""
+        default, used = replaced[field]
+        return f"  (port {default} is taken: --demo uses {used}; choose one with {FLAGS[field]})"
+
+    console.print("[bold green]orderbus is up[/bold green]", highlight=False)
     if api:
-        console.print(f"  API docs      http://{host}:{settings.http_port}/docs")
-        console.print(f"  API           http://{host}:{settings.http_port}/api/v1")
+        console.print(f"  dashboard     http://{host}:{settings.http_port}/{note('http_port')}", highlight=False)
+        console.print(f"  ops           http://{host}:{settings.http_port}/ops.html", highlight=False)
+        console.print(f"  API docs      http://{host}:{settings.http_port}/docs", highlight=False)
+        console.print(f"  API           http://{host}:{settings.http_port}/api/v1", highlight=False)
     if settings.broker_url:
         console.print(
             f"  NATS cluster  {settings.broker_url} (auth-callout responder: {'here' if broker else 'apart'})"
         )
-        console.print(f"  MQTT          {describe(settings.mqtt_endpoints)}")
+        console.print(f"  MQTT          {describe(settings.mqtt_endpoints)}", highlight=False)
     elif broker:
-        console.print(f"  MQTT          mqtt://{host}:{settings.mqtt_port}")
-        console.print(f"  MQTT over WS  ws://{host}:{settings.ws_port}/mqtt")
-    console.print(f"  database      {db.shown_url(settings.db_url)}")  # never the password
+        console.print(f"  MQTT          mqtt://{host}:{settings.mqtt_port}{note('mqtt_port')}", highlight=False)
+        console.print(f"  MQTT over WS  ws://{host}:{settings.ws_port}/mqtt{note('ws_port')}", highlight=False)
+    console.print(f"  database      {db.shown_url(settings.db_url)}", highlight=False)  # never the password
 
 
-def _print_demo(settings: Settings, demo) -> None:
+def _print_demo(settings: Settings, demo: DemoInfo) -> None:
+    """The demo's logins and commands, on the ports in use; the password stays in the credentials file."""
+    host, credentials = settings.local_host, settings.data_dir / CREDENTIALS_FILE
     console.print(f"[bold]demo restaurant[/bold] {demo.restaurant_id} (Demo Bistro)")
-    console.print(f"  admin login   {demo.email} / {demo.password}")
+    console.print(f"  admin login   {demo.email}, password in {credentials}", highlight=False)
     console.print(
-        f"  login         curl -s -X POST http://{settings.local_host}:{settings.http_port}/api/v1/auth/login "
-        f'-H \'content-type: application/json\' -d \'{{"email":"{demo.email}","password":"{demo.password}"}}\''
+        f"  login         curl -s -X POST http://{host}:{settings.http_port}/api/v1/auth/login "
+        f"-H 'content-type: application/json' -d @{shlex.quote(str(credentials))}",
+        highlight=False,
     )
     console.print(
         f"  MQTT token    orderbus token --data-dir {settings.data_dir} --sub watcher "
-        f"--restaurant {demo.restaurant_id} --role staff"
+        f"--restaurant {demo.restaurant_id} --role staff",
+        highlight=False,
+    )
+    console.print(
+        f"  in a shell    export BUS=http://{host}:{settings.http_port} MQTT_PORT={settings.mqtt_port} "
+        f"WS_PORT={settings.ws_port}",
+        highlight=False,
     )
     console.print("[bold]demo devices[/bold] (each in its own terminal)")
     agents = {"printer": "printer --printer file:{dir}/{id}.escpos", "tablet": "kds", "scale": "scale --item {item}"}
+    broker = f"--mqtt-port {settings.mqtt_port}" + (f" --mqtt-host {host}" if host != "127.0.0.1" else "")
+    api_url = f"--api-url http://{host}:{settings.http_port}"
     for device_id, kind, station, item in demo.devices:
         token = (
             f"orderbus token --data-dir {settings.data_dir} --sub {device_id} --restaurant {demo.restaurant_id} "
             f"--role {kind}{f' --station {station}' if station else ''}"
         )
         agent = agents[kind].format(dir=settings.data_dir, id=device_id, item=item)
-        console.print(f'  {device_id:<16} orderbus device {agent} --port {settings.mqtt_port} --token "$({token})"')
+        catch_up = f" {api_url}" if kind != "scale" else ""  # a scale only publishes
+        console.print(
+            f'  {device_id:<16} orderbus device {agent} {broker}{catch_up} --token "$({token})"', highlight=False
+        )
 
 
 @app.command()
@@ -214,7 +219,12 @@ def up(
     mqtt_tls_ca: MqttTlsCa = None,
     mqtt_tls: MqttTls = None,
     public_ws_url: PublicWsUrl = None,
-    demo: Annotated[bool | None, typer.Option("--demo", help="Create a demo restaurant (once).")] = None,
+    demo: Annotated[
+        bool | None,
+        typer.Option(
+            "--demo", help="Create a demo restaurant (once); a default port that is taken is replaced by a free one."
+        ),
+    ] = None,
     log_json: LogJson = None,
     database_url: DatabaseUrl = None,
 ) -> None:
@@ -235,7 +245,10 @@ def up(
         demo=demo,
         log_json=log_json,
     )
-    _run(settings, broker=True, api=True, bridge=True)
+    replaced: Replaced = {}
+    if settings.demo:  # a fresh clone's `make demo` on a laptop where Mosquitto holds 1883
+        settings, replaced = free_taken_defaults(settings)
+    _run(settings, broker=True, api=True, bridge=True, replaced=replaced)
 
 
 @app.command()
@@ -267,7 +280,13 @@ def api(
     mqtt_host: MqttHost = None,
     mqtt_tls_ca: MqttTlsCa = None,
     mqtt_tls: MqttTls = None,
-    mqtt_port: Annotated[int | None, typer.Option(help="The broker's MQTT port; set, /readyz checks it.")] = None,
+    mqtt_port: Annotated[
+        int | None,
+        typer.Option(
+            help="The broker's MQTT port; set, /readyz checks it (ORDERBUS_MQTT_PORT).",
+            show_default=setting_default("mqtt_port"),
+        ),
+    ] = None,
     broker: Broker = None,
     public_ws_url: PublicWsUrl = None,
     log_json: LogJson = None,
@@ -337,7 +356,7 @@ def parse_ttl(text: str) -> int:
 @app.command()
 def token(
     sub: Annotated[str, typer.Option(help="Subject: a user id, or the device id (also its MQTT client id).")],
-    role: Annotated[str, typer.Option(help=f"One of: {', '.join(sorted(ROLES))}.")],
+    role: Role,
     restaurant: Annotated[int | None, typer.Option(help="Restaurant id (not for super_admin, ops, service).")] = None,
     ttl: Annotated[str, typer.Option(help="Lifetime, e.g. 15m, 1h, 7d.")] = "1h",
     station: Annotated[str | None, typer.Option(help="Kitchen station of a printer.")] = None,
@@ -362,8 +381,7 @@ def token(
             extra={"station": station} if station else None,
         )
     except ValueError as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+        fail(str(exc))
     err.print(f"{role} token for {sub}, restaurant {restaurant}, valid {ttl}; MQTT client id: {sub}[:suffix]")
     print(signed)
 
@@ -454,8 +472,7 @@ def responder(
         from broker.nats.callout import Credentials, authorization_block
         from cli.callout import serve
     except ImportError as exc:  # nats-py, nkeys: the `nats` extra
-        err.print(f"[red]error:[/red] {exc}; install the NATS extra: pip install 'orderbus[nats]'", highlight=False)
-        raise typer.Exit(2) from None
+        fail(f"{exc}; install the NATS extra: pip install 'orderbus[nats]'")
 
     settings = _settings(config, data_dir=data_dir, database_url=database_url, log_json=log_json, broker_url=broker_url)
     if print_config:  # the issuer key and the responder's login, made once in the data directory
@@ -465,14 +482,12 @@ def responder(
     try:
         urls = parse_nats_urls(settings.broker_url or "")
     except BrokerUrlError as exc:
-        err.print(f"[red]error:[/red] no cluster to serve: {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(f"no cluster to serve: {exc}")
     logs.configure(json_lines=settings.log_json)
     try:
         asyncio.run(serve(settings, urls, workers=workers))
     except CalloutUnavailable as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(2) from None
+        fail(str(exc))
     except db.DatabaseError as exc:
         _database_failed(settings, exc)
 
@@ -483,5 +498,33 @@ app.add_typer(device_app, name="device")
 app.add_typer(cluster_app, name="cluster")  # `orderbus cluster up|status`: a local NATS cluster
 app.command()(simulate)  # `orderbus simulate`: the fleet simulator and load generator (cli/simulate.py)
 
+
+def main() -> None:
+    """The `orderbus` console script: the app, with every error it reports in one style (cli/errors.py).
+
+    Usage errors (a bad flag value, an unknown option) and our configuration errors that surface anywhere
+    (a bad ACL file found while the parts are built) become one `orderbus: error:` line, exit 2."""
+    try:
+        code = app(standalone_mode=False)
+    except _CLICK_ERROR as exc:
+        if type(exc).__name__ == "NoArgsIsHelpError":  # `orderbus` or `orderbus db` alone: the help
+            exc.show()
+            sys.exit(exc.exit_code)
+        context = getattr(exc, "ctx", None)
+        where = f"{context.command_path}: " if context is not None else ""
+        say(f"{where}{exc.format_message()}".replace("\n", " "))
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except CONFIG_ERRORS as exc:
+        say(str(exc))
+        sys.exit(2)
+    sys.exit(code if isinstance(code, int) else 0)
+
+
+# the click that typer runs on (its own copy since typer 0.2x), through the one class of it typer exports
+_CLICK_ERROR: Any = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
 if __name__ == "__main__":
-    app()
+    main()

@@ -62,6 +62,7 @@ class Parts:
         """`upgrade`: bring the schema to this code's head (`orderbus up`, which owns its database);
         otherwise refuse a database at another revision (`db.SchemaOutOfDate`): processes run apart
         share theirs, and only `orderbus db upgrade` changes it."""
+        policy = Policy.load(settings.acl_policy)  # a bad ACL file: one line, before anything is made
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         tokens = token_service(settings)
         engine = db.make_engine(settings.db_url)
@@ -70,7 +71,7 @@ class Parts:
         except BaseException:
             engine.dispose()
             raise
-        return cls(settings, engine, tokens, Policy.load(settings.acl_policy))
+        return cls(settings, engine, tokens, policy)
 
     def device_grants(self, claims: dict[str, Any]) -> Callable[[str], bool]:
         """What a device's token may receive, for the API's device catch-up: the broker's own policy."""
@@ -82,17 +83,26 @@ class Parts:
         )
 
 
+def bind_error(host: str, port: int) -> OSError | None:
+    """Why nothing could listen on host:port now (None: it could)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc
+    return None
+
+
 def check_ports(host: str, ports: dict[str, int]) -> None:
     """Fail with one clear line before anything starts, instead of a traceback half-way."""
     for flag, port in ports.items():
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind((host, port))
-            except OSError as exc:
-                if exc.errno == errno.EADDRINUSE:
-                    raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}") from exc
-                raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); check {flag} and --host") from exc
+        exc = bind_error(host, port)
+        if exc is None:
+            continue
+        if exc.errno == errno.EADDRINUSE:
+            raise PortInUse(f"port {port} on {host} is already in use; choose another with {flag}")
+        raise PortInUse(f"cannot listen on {host}:{port} ({exc.strerror}); check {flag} and --host")
 
 
 def check_mqtt_listener(endpoints: list[tuple[str, int]]) -> None:
@@ -110,6 +120,27 @@ def check_mqtt_listener(endpoints: list[tuple[str, int]]) -> None:
         f"{flag}: no MQTT listener at {', '.join(failures)}; is the cluster up "
         "(`orderbus cluster up`), and is this a node's MQTT port?"
     )
+
+
+def preflight(settings: Settings, *, broker: bool, api: bool) -> None:
+    """What makes a start fail, checked before anything is set up (the CLI runs it before the database is
+    touched): a bad --mqtt-host or --broker, a cluster that does not answer, a port that is taken."""
+    ports: dict[str, int] = {}
+    settings.mqtt_endpoints  # noqa: B018 - EndpointError (a bad --mqtt-host) before anything starts
+    on_nats = settings.broker_url is not None
+    if on_nats:
+        settings.nats_urls  # noqa: B018 - BrokerUrlError before anything starts
+        check_mqtt_listener(settings.mqtt_endpoints)
+    if broker and not on_nats:
+        ports |= {"--mqtt-port": settings.mqtt_port, "--ws-port": settings.ws_port}
+        if settings.tls_certfile and settings.tls_keyfile:
+            tls = {"tls_port": settings.tls_port, "wss_port": settings.wss_port}
+            ports |= {f"ORDERBUS_{name.upper()}": port for name, port in tls.items() if port}
+    if api:
+        ports["--http-port"] = settings.http_port
+    elif settings.metrics_port:
+        ports["ORDERBUS_METRICS_PORT"] = settings.metrics_port
+    check_ports(settings.host, ports)
 
 
 class BrokerUnreachable(RuntimeError):
@@ -246,21 +277,7 @@ class Runtime:
         self.revocations.poke()
 
     async def start(self) -> None:
-        ports: dict[str, int] = {}
-        self.settings.mqtt_endpoints  # noqa: B018 - EndpointError (a bad --mqtt-host) before anything starts
-        if self.on_nats:
-            self.settings.nats_urls  # noqa: B018 - BrokerUrlError before anything starts
-            check_mqtt_listener(self.settings.mqtt_endpoints)
-        if self.with_broker and not self.on_nats:
-            ports |= {"--mqtt-port": self.settings.mqtt_port, "--ws-port": self.settings.ws_port}
-            if self.settings.tls_certfile and self.settings.tls_keyfile:
-                tls = {"tls_port": self.settings.tls_port, "wss_port": self.settings.wss_port}
-                ports |= {f"ORDERBUS_{name.upper()}": port for name, port in tls.items() if port}
-        if self.with_api:
-            ports["--http-port"] = self.settings.http_port
-        elif self.settings.metrics_port:
-            ports["ORDERBUS_METRICS_PORT"] = self.settings.metrics_port
-        check_ports(self.settings.host, ports)
+        preflight(self.settings, broker=self.with_broker, api=self.with_api)
         try:
             await self._start_parts()
         except BaseException:

@@ -14,6 +14,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.errors import fail
+from cli.options import DataDir
 from cli.runtime import token_service
 from config.settings import load_settings
 from core.tokens import TokenService
@@ -35,11 +37,11 @@ def simulate(
     duration: Annotated[float, typer.Option(min=1, help="Seconds of ordering.")] = 30.0,
     readings_per_second: Annotated[float, typer.Option(min=0, help="Scale readings across the chain.")] = 100.0,
     drain: Annotated[float, typer.Option(min=0, help="Seconds to wait for the last deliveries.")] = 20.0,
-    url: Annotated[str, typer.Option(help="The bus's HTTP address.")] = "http://127.0.0.1:8000",
+    url: Annotated[str, typer.Option("--api-url", help="The bus's HTTP address.")] = "http://127.0.0.1:8000",
     mqtt_host: Annotated[str, typer.Option(help="Broker host.")] = "127.0.0.1",
     mqtt_port: Annotated[int, typer.Option(help="Broker MQTT/TCP port.")] = 1883,
     ws_port: Annotated[int, typer.Option(help="Broker MQTT/WebSocket port (dashboards).")] = 8083,
-    data_dir: Annotated[Path | None, typer.Option(help="The bus's data directory (its signing key).")] = None,
+    data_dir: DataDir = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here as JSON.")] = None,
 ) -> None:
     """Run a fleet of simulated devices against a running bus; exit 1 if anything was lost or duplicated."""
@@ -59,8 +61,7 @@ def simulate(
             )
         )
     except (httpx.HTTPError, SetupFailed) as exc:
-        console.print(f"[red]error:[/red] cannot seed the fleet at {url}: {exc}")
-        raise typer.Exit(2) from None
+        fail(f"cannot seed the fleet at {url}: {exc}")
     _print(report)
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from api.summary import summarize
+from cli.errors import say
 from core.topics import PRESENCE_STATES
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -159,12 +160,12 @@ def status(
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
 ) -> None:
     """A live view of connections, traffic, outbox lag, refusals and devices, from /metrics (Ctrl-C to stop)."""
-    console, err = Console(), Console(stderr=True, soft_wrap=True)
+    console = Console()
     try:
         target = metrics_url(url)
         current = scrape(target)
     except ScrapeError as exc:
-        err.print(f"[red]error:[/red] {exc}", highlight=False)
+        say(str(exc))
         raise typer.Exit(1) from None
     if once:
         console.print(render(target, current, None))

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import os
+import re
 import ssl
+import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -19,6 +22,9 @@ from config import DEFAULT_ACL_POLICY
 from core.endpoints import Endpoint, parse_endpoints
 from core.sizes import MAX_PACKET_BYTES
 from core.tls import client_context
+
+# a TCP port (0: any free one, as the kernel picks)
+Port = Annotated[int, Field(ge=0, le=65535)]
 
 
 class Settings(BaseSettings):
@@ -28,8 +34,8 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     host: str = "127.0.0.1"
-    http_port: int = 8000
-    mqtt_port: int = 1883
+    http_port: Port = 8000
+    mqtt_port: Port = 1883
     # the broker of a bridge or API run apart [default: the local `host`]; a cluster's nodes as
     # host[:port][,host[:port]…] (a port left out is `mqtt_port`), tried in turn (core/endpoints.py)
     mqtt_host: str | None = None
@@ -39,15 +45,15 @@ class Settings(BaseSettings):
     # broker's TLS listener (8883). Never a fallback to plain MQTT (core/tls.py)
     mqtt_tls: bool = False
     mqtt_tls_ca: Path | None = None
-    ws_port: int = 8083
+    ws_port: Port = 8083
     # nats://host:port[,host:port…]: the NATS cluster's client URLs. Set, no embedded broker runs: the bus's
     # MQTT clients use `mqtt_host`/`mqtt_port` (a cluster node's MQTT listener) and `orderbus up` runs the
     # auth-callout responder (docs/ops.md, "Running on NATS")
     broker_url: str | None = None
     # what browsers connect MQTT.js to, e.g. wss://bus.example.com/mqtt [default: ws://<page host>:ws_port/mqtt]
     public_ws_url: str | None = None
-    tls_port: int | None = None  # MQTT over TLS (usually 8883); needs tls_certfile and tls_keyfile
-    wss_port: int | None = None  # MQTT over secure WebSocket (usually 8084)
+    tls_port: Port | None = None  # MQTT over TLS (usually 8883); needs tls_certfile and tls_keyfile
+    wss_port: Port | None = None  # MQTT over secure WebSocket (usually 8084)
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     demo: bool = False
@@ -62,7 +68,7 @@ class Settings(BaseSettings):
     log_json: bool = False  # one JSON object per log line
     sys_interval_seconds: float = 10.0  # how often the broker publishes $SYS/broker/...; 0 turns it off
     ready_max_outbox_lag_seconds: float = 30.0  # /readyz fails when the oldest unpublished event is older
-    metrics_port: int | None = None  # /metrics on its own port, for processes without the API
+    metrics_port: Port | None = None  # /metrics on its own port, for processes without the API
     # the outbox (docs/ops.md)
     mqtt_max_packet_bytes: int = Field(default=MAX_PACKET_BYTES, ge=1024)  # the broker's packet limit
     # bounds of a persistent session (docs/security.md); unset: the broker's own (broker/limits.py)
@@ -140,11 +146,16 @@ class Settings(BaseSettings):
         return tuple(sources)
 
 
-class BrokerUrlError(ValueError):
+class ConfigError(ValueError):
+    """A setting that cannot be used; its message is one line that names where it came from (a flag, an
+    environment variable or a file) and what is wrong, for the CLI's one error style (cli/errors.py)."""
+
+
+class BrokerUrlError(ConfigError):
     """`broker_url` is not a list of NATS URLs, or lacks the MQTT listener that goes with it."""
 
 
-class ConfigFileError(ValueError):
+class ConfigFileError(ConfigError):
     """The config file named by --config / ORDERBUS_CONFIG cannot be used."""
 
 
@@ -163,10 +174,65 @@ def parse_nats_urls(value: str) -> list[str]:
 
 
 def load_settings(config_file: Path | None = None, **flags: Any) -> Settings:
-    """Build settings from a config file, the environment and the flags that were given (None = not given)."""
+    """Build settings from a config file, the environment and the flags that were given (None = not given).
+
+    ConfigError, one line per problem, naming the flag, environment variable or file each bad value came from."""
     if config_file is not None:
-        if not config_file.is_file():
-            raise ConfigFileError(f"config file not found: {config_file}")
         os.environ["ORDERBUS_CONFIG"] = str(config_file)
+    config = os.environ.get("ORDERBUS_CONFIG")
+    if config:
+        _check_toml(Path(config))
     given = {name: value for name, value in flags.items() if value is not None}
-    return Settings(**given)
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_problems(exc, given, config))) from None
+    except SettingsError as exc:  # a list or table setting whose value in the environment is not JSON
+        field = re.search(r'field "(\w+)"', str(exc))
+        name = field.group(1) if field else "?"
+        raise ConfigError(f'{_where(name, None)}: {name}: not valid JSON (a list is written ["a", "b"])') from None
+    data_dir = settings.data_dir
+    existing = next((path for path in (data_dir, *data_dir.parents) if path.exists()), data_dir)
+    if existing.exists() and not existing.is_dir():  # the data directory, or one it would be made in, is a file
+        where = "--data-dir" if "data_dir" in given else _where("data_dir", config)
+        inside = "" if existing == data_dir else f", {existing} is a file"
+        raise ConfigError(f"{data_dir}: not a directory (the data directory, set by {where}{inside})")
+    return settings
+
+
+def _check_toml(path: Path) -> None:
+    """The config file, read before pydantic-settings does: its errors name the file, line and column."""
+    try:
+        tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigFileError(f"{path}: a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigFileError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigFileError(f"{path}: not valid TOML: {exc}") from None
+
+
+def _where(field: str, config: str | None) -> str:
+    """Where a setting given by no flag came from: its environment variable when set, else the config file."""
+    env = f"ORDERBUS_{field.upper()}"
+    if env in os.environ or config is None:
+        return env
+    return config
+
+
+def _problems(exc: ValidationError, given: dict[str, Any], config: str | None) -> list[str]:
+    """One line per bad setting: `<--flag | ORDERBUS_X | file>: <setting>: <what is wrong>`."""
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        where = ("--broker" if field == "broker_url" else f"--{field.replace('_', '-')}") if field in given else None
+        where = where or _where(field, config)
+        what = "unknown setting" if error["type"] == "extra_forbidden" else error["msg"]
+        if error["type"] != "extra_forbidden" and "input" in error and not field.startswith("jwt"):
+            what += f" (got {error['input']!r})"
+        lines.append(f"{where}: {field}: {what}")
+    return lines

@@ -77,8 +77,9 @@ class DeviceLink:
     `host` may name several brokers, `host[:port][,host[:port]…]` (a NATS cluster's nodes; `port` where one is
     left out): the link moves to the next when a connection fails or drops (core.endpoints.Failover), and a
     persistent session's queued tickets follow it there, the cluster keeping the session.
-    `tls` (core.tls.client_context: `--tls-ca`, `--tls`): the link connects over TLS only, verifying the broker's
-    certificate and host name; an attempt that does not verify is logged with why, and retried, never made in plain.
+    `tls` (core.tls.client_context: `--mqtt-tls-ca`, `--mqtt-tls`): the link connects over TLS only, verifying the
+    broker's certificate and host name; an attempt that does not verify is logged with why, and retried, never made in
+    plain.
     """
 
     def __init__(
@@ -103,7 +104,7 @@ class DeviceLink:
         self._on_message = on_message
         self.on_ready = on_ready
         self._subscribe_mid: int | None = None
-        self.failover = Failover(parse_endpoints(host, port, "--host"), self.identity.device_id)
+        self.failover = Failover(parse_endpoints(host, port, "--mqtt-host"), self.identity.device_id)
         self._keepalive = keepalive
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,

@@ -138,7 +138,7 @@ def main() -> None:
             report_file = Path(tmp) / "report.json"
             options = {
                 "--data-dir": data,
-                "--url": f"http://127.0.0.1:{http}",
+                "--api-url": f"http://127.0.0.1:{http}",
                 "--mqtt-port": mqtt,
                 "--ws-port": ws,
                 "--restaurants": args.restaurants,

@@ -390,7 +390,7 @@ class Run:
                 f"file:{self.workdir / 'grill.escpos'}",
                 "--state-dir",
                 str(self.workdir / "printer"),
-                "--port",
+                "--mqtt-port",
                 str(self.topology.mqtt_port),
                 "--keepalive",
                 "10",

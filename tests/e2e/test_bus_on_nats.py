@@ -73,7 +73,7 @@ def bad_up(tmp_path: Path, *args: str) -> str:
     result = subprocess.run([ORDERBUS, "up", *flags], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stdout + result.stderr
     assert "Traceback" not in result.stdout + result.stderr
-    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    errors = [line for line in result.stderr.splitlines() if line.startswith("orderbus: error:")]
     assert len(errors) == 1, result.stderr
     return errors[0]
 
@@ -84,7 +84,7 @@ def bad_up(tmp_path: Path, *args: str) -> str:
 )
 def test_a_broker_url_that_is_not_nats_is_refused_naming_the_flag(tmp_path, broker, needle):
     line = bad_up(tmp_path, "--broker", broker, "--mqtt-port", str(free_port()))
-    assert line.startswith("error: --broker") and needle in line
+    assert line.startswith("orderbus: error: --broker") and needle in line
 
 
 def test_nats_without_the_mqtt_port_of_a_node_is_refused(tmp_path):
@@ -94,11 +94,11 @@ def test_nats_without_the_mqtt_port_of_a_node_is_refused(tmp_path):
 def test_a_cluster_that_is_not_up_is_one_line_naming_the_flag(nats_bus: NatsBus, tmp_path):
     nobody = free_port()
     line = bad_up(tmp_path, "--broker", f"nats://127.0.0.1:{free_port()}", "--mqtt-port", str(nobody))
-    assert line.startswith(f"error: --mqtt-port {nobody}: no MQTT listener")
+    assert line.startswith(f"orderbus: error: --mqtt-port {nobody}: no MQTT listener")
     # the MQTT listener answers but NATS does not: the responder cannot log in
     node = nats_bus.cluster.nodes[0]
     line = bad_up(tmp_path, "--broker", f"nats://127.0.0.1:{free_port()}", "--mqtt-port", str(node.ports.mqtt))
-    assert line.startswith("error: --broker: cannot connect to NATS")
+    assert line.startswith("orderbus: error: --broker: cannot connect to NATS")
 
 
 def test_cluster_up_with_the_callout_then_up_on_it_gives_a_working_bus(tmp_path):

@@ -126,7 +126,7 @@ class PrinterProcess:
     def __init__(self, bus: NatsBus, token: str, state_dir: Path, log: Path, api_url: str) -> None:
         self.emulator = PrinterEmulator().start()
         command = [ORDERBUS, "device", "printer", "--printer", self.emulator.url, "--state-dir", str(state_dir)]
-        command += ["--host", endpoints(bus), "--port", "1", "--keepalive", "5", "--api-url", api_url]
+        command += ["--mqtt-host", endpoints(bus), "--mqtt-port", "1", "--keepalive", "5", "--api-url", api_url]
         self.log = log
         with log.open("w") as sink:
             env = {**os.environ, "ORDERBUS_DEVICE_TOKEN": token}
@@ -489,8 +489,8 @@ def test_an_endpoint_list_with_a_dead_first_node_connects_to_the_next(nats: Nats
         (["bridge", "--mqtt-host", "a,,b"], "--mqtt-host 'a,,b' has an empty entry"),
         (["bridge", "--mqtt-host", "a:99999"], "the port must be a number from 1 to 65535"),
         (["bridge", "--mqtt-host", "::1:1883"], "put an IPv6 address in brackets"),
-        (["device", "printer", "--printer", "dummy", "--host", "a:x"], "the port must be a number"),
-        (["device", "scale", "--host", "a,"], "has an empty entry"),
+        (["device", "printer", "--printer", "dummy", "--mqtt-host", "a:x"], "the port must be a number"),
+        (["device", "scale", "--mqtt-host", "a,"], "has an empty entry"),
     ],
 )
 def test_a_bad_endpoint_list_is_one_line_and_exit_2(tmp_path, argv, complaint):

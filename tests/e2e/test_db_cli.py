@@ -33,11 +33,11 @@ def orderbus(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:
-    """Exit 2, nothing but one `error:` line on stderr."""
+    """Exit 2, nothing but one `orderbus: error:` line on stderr."""
     assert result.returncode == 2, (result.stdout, result.stderr)
     assert "Traceback" not in result.stderr + result.stdout
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("orderbus: error: "), result.stderr
     return lines[0]
 
 
@@ -136,7 +136,8 @@ def test_a_database_url_that_cannot_work_is_one_line(tmp_path):
             result = runner.invoke(app, ["db", command, "--database-url", url])
             assert result.exit_code == 2, (url, result.output, result.exception)
             lines = result.stderr.strip().splitlines()
-            assert len(lines) == 1 and lines[0].startswith("error: ") and says in lines[0], (url, result.stderr)
+            assert len(lines) == 1 and lines[0].startswith("orderbus: error: "), (url, result.stderr)
+            assert says in lines[0], (url, result.stderr)
             assert "--database-url" in lines[0] and "s3cret" not in lines[0]
 
 

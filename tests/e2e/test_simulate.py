@@ -19,7 +19,7 @@ def simulate(stack: Stack, *args: str, data_dir: Path | None = None) -> subproce
     settings = stack.settings
     command = [
         *ORDERBUS, "simulate", "--data-dir", str(data_dir or settings.data_dir),
-        "--url", stack.base_url, "--mqtt-port", str(settings.mqtt_port), "--ws-port", str(settings.ws_port), *args,
+        "--api-url", stack.base_url, "--mqtt-port", str(settings.mqtt_port), "--ws-port", str(settings.ws_port), *args,
     ]  # fmt: skip
     return subprocess.run(command, capture_output=True, text=True, timeout=180, check=False)
 
@@ -61,7 +61,7 @@ def test_bad_options_are_refused_before_anything_starts(stack: Stack, args: tupl
 
 def test_a_bus_that_is_not_there_or_a_wrong_key_is_a_clear_error(stack: Stack, tmp_path: Path):
     nothing = subprocess.run(
-        [*ORDERBUS, "simulate", "--data-dir", str(stack.settings.data_dir), "--url", f"http://127.0.0.1:{free_port()}",
+        [*ORDERBUS, "simulate", "--data-dir", str(stack.settings.data_dir), "--api-url", f"http://127.0.0.1:{free_port()}",
          "--duration", "1"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""The bus's own MQTT clients over TLS (`mqtt_tls_ca`, `--tls-ca`): the embedded broker's real TLS listener, real
+"""The bus's own MQTT clients over TLS (`mqtt_tls_ca`, `--mqtt-tls-ca`): the embedded broker's real TLS listener, real
 paho clients, a private CA made here.
 
 The relay and ingest (`orderbus up` with `--mqtt-host` at the TLS listener) and a device agent connect over TLS and
@@ -106,10 +106,20 @@ def test_a_scale_agent_connects_over_tls_and_ingest_sees_it_online(secure: Stack
     rid = secure.add_restaurant("Bistro", "tls@example.com")
     item = secure.add_menu_item(rid, "Flour", enable_stock_tracking=True, stock_quantity=10)
     token = secure.add_device(rid, "scale-1", "scale", item_id=item)
-    args = ["device", "scale", "--stdin", "--item", str(item), "--host", "127.0.0.1", "--port", str(tls_port(secure))]
+    args = [
+        "device",
+        "scale",
+        "--stdin",
+        "--item",
+        str(item),
+        "--mqtt-host",
+        "127.0.0.1",
+        "--mqtt-port",
+        str(tls_port(secure)),
+    ]
     log = (tmp_path / "scale.log").open("w")
     agent = subprocess.Popen(
-        [ORDERBUS, *args, "--tls-ca", str(pki.ca), "--token", token],
+        [ORDERBUS, *args, "--mqtt-tls-ca", str(pki.ca), "--token", token],
         stdin=subprocess.PIPE,
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -181,8 +191,8 @@ def test_a_device_refuses_a_broker_that_does_not_verify(secure: Stack, pki, capl
     [
         ["bridge", "--mqtt-tls-ca", "{ca}"],
         ["up", "--mqtt-tls-ca", "{ca}"],
-        ["device", "scale", "--token", "t", "--item", "1", "--tls-ca", "{ca}"],
-        ["device", "printer", "--token", "t", "--printer", "dummy", "--tls-ca", "{ca}"],
+        ["device", "scale", "--token", "t", "--item", "1", "--mqtt-tls-ca", "{ca}"],
+        ["device", "printer", "--token", "t", "--printer", "dummy", "--mqtt-tls-ca", "{ca}"],
     ],
     ids=["bridge", "up", "scale", "printer"],
 )

@@ -34,7 +34,7 @@ def _orderbus(*args: str, env: dict[str, str] | None = None) -> subprocess.Compl
 def _one_line_error(result: subprocess.CompletedProcess[str], *words: str) -> None:
     assert result.returncode == 2, (result.stdout, result.stderr)
     lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert len(lines) == 1 and lines[0].startswith("orderbus: error: "), result.stderr
     assert "Traceback" not in result.stderr + result.stdout
     for word in words:
         assert word in lines[0], lines[0]

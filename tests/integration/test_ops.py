@@ -577,7 +577,7 @@ def test_status_with_a_bad_url_exits_1_with_one_clear_line(stack: Stack, not_ord
     assert result.returncode == 1, (result.stdout, result.stderr)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error:") and expected in lines[0], lines[0]
+    assert lines[0].startswith("orderbus: error:") and expected in lines[0], lines[0]
     assert "Traceback" not in result.stderr + result.stdout
 
 

@@ -16,7 +16,7 @@ TOKEN = jwt.encode({"sub": "grill-printer", "rid": 1, "role": "printer", "statio
 
 
 def printer(*options: str, state_dir: Path) -> subprocess.CompletedProcess[str]:
-    command = [str(ORDERBUS), "device", "printer", "--state-dir", str(state_dir), "--port", "1", *options]
+    command = [str(ORDERBUS), "device", "printer", "--state-dir", str(state_dir), "--mqtt-port", "1", *options]
     return subprocess.run(command, capture_output=True, text=True, timeout=60, env={**os.environ, "COLUMNS": "200"})
 
 
@@ -58,7 +58,7 @@ def test_the_cli_agent_prints_a_placed_order_and_leaves_cleanly_on_sigterm(stack
     token = stack.add_device(rid, "grill-printer", "printer", station="grill")
     printer = PrinterEmulator().start()
     command = [str(ORDERBUS), "device", "printer", "--printer", printer.url, "--state-dir", str(tmp_path / "state")]
-    command += ["--port", str(stack.settings.mqtt_port)]
+    command += ["--mqtt-port", str(stack.settings.mqtt_port)]
     env = {**os.environ, "ORDERBUS_DEVICE_TOKEN": token}
     agent = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

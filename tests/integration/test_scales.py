@@ -335,7 +335,15 @@ class Agent:
     """`orderbus device scale` as a child process, its stdout and stderr collected as they come."""
 
     def __init__(self, bench: Bench, token: str, item_id: int, env: dict[str, str], *args: str) -> None:
-        command = [ORDERBUS, "device", "scale", "--item", str(item_id), "--port", str(bench.stack.settings.mqtt_port)]
+        command = [
+            ORDERBUS,
+            "device",
+            "scale",
+            "--item",
+            str(item_id),
+            "--mqtt-port",
+            str(bench.stack.settings.mqtt_port),
+        ]
         self.process = subprocess.Popen(
             [*command, *args],
             env=env | {"ORDERBUS_DEVICE_TOKEN": token},
