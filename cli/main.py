@@ -25,6 +25,7 @@ from cli.device import device_app
 from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, token_service
 from cli.simulate import simulate
 from cli.status import status
+from cli.users import user_app
 from config.settings import BrokerUrlError, ConfigFileError, Settings, load_settings, parse_nats_urls
 from core import db, logs
 from core.demo import ensure_demo
@@ -482,6 +483,7 @@ app.command()(status)  # `orderbus status`: the live terminal view (cli/status.p
 app.add_typer(device_app, name="device")
 app.add_typer(cluster_app, name="cluster")  # `orderbus cluster up|status`: a local NATS cluster
 app.command()(simulate)  # `orderbus simulate`: the fleet simulator and load generator (cli/simulate.py)
+app.add_typer(user_app, name="user")  # `orderbus user create|list`: accounts by hand (cli/users.py)
 
 if __name__ == "__main__":
     app()

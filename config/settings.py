@@ -57,6 +57,13 @@ class Settings(BaseSettings):
     jwt_previous_keys: list[SecretStr] = Field(default_factory=list)
     acl_policy: Path = DEFAULT_ACL_POLICY
     api_token_ttl_seconds: int = 8 * 3600
+    # failed logins (api/login_limit.py): this many within the window → 429 with Retry-After
+    login_failures_per_account: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=50, ge=1)  # higher: a restaurant's staff share one router
+    login_failure_window_seconds: float = Field(default=900.0, gt=0)
+    # browser origins allowed to call the API from another site, e.g. ["https://admin.example.com"]
+    # (ORDERBUS_CORS_ORIGINS as a JSON list); empty: no CORS headers at all, the dashboard is same-origin
+    cors_origins: list[str] = Field(default_factory=list)
     mqtt_token_ttl_seconds: int = 15 * 60
     # ops (docs/ops.md)
     log_json: bool = False  # one JSON object per log line

@@ -1,0 +1,62 @@
+"""Users: a restaurant's admins invite and remove its staff and admins; everyone changes their own password.
+
+The rules (who may act on whom) are the service's (core/services/users.py), so this router only
+turns the caller's token into an `Actor`; a broken rule comes back as 403, 404, 400 or 409.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response, status
+
+from api.deps import CurrentUser, UowDep
+from api.schemas import InvitedUserOut, UserOut, invited_out, user_out
+from core.commands import Id, PasswordChangeIn, UserIn
+from core.services import users
+from core.services.users import Actor
+
+router = APIRouter(tags=["users"])
+
+NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def get_actor(caller: CurrentUser) -> Actor:
+    return Actor.from_token(caller.sub, caller.role, caller.restaurant_id)
+
+
+ActorDep = Annotated[Actor, Depends(get_actor)]
+
+
+@router.get("/restaurants/{rid}/users")
+def list_users(rid: Id, actor: ActorDep, uow: UowDep) -> list[UserOut]:
+    """The restaurant's admins and staff, for its own users and super_admins."""
+    return [user_out(user) for user in users.list_users(uow, actor, rid)]
+
+
+@router.post("/restaurants/{rid}/users", status_code=status.HTTP_201_CREATED)
+def invite_user(rid: Id, body: UserIn, actor: ActorDep, uow: UowDep, response: Response) -> InvitedUserOut:
+    """Invite an admin or staff member (admins and super_admins only): the account is made at once with a
+    one-time password, shown in this answer only. Pass it on; they log in and change it
+    (`POST /users/me/password`). 409 when the email is taken."""
+    response.headers.update(NO_STORE)
+    return invited_out(users.invite(uow, actor, rid, body))
+
+
+@router.delete("/restaurants/{rid}/users/{user_id}", status_code=status.HTTP_204_NO_CONTENT)
+def remove_user(rid: Id, user_id: Id, actor: ActorDep, uow: UowDep) -> None:
+    """Remove a user of the restaurant (admins and super_admins): never yourself nor its last admin (409)."""
+    users.remove(uow, actor, rid, user_id)
+
+
+@router.get("/users/me")
+def read_me(actor: ActorDep, uow: UowDep) -> UserOut:
+    """The logged-in user's own account."""
+    return user_out(users.get_self(uow, actor))
+
+
+@router.post("/users/me/password", status_code=status.HTTP_204_NO_CONTENT)
+def change_password(body: PasswordChangeIn, actor: ActorDep, uow: UowDep) -> None:
+    """Change your own password; 400 when `current_password` is wrong. Tokens already issued stay valid
+    until they expire (`api_token_ttl_seconds`)."""
+    users.change_password(uow, actor, body)
