@@ -127,7 +127,8 @@ def list_users(
     try:
         with UnitOfWork(engine) as uow:
             rows = users.list_super_admins(uow) if restaurant is None else users.list_of(uow, restaurant)
+            lines = [f"{user.id}\t{user.role}\t{user.email}\t{user.name}" for user in rows]
     finally:
         engine.dispose()
-    for user in rows:
-        print(f"{user.id}\t{user.role}\t{user.email}\t{user.name}")
+    for line in lines:
+        print(line)
