@@ -31,6 +31,7 @@ def login(body: LoginIn, uow: UowDep, request: Request) -> TokenOut:
         rid=user.restaurant_id,
         audience="api",
         ttl_seconds=settings.api_token_ttl_seconds,
+        extra=users.session_claims(user),
     )
     return TokenOut(
         access_token=token,

@@ -20,7 +20,7 @@ def create_restaurant(
     """A restaurant and its first `admin` (email, name) in one transaction; the admin's one-time password
     is in this answer only. 409 (and no restaurant) when the admin's email is taken."""
     response.headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
-    actor = Actor.from_token(caller.sub, caller.role, caller.restaurant_id)
+    actor = Actor.from_claims(caller.claims)
     restaurant, admin = users.create_restaurant(uow, actor, body)
     return RestaurantCreatedOut(
         **restaurant_out(restaurant).model_dump(), admin=invited_out(admin) if admin is not None else None

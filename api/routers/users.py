@@ -22,7 +22,7 @@ NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def get_actor(caller: CurrentUser) -> Actor:
-    return Actor.from_token(caller.sub, caller.role, caller.restaurant_id)
+    return Actor.from_claims(caller.claims)
 
 
 ActorDep = Annotated[Actor, Depends(get_actor)]
@@ -57,6 +57,6 @@ def read_me(actor: ActorDep, uow: UowDep) -> UserOut:
 
 @router.post("/users/me/password", status_code=status.HTTP_204_NO_CONTENT)
 def change_password(body: PasswordChangeIn, actor: ActorDep, uow: UowDep) -> None:
-    """Change your own password; 400 when `current_password` is wrong. Tokens already issued stay valid
-    until they expire (`api_token_ttl_seconds`)."""
+    """Change your own password; 400 when `current_password` is wrong. Every token issued before, this
+    one included, stops working: log in again with the new password."""
     users.change_password(uow, actor, body)

@@ -17,8 +17,10 @@ WrongPassword (400), anything else a conflict (409).
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func
 from sqlmodel import col, select
@@ -37,19 +39,42 @@ USER_SUB_PREFIX = "user-"  # the `sub` of a logged-in user's tokens: user-<id>
 
 @dataclass(frozen=True)
 class Actor:
-    """Who asks: the role and restaurant of their token, and their user id when they are a user
-    (an operator's CLI-minted token has none)."""
+    """Who asks: the role and restaurant of their token, and their user id when they logged in
+    (a token minted by the operator's CLI, `orderbus token`, has none)."""
 
     role: str
     restaurant_id: int | None
     user_id: int | None = None
 
     @classmethod
-    def from_token(cls, sub: str, role: str, restaurant_id: int | None) -> Actor:
-        user_id = None
-        if sub.startswith(USER_SUB_PREFIX) and sub[len(USER_SUB_PREFIX) :].isdigit():
-            user_id = int(sub[len(USER_SUB_PREFIX) :])
-        return cls(role, restaurant_id, user_id)
+    def from_claims(cls, claims: dict[str, Any]) -> Actor:
+        uid = claims.get("uid")
+        return cls(claims["role"], claims.get("rid"), uid if isinstance(uid, int) else None)
+
+
+def session_claims(user: User) -> dict[str, Any]:
+    """What a login puts in the user's API token besides sub, role and rid: the user id, and a stamp of
+    the password hash, so that removing the user or changing the password ends the sessions issued before."""
+    return {"uid": user.id, "pv": password_stamp(user)}
+
+
+def session_is_current(uow: UnitOfWork, claims: dict[str, Any]) -> bool:
+    """Whether a login's token still speaks for its user: the user exists with the same role, restaurant
+    and password. A token without `uid` is not a login's (the operator's CLI mints those) and is not checked."""
+    if "uid" not in claims:
+        return True
+    user = uow.session.get(User, claims["uid"]) if isinstance(claims["uid"], int) else None
+    return (
+        user is not None
+        and user.role == claims["role"]
+        and user.restaurant_id == claims.get("rid")
+        and password_stamp(user) == claims.get("pv")
+    )
+
+
+def password_stamp(user: User) -> str:
+    """Changes with every password (the argon2 hash is salted anew): not the hash, nor anything to guess from."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
@@ -136,7 +161,8 @@ def get_self(uow: UnitOfWork, actor: Actor) -> User:
 
 
 def change_password(uow: UnitOfWork, actor: Actor, data: PasswordChangeIn) -> None:
-    """The caller's own password, confirmed by the current one."""
+    """The caller's own password, confirmed by the current one. Every session issued before ends with it
+    (`session_is_current`): whoever else knew the old password is logged out; the caller logs in again."""
     user = get_self(uow, actor)
     if not verify_password(data.current_password, user.password_hash):
         raise WrongPassword("the current password is wrong")

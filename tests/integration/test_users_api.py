@@ -50,7 +50,7 @@ def chain(app: App) -> dict[str, Any]:
     """A super_admin who logged in and made two restaurants through HTTP, each with its first admin."""
     make_super_admin(app.engine)
     boss = login(app, BOSS, BOSS_PASSWORD)
-    made = {"boss": boss}
+    made: dict[str, Any] = {"boss": boss}
     for name, email in (("Bistro", "ann@bistro.example"), ("Cafe", "bob@cafe.example")):
         answer = boss.post("/restaurants", json={"name": name, "admin": {"email": email, "name": f"{name} admin"}})
         assert answer.status_code == 201, answer.text
@@ -100,6 +100,8 @@ def test_an_admin_invites_staff_who_log_in_and_change_their_password(app: App, c
         "/users/me/password", json={"current_password": cook["password"], "new_password": "my own secret"}
     )
     assert changed.status_code == 204
+    ended = staff.get("/users/me")  # every session from before the change ends, this one too
+    assert ended.status_code == 401 and "log in again" in ended.json()["detail"]
     assert (
         app.http().post("/auth/login", json={"email": "cook@bistro.example", "password": cook["password"]}).status_code
         == 401
@@ -146,7 +148,11 @@ def test_removal_keeps_an_admin_and_refuses_yourself(app: App, chain):
 
     sam = ann.post(f"/restaurants/{rid}/users", json={"email": "sam@bistro.example", "name": "Sam", "role": "admin"})
     assert sam.status_code == 201 and sam.json()["role"] == "admin"
+    sam_session = login(app, "sam@bistro.example", sam.json()["password"])
+    assert sam_session.get(f"/restaurants/{rid}/users").status_code == 200
     assert ann.delete(f"/restaurants/{rid}/users/{sam.json()['id']}").status_code == 204
+    for ended in (sam_session.get(f"/restaurants/{rid}/users"), sam_session.post("/auth/mqtt-token")):
+        assert ended.status_code == 401  # a removed user's session ends at once, not at its expiry
     assert "sam@bistro.example" not in [row[0] for row in user_rows(app.engine)]
     gone = app.http().post("/auth/login", json={"email": "sam@bistro.example", "password": sam.json()["password"]})
     assert gone.status_code == 401

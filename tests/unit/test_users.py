@@ -14,7 +14,7 @@ from sqlalchemy import Engine, func
 from sqlmodel import select
 
 from config.settings import Settings
-from core.commands import AdminIn, NewRestaurantIn, PasswordChangeIn, UserIn
+from core.commands import AdminIn, NewRestaurantIn, PasswordChangeIn, UserIn, UserRole
 from core.db import create_schema, make_engine
 from core.domain import DomainError, Forbidden, NotFound, WrongPassword
 from core.models import Restaurant, User
@@ -51,7 +51,7 @@ def restaurant_with_admin(engine: Engine, name: str, email: str) -> tuple[int, u
     return restaurant.id, admin
 
 
-def invite(engine: Engine, actor: Actor, rid: int, email: str, role: str = "staff") -> users.Invited:
+def invite(engine: Engine, actor: Actor, rid: int, email: str, role: UserRole = "staff") -> users.Invited:
     with UnitOfWork(engine) as uow:
         invited = users.invite(uow, actor, rid, UserIn(email=email, name=email.split("@")[0], role=role))
         uow.commit()
@@ -86,7 +86,8 @@ def test_a_super_admin_logs_in_and_adds_a_restaurant_with_its_admin_in_one_go(db
     assert admin.user.role == "admin" and admin.user.restaurant_id == rid and len(admin.password) >= 16
     assert login(db, "ann@bistro.example", admin.password) == admin.user.id
     with UnitOfWork(db) as uow:  # only the hash is kept
-        assert admin.password not in uow.session.get(User, admin.user.id).password_hash
+        stored = uow.session.get(User, admin.user.id)
+        assert stored is not None and admin.password not in stored.password_hash
 
 
 def test_a_restaurant_whose_admin_email_is_taken_is_not_created(db: Engine):
@@ -201,7 +202,8 @@ def test_a_user_changes_their_own_password_with_the_current_one(db: Engine):
         users.get_self(uow, OPERATOR)
 
 
-def test_the_actor_of_a_token_is_its_user_only_for_a_user_sub():
-    assert Actor.from_token("user-12", "admin", 3) == Actor("admin", 3, 12)
-    assert Actor.from_token("operator", "super_admin", None).user_id is None
-    assert Actor.from_token("user-x1", "staff", 3).user_id is None
+def test_the_actor_of_a_token_is_a_user_only_with_a_logins_uid():
+    assert Actor.from_claims({"sub": "user-12", "role": "admin", "rid": 3, "uid": 12}) == Actor("admin", 3, 12)
+    assert Actor.from_claims({"sub": "operator", "role": "super_admin", "rid": None}).user_id is None
+    assert Actor.from_claims({"sub": "user-12", "role": "staff", "rid": 3}).user_id is None  # no uid: the CLI's
+    assert Actor.from_claims({"sub": "x", "role": "staff", "rid": 3, "uid": "12"}).user_id is None
