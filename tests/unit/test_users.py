@@ -7,10 +7,11 @@ makes only the users it is about.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, func
+from sqlalchemy import Engine, func, text
 from sqlmodel import select
 
 from config.settings import Settings
@@ -22,7 +23,7 @@ from core.services import users
 from core.services.users import Actor
 from core.unit_of_work import UnitOfWork
 from tests.postgres import fresh_database
-from tests.support import sqlite_engine
+from tests.support import sqlite_engine, wait_for
 
 OPERATOR = Actor("super_admin", None)
 
@@ -207,3 +208,41 @@ def test_the_actor_of_a_token_is_a_user_only_with_a_logins_uid():
     assert Actor.from_claims({"sub": "operator", "role": "super_admin", "rid": None}).user_id is None
     assert Actor.from_claims({"sub": "user-12", "role": "staff", "rid": 3}).user_id is None  # no uid: the CLI's
     assert Actor.from_claims({"sub": "x", "role": "staff", "rid": 3, "uid": "12"}).user_id is None
+
+
+def test_two_admins_removing_each_other_at_once_leave_one_admin(db: Engine):
+    """The last-admin check reads under the restaurant's lock: the second removal waits for the first to
+    commit, then sees one admin left and is refused. Without the lock, PostgreSQL let both pass."""
+    rid, ann = restaurant_with_admin(db, "Bistro", "ann@bistro.example")
+    sam = invite(db, as_actor(ann.user), rid, "sam@bistro.example", role="admin")
+    assert ann.user.id is not None and sam.user.id is not None
+    outcome: list[BaseException | None] = []
+
+    def sam_removes_ann() -> None:
+        try:
+            with UnitOfWork(db) as uow:
+                users.remove(uow, as_actor(sam.user), rid, ann.user.id)  # type: ignore[arg-type]
+                uow.commit()
+            outcome.append(None)
+        except BaseException as exc:  # handed to the test's thread
+            outcome.append(exc)
+
+    with UnitOfWork(db) as first:
+        users.remove(first, as_actor(ann.user), rid, sam.user.id)  # holds the restaurant's lock, uncommitted
+        second = threading.Thread(target=sam_removes_ann)
+        second.start()
+        wait_for(lambda: waiting_for_a_lock(db))
+        first.commit()
+    second.join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], DomainError), outcome
+    assert "at least one admin" in str(outcome[0])
+    assert emails(db) == ["ann@bistro.example"]
+
+
+def waiting_for_a_lock(engine: Engine) -> bool:
+    """Another transaction is blocked on a lock: a row lock on PostgreSQL, the writer's turn on SQLite
+    (seen as its BEGIN IMMEDIATE not having returned, i.e. a second connection checked out)."""
+    if engine.dialect.name == "postgresql":
+        with engine.connect() as connection:
+            return bool(connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar())
+    return engine.pool.checkedout() >= 2  # type: ignore[attr-defined]
