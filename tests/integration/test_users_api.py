@@ -279,3 +279,40 @@ def test_cors_origins_answer_preflights_for_those_origins_only(tmp_path, engine:
     simple = http.get("/config", headers={"origin": "https://admin.example.com"})
     assert simple.headers["access-control-allow-origin"] == "https://admin.example.com"
     assert "access-control-allow-origin" not in http.get("/config", headers={"origin": "https://evil.example"}).headers
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "Third", "admin": {"email": "not-an-email", "name": "Ann"}},
+        {"name": "Third", "admin": {"email": "x@third.example"}},
+        {"name": "Third", "admin": {"email": "x@third.example", "name": "Ann", "role": "super_admin"}},
+        {"name": "Third", "admin": "x@third.example"},
+        {"name": "", "admin": {"email": "x@third.example", "name": "Ann"}},
+    ],
+)
+def test_bad_restaurants_with_an_admin_are_422_and_make_nothing(app: App, chain, body):
+    before = user_rows(app.engine)
+    with UnitOfWork(app.engine) as uow:
+        restaurants_before = uow.session.exec(select(func.count()).select_from(Restaurant)).one()
+    assert chain["boss"].post("/restaurants", json=body).status_code == 422
+    assert user_rows(app.engine) == before
+    with UnitOfWork(app.engine) as uow:
+        assert uow.session.exec(select(func.count()).select_from(Restaurant)).one() == restaurants_before
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"new_password": "long enough one"},
+        {"current_password": "", "new_password": "long enough one"},
+        {"current_password": "x", "new_password": "y" * 201},
+        {"current_password": "x", "new_password": "line\nbreak here"},
+        {"current_password": "x", "new_password": 12345678},
+        {"current_password": "x", "new_password": "long enough one", "email": "me@x.example"},
+    ],
+)
+def test_bad_password_changes_are_422_and_the_password_stays(app: App, chain, body):
+    ann = chain["Bistro"]["admin"]
+    assert ann.post("/users/me/password", json=body).status_code == 422
+    assert ann.get("/users/me").status_code == 200  # the session (and so the password) is unchanged
