@@ -223,6 +223,20 @@ def test_a_super_admin_picks_the_restaurant_to_watch(stack: Stack, shop, context
     assert len([r for r in watched[-1].requests if r.startswith("POST") and r.endswith("/auth/login")]) == logins
 
 
+def test_a_super_admin_of_a_new_install_is_told_to_add_a_restaurant(stack: Stack, context, watched):
+    from core.services import users
+    from core.unit_of_work import UnitOfWork
+
+    with UnitOfWork(stack.parts.engine) as uow:
+        users.create_super_admin(uow, "root@example.com", "Root", PASSWORD)
+        uow.commit()
+    page = open_page(context, watched).page
+    login(page, stack, "root@example.com", state=None)
+    expect(page.locator("#login-message")).to_contain_text("There is no restaurant yet: add one with POST")
+    expect(page.locator("#restaurant-field")).to_be_hidden()
+    expect(page.locator("#dashboard-view")).to_be_hidden()
+
+
 def test_too_many_wrong_passwords_say_how_long_to_wait(stack: Stack, shop, context, watched):
     page = open_page(context, watched).page
     for _ in range(stack.settings.login_failures_per_account):

@@ -102,7 +102,8 @@ class App {
         this.begin(pending, answer.restaurant_id);
         return;
       }
-      const restaurants = await this.api.restaurants(pending.token);
+      const listed = await this.api.restaurants(pending.token);
+      const restaurants = Array.isArray(listed) ? listed : (listed?.items ?? []); // a list, or a page of one
       this.pending = pending;
       this.ui.setRestaurantChoices(restaurants);
       const message = restaurants.length
