@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     TomlConfigSettingsSource,
@@ -19,6 +22,8 @@ from config import DEFAULT_ACL_POLICY
 from core.endpoints import Endpoint, parse_endpoints
 from core.sizes import MAX_PACKET_BYTES
 from core.tls import client_context
+
+_ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
 class Settings(BaseSettings):
@@ -57,14 +62,14 @@ class Settings(BaseSettings):
     jwt_previous_keys: list[SecretStr] = Field(default_factory=list)
     acl_policy: Path = DEFAULT_ACL_POLICY
     api_token_ttl_seconds: int = 8 * 3600
+    mqtt_token_ttl_seconds: int = 15 * 60
     # failed logins (api/login_limit.py): this many within the window → 429 with Retry-After
     login_failures_per_account: int = Field(default=5, ge=1)
     login_failures_per_address: int = Field(default=50, ge=1)  # higher: a restaurant's staff share one router
     login_failure_window_seconds: float = Field(default=900.0, gt=0)
-    # browser origins allowed to call the API from another site, e.g. ["https://admin.example.com"]
-    # (ORDERBUS_CORS_ORIGINS as a JSON list); empty: no CORS headers at all, the dashboard is same-origin
-    cors_origins: list[str] = Field(default_factory=list)
-    mqtt_token_ttl_seconds: int = 15 * 60
+    # browser origins allowed to call the API from another site, e.g. ["https://admin.example.com"]; in the
+    # environment a comma-separated list or a JSON one. Empty: no CORS headers at all (the dashboard is same-origin)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # ops (docs/ops.md)
     log_json: bool = False  # one JSON object per log line
     sys_interval_seconds: float = 10.0  # how often the broker publishes $SYS/broker/...; 0 turns it off
@@ -83,6 +88,22 @@ class Settings(BaseSettings):
     scale_dwell_seconds: float = 5.0  # a new lower count must hold this long before it becomes stock
     scale_tolerance: float = 0.25  # of a unit: readings further from a whole count are refused
     scale_restock_units: int = 5  # an upward jump of at least this many units is a restock, applied at once
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        """`https://a.example,https://b.example` or `["https://a.example"]` from the environment; each an
+        origin as browsers send it (scheme://host[:port], no path) or `*`, else the start fails naming it."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            return value  # pydantic says what is wrong
+        origins = [item.strip().rstrip("/") if isinstance(item, str) else item for item in value]
+        origins = [origin for origin in origins if origin != ""]
+        for origin in origins:
+            if isinstance(origin, str) and origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port], e.g. https://x.example")
+        return origins
 
     @property
     def db_url(self) -> str:

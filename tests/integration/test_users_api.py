@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client import REGISTRY
+from pydantic import ValidationError
 from sqlalchemy import Engine, func
 from sqlmodel import select
 
@@ -316,3 +317,28 @@ def test_bad_password_changes_are_422_and_the_password_stays(app: App, chain, bo
     ann = chain["Bistro"]["admin"]
     assert ann.post("/users/me/password", json=body).status_code == 422
     assert ann.get("/users/me").status_code == 200  # the session (and so the password) is unchanged
+
+
+@pytest.mark.parametrize(
+    ("given", "origins"),
+    [
+        (
+            '["https://admin.example.com", "http://localhost:5173"]',
+            ["https://admin.example.com", "http://localhost:5173"],
+        ),
+        ("https://admin.example.com, http://localhost:5173/", ["https://admin.example.com", "http://localhost:5173"]),
+        ("", []),
+    ],
+)
+def test_cors_origins_come_from_the_environment_as_a_list(tmp_path, monkeypatch, given: str, origins: list[str]):
+    monkeypatch.setenv("ORDERBUS_CORS_ORIGINS", given)
+    assert Settings(data_dir=tmp_path).cors_origins == origins
+
+
+@pytest.mark.parametrize(
+    "given", ["admin.example.com", "https://admin.example.com/app", '["https://x.example"', "ftp://x"]
+)
+def test_a_bad_cors_origin_is_refused_at_start_naming_it(tmp_path, monkeypatch, given: str):
+    monkeypatch.setenv("ORDERBUS_CORS_ORIGINS", given)
+    with pytest.raises(ValidationError, match="cors_origins"):
+        Settings(data_dir=tmp_path)
