@@ -15,6 +15,7 @@ proxy's, unless uvicorn's --forwarded-allow-ips passes the client's on).
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 
@@ -22,6 +23,8 @@ from fastapi import HTTPException, status
 from prometheus_client import Counter
 
 from core.rate_limit import FailureWindow
+
+log = logging.getLogger("orderbus.api")
 
 LOGIN_OUTCOMES = ("success", "failure", "limited_account", "limited_address")
 LOGINS = Counter(
@@ -53,6 +56,7 @@ class LoginLimit:
             if wait > 0:
                 LOGINS.labels(outcome=outcome).inc()
                 seconds = max(1, math.ceil(wait))
+                log.warning("login limited (%s) from %s: refused for %d s", outcome, address, seconds)
                 raise HTTPException(
                     status.HTTP_429_TOO_MANY_REQUESTS,
                     f"too many failed logins for {whom}; try again in {seconds} s",
