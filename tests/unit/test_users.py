@@ -7,6 +7,7 @@ makes only the users it is about.
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 
@@ -246,3 +247,22 @@ def waiting_for_a_lock(engine: Engine) -> bool:
         with engine.connect() as connection:
             return bool(connection.execute(text("SELECT count(*) FROM pg_locks WHERE NOT granted")).scalar())
     return engine.pool.checkedout() >= 2  # type: ignore[attr-defined]
+
+
+def test_the_demo_credentials_file_appears_once_its_admin_can_log_in(engine: Engine, tmp_path):
+    """A script polls for demo-credentials.json, then logs in: the file must not come before the admin."""
+    from core.demo import CREDENTIALS_FILE, DEMO_EMAIL, ensure_demo
+
+    path = tmp_path / CREDENTIALS_FILE
+    first = ensure_demo(engine, tmp_path)
+    assert json.loads(path.read_text())["password"] == first.password
+    assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert login(engine, DEMO_EMAIL, first.password) is not None
+    assert ensure_demo(engine, tmp_path).password == first.password  # kept
+
+    path.unlink()  # lost after the seeding (a crash before it was written): the admin gets a new one
+    second = ensure_demo(engine, tmp_path)
+    assert second.password != first.password and json.loads(path.read_text())["password"] == second.password
+    assert login(engine, DEMO_EMAIL, second.password) is not None
+    assert login(engine, DEMO_EMAIL, first.password) is None
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
