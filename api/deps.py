@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from core.commands import DeviceId, Id
 from core.paging import Window
-from core.services import devices
+from core.services import devices, users
 from core.sizes import MAX_ID
 from core.tokens import Audience, TokenError, TokenService
 from core.topics import DEVICE_ROLES
@@ -63,9 +63,17 @@ def bearer_claims(
 
 
 def get_caller(
-    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)], uow: UowDep
 ) -> Caller:
+    """The caller of a valid API token; 401 also for a login's token whose user was removed, changed role
+    or restaurant, or changed their password since (core.services.users.session_is_current)."""
     claims = bearer_claims(request, credentials, "api")
+    if not users.session_is_current(uow, claims):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED,
+            "this session has ended (account removed or password changed); log in again",
+            {"WWW-Authenticate": "Bearer"},
+        )
     return Caller(sub=claims["sub"], role=claims["role"], restaurant_id=claims.get("rid"), claims=claims)
 
 

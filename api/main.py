@@ -10,12 +10,14 @@ from typing import Any
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
 from fastapi_offline import FastAPIOffline
 from sqlalchemy import Engine
 
 from api import db_errors, idempotency, openapi
 from api.deps import DeviceGrants
+from api.login_limit import LoginLimit
 from api.metrics import HttpMetricsMiddleware
 from api.routers import (
     auth,
@@ -30,14 +32,17 @@ from api.routers import (
     ops,
     orders,
     restaurants,
+    users,
 )
 from api.routers.dashboard import mount as mount_dashboard
 from config.settings import Settings
-from core.domain import DomainError, NotFound
+from core.domain import DomainError, Forbidden, NotFound, WrongPassword
 from core.tokens import TokenService
 
 API_PREFIX = "/api/v1"
 _SURROGATE = re.compile("[\ud800-\udfff]")
+# a broken rule of the core as HTTP: anything not named here is a conflict with the current state (409)
+_DOMAIN_STATUS: dict[type[DomainError], int] = {NotFound: 404, Forbidden: 403, WrongPassword: 400}
 
 
 def create_app(
@@ -67,11 +72,15 @@ def create_app(
     app.state.tokens = tokens
     app.state.wake_relay = wake_relay
     app.state.device_grants = device_grants
+    app.state.login_limit = LoginLimit.build(
+        settings.login_failures_per_account, settings.login_failures_per_address, settings.login_failure_window_seconds
+    )
 
     api = APIRouter(prefix=API_PREFIX)
     for module in (
         auth,
         restaurants,
+        users,
         categories,
         menus,
         menu_items,
@@ -88,7 +97,7 @@ def create_app(
 
     @app.exception_handler(DomainError)
     async def domain_error(_request: Request, exc: DomainError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=404 if isinstance(exc, NotFound) else 409)
+        return JSONResponse({"detail": str(exc)}, status_code=domain_status(exc))
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -100,8 +109,21 @@ def create_app(
     app.include_router(ops.router)  # /healthz, /readyz, /metrics, /api/v1/ops/summary, /ops
     app.add_middleware(HttpMetricsMiddleware)
     openapi.install(app)  # every operation's 401/403/404/409, from its security, path and method
+    if settings.cors_origins:  # off by default: no CORS header at all, and a preflight is a 405
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+            expose_headers=["Retry-After", "Idempotent-Replayed"],
+            max_age=600,
+        )
 
     return app
+
+
+def domain_status(exc: DomainError) -> int:
+    return next((code for kind, code in _DOMAIN_STATUS.items() if isinstance(exc, kind)), 409)
 
 
 def printable(value: Any) -> Any:

@@ -22,10 +22,12 @@ from api.schemas import ErrorOut
 
 WRITES = {"post", "put", "patch", "delete"}
 DESCRIPTIONS = {
+    400: "The request is well formed but cannot be done as asked (e.g. a wrong current password)",
     401: "No bearer token, or one that is invalid, expired, revoked or for another audience",
     403: "The caller may not do this here (another restaurant or device, or a role without this right)",
     404: "What the path names does not exist",
     409: "The change conflicts with the current state (an order's status, the stock, a duplicate, a key in use)",
+    429: "Too many failed attempts: wait the `Retry-After` header's seconds",
 }
 ERROR_REF = {"$ref": "#/components/schemas/ErrorOut"}
 

@@ -14,10 +14,11 @@ from pydantic import Strict as StrictType
 
 from core.commands import Quantity, ShortText, Strict, TokenDays
 from core.domain import OrderStatus
-from core.models import Device, MenuItem, Notification, Restaurant, Ticket
+from core.models import Device, MenuItem, Notification, Restaurant, Ticket, User
 from core.services.devices import IssuedDevice
 from core.services.inventory import stock_of
 from core.services.orders import OrderView
+from core.services.users import Invited
 
 T = TypeVar("T")
 
@@ -58,6 +59,24 @@ class MqttTokenOut(BaseModel):
 class RestaurantOut(BaseModel):
     id: int
     name: str
+
+
+class UserOut(BaseModel):
+    id: int
+    email: str
+    name: str
+    role: str
+    restaurant_id: int | None
+
+
+class InvitedUserOut(UserOut):
+    """A new user with their one-time password: shown in this answer only, never stored in clear."""
+
+    password: str
+
+
+class RestaurantCreatedOut(RestaurantOut):
+    admin: InvitedUserOut | None  # the first admin, when one was asked for
 
 
 class MenuItemOut(BaseModel):
@@ -220,6 +239,14 @@ def notification_out(note: Notification) -> NotificationOut:
 
 def restaurant_out(restaurant: Restaurant) -> RestaurantOut:
     return RestaurantOut.model_validate(restaurant, from_attributes=True)
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut.model_validate(user, from_attributes=True)
+
+
+def invited_out(invited: Invited) -> InvitedUserOut:
+    return InvitedUserOut(**user_out(invited.user).model_dump(), password=invited.password)
 
 
 def ticket_out(ticket: Ticket) -> TicketOut:

@@ -44,6 +44,7 @@ from cli.ports import FLAGS, Replaced, free_taken_defaults
 from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, preflight, token_service
 from cli.simulate import simulate
 from cli.status import status
+from cli.users import user_app
 from config.settings import BrokerUrlError, Settings, load_settings, parse_nats_urls
 from core import db, logs
 from core.demo import CREDENTIALS_FILE, DemoInfo, ensure_demo
@@ -497,6 +498,7 @@ app.command()(status)  # `orderbus status`: the live terminal view (cli/status.p
 app.add_typer(device_app, name="device")
 app.add_typer(cluster_app, name="cluster")  # `orderbus cluster up|status`: a local NATS cluster
 app.command()(simulate)  # `orderbus simulate`: the fleet simulator and load generator (cli/simulate.py)
+app.add_typer(user_app, name="user")  # `orderbus user create|list`: accounts by hand (cli/users.py)
 
 
 def main() -> None:

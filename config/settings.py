@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import ssl
@@ -9,9 +10,10 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     SettingsError,
@@ -25,6 +27,7 @@ from core.tls import client_context
 
 # a TCP port (0: any free one, as the kernel picks)
 Port = Annotated[int, Field(ge=0, le=65535)]
+_ORIGIN = re.compile(r"https?://[^/\s]+")
 
 
 class Settings(BaseSettings):
@@ -64,6 +67,13 @@ class Settings(BaseSettings):
     acl_policy: Path = DEFAULT_ACL_POLICY
     api_token_ttl_seconds: int = 8 * 3600
     mqtt_token_ttl_seconds: int = 15 * 60
+    # failed logins (api/login_limit.py): this many within the window → 429 with Retry-After
+    login_failures_per_account: int = Field(default=5, ge=1)
+    login_failures_per_address: int = Field(default=50, ge=1)  # higher: a restaurant's staff share one router
+    login_failure_window_seconds: float = Field(default=900.0, gt=0)
+    # browser origins allowed to call the API from another site, e.g. ["https://admin.example.com"]; in the
+    # environment a comma-separated list or a JSON one. Empty: no CORS headers at all (the dashboard is same-origin)
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     # ops (docs/ops.md)
     log_json: bool = False  # one JSON object per log line
     sys_interval_seconds: float = 10.0  # how often the broker publishes $SYS/broker/...; 0 turns it off
@@ -82,6 +92,22 @@ class Settings(BaseSettings):
     scale_dwell_seconds: float = 5.0  # a new lower count must hold this long before it becomes stock
     scale_tolerance: float = 0.25  # of a unit: readings further from a whole count are refused
     scale_restock_units: int = 5  # an upward jump of at least this many units is a restock, applied at once
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _origins(cls, value: Any) -> Any:
+        """`https://a.example,https://b.example` or `["https://a.example"]` from the environment; each an
+        origin as browsers send it (scheme://host[:port], no path) or `*`, else the start fails naming it."""
+        if isinstance(value, str):
+            value = json.loads(value) if value.lstrip().startswith("[") else value.split(",")
+        if not isinstance(value, list):
+            return value  # pydantic says what is wrong
+        origins = [item.strip().rstrip("/") if isinstance(item, str) else item for item in value]
+        origins = [origin for origin in origins if origin != ""]
+        for origin in origins:
+            if isinstance(origin, str) and origin != "*" and not _ORIGIN.fullmatch(origin):
+                raise ValueError(f"{origin!r} is not an origin: use scheme://host[:port], e.g. https://x.example")
+        return origins
 
     @property
     def db_url(self) -> str:

@@ -12,6 +12,7 @@ from pydantic import (
     AfterValidator,
     BaseModel,
     ConfigDict,
+    EmailStr,
     Field,
     StringConstraints,
     field_validator,
@@ -77,6 +78,38 @@ class Patch(Strict):
 
 class RestaurantIn(Strict):
     name: Name
+
+
+# A password as typed: at least 8 characters (argon2 hashes any length; 200 bounds the work per login)
+Password = Annotated[str, StringConstraints(min_length=8, max_length=200), LINE]
+UserRole = Literal["admin", "staff"]  # what an admin may invite; a super_admin is made by the CLI only
+
+
+class UserIn(Strict):
+    """A person to invite into a restaurant: the service makes their one-time password."""
+
+    email: EmailStr
+    name: Name
+    role: UserRole = "staff"
+
+
+class AdminIn(Strict):
+    """A restaurant's first admin, invited with the restaurant."""
+
+    email: EmailStr
+    name: Name
+
+
+class NewRestaurantIn(RestaurantIn):
+    """A restaurant and, usually, its first admin, made in one transaction. Without `admin` the
+    restaurant has nobody to run it until a super_admin invites one (`POST /restaurants/{rid}/users`)."""
+
+    admin: AdminIn | None = None
+
+
+class PasswordChangeIn(Strict):
+    current_password: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    new_password: Password
 
 
 class CategoryIn(Strict):

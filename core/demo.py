@@ -30,29 +30,44 @@ class DemoInfo:
     devices: list[tuple[str, str, str | None, int | None]]  # (id, kind, station, a scale's item)
 
 
-def _credentials(data_dir: Path) -> str:
-    """The demo admin's password: generated once, kept in the data directory (mode 0600)."""
+def _known_password(data_dir: Path) -> str | None:
     path = data_dir / CREDENTIALS_FILE
-    if path.exists():
-        return json.loads(path.read_text())["password"]
-    password = secrets.token_urlsafe(12)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    return json.loads(path.read_text())["password"] if path.exists() else None
+
+
+def _write_credentials(data_dir: Path, password: str) -> None:
+    """The demo admin's credentials (mode 0600), written whole, once the admin can log in with them:
+    a script that polls for this file and then logs in must not spend the failed-login limit
+    (api/login_limit.py) on an admin that is still being seeded."""
+    path = data_dir / CREDENTIALS_FILE
+    scratch = path.with_name(f".{CREDENTIALS_FILE}.{os.getpid()}")
+    fd = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump({"email": DEMO_EMAIL, "password": password}, handle)
-    return password
+    os.replace(scratch, path)
 
 
 def ensure_demo(engine: Engine, data_dir: Path, wake_relay=None) -> DemoInfo:
-    password = _credentials(data_dir)
+    """The demo restaurant, seeded once; its admin's password is generated once and kept in the data directory."""
+    known = _known_password(data_dir)
+    password = known or secrets.token_urlsafe(12)
     with UnitOfWork(engine, wake_relay) as uow:
         restaurant = uow.session.exec(select(Restaurant).where(Restaurant.name == DEMO_RESTAURANT)).first()
         if restaurant is None:
             restaurant = _seed(uow, password)
             uow.commit()  # the seeding's one transaction: all of it, with its events, or none
+        elif known is None:  # seeded, but the file was lost (a crash before it was written): a new password
+            admin = uow.session.exec(select(User).where(User.email == DEMO_EMAIL)).first()
+            if admin is not None:
+                admin.password_hash = hash_password(password)
+                uow.commit()
         rid = restaurant.id
         assert rid is not None
         devices = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id)).all()
-        return DemoInfo(rid, DEMO_EMAIL, password, [(d.id, d.kind, d.station, d.item_id) for d in devices])
+        info = DemoInfo(rid, DEMO_EMAIL, password, [(d.id, d.kind, d.station, d.item_id) for d in devices])
+    if known is None:
+        _write_credentials(data_dir, password)
+    return info
 
 
 def _seed(uow: UnitOfWork, password: str) -> Restaurant:

@@ -19,6 +19,14 @@ class NotFound(DomainError):
     """The thing named does not exist, or not in the caller's restaurant."""
 
 
+class Forbidden(DomainError):
+    """The caller may not do this, whoever the target is (another restaurant's user, staff inviting)."""
+
+
+class WrongPassword(DomainError):
+    """The password given to confirm a change is not the caller's."""
+
+
 class Invalid(DomainError):
     """A value that breaks a rule of the core; `reason` names the rule for machines (`not_whole`, `replayed`…).
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 
 from api.deps import CurrentUser, UowDep
+from api.login_limit import LoginLimit
 from api.openapi import errors
 from api.schemas import LoginIn, MqttTokenOut, TokenOut
 from core.services import users
@@ -12,18 +13,26 @@ from core.services import users
 router = APIRouter(prefix="/auth", tags=["auth"])
 
 
-@router.post("/login", responses=errors(401, why="Wrong email or password"))
+@router.post("/login", responses=errors(401, 429, why=None))
 def login(body: LoginIn, uow: UowDep, request: Request) -> TokenOut:
+    """An API token for a super_admin, admin or staff member. Failed logins are limited per account and
+    per address (api/login_limit.py): past the limit, 429 with Retry-After, before the password is checked."""
+    limit: LoginLimit = request.app.state.login_limit
+    address = request.client.host if request.client else "unknown"
+    limit.check(body.email, address)
     user = users.authenticate(uow, body.email, body.password)
     if user is None:
+        limit.failed(body.email, address)
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "wrong email or password")
+    limit.succeeded(body.email)
     settings = request.app.state.settings
     token = request.app.state.tokens.issue(
-        sub=f"user-{user.id}",
+        sub=f"{users.USER_SUB_PREFIX}{user.id}",
         role=user.role,
         rid=user.restaurant_id,
         audience="api",
         ttl_seconds=settings.api_token_ttl_seconds,
+        extra=users.session_claims(user),
     )
     return TokenOut(
         access_token=token,
@@ -44,5 +53,6 @@ def issue_mqtt_token(caller: CurrentUser, request: Request) -> MqttTokenOut:
 
 
 @router.get("/me")
-def read_me(caller: CurrentUser) -> dict:
+def read_token_claims(caller: CurrentUser) -> dict:
+    """Who the bearer token says the caller is (its subject, role and restaurant); the account is `/users/me`."""
     return {"sub": caller.sub, "role": caller.role, "restaurant_id": caller.restaurant_id}

@@ -1,23 +1,35 @@
-"""Restaurants: a super_admin (the chain's operator) adds them; admins read their own."""
+"""Restaurants: a super_admin (the chain's operator) adds them, each with its first admin; admins read their own."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Response, status
 
 from api.deps import CurrentUser, Paging, UowDep
 from api.openapi import errors
-from api.schemas import Page, RestaurantOut, restaurant_out
-from core.commands import RestaurantIn
-from core.services import restaurants
+from api.schemas import Page, RestaurantCreatedOut, RestaurantOut, invited_out, restaurant_out
+from core.commands import NewRestaurantIn
+from core.services import restaurants, users
+from core.services.users import Actor
 
 router = APIRouter(prefix="/restaurants", tags=["restaurants"])
 
 
-@router.post("", status_code=status.HTTP_201_CREATED, responses=errors(403, why="Only a super_admin adds restaurants"))
-def create_restaurant(caller: CurrentUser, body: RestaurantIn, uow: UowDep) -> RestaurantOut:
-    if caller.role != "super_admin":
-        raise HTTPException(status.HTTP_403_FORBIDDEN, "only a super_admin adds restaurants")
-    return restaurant_out(restaurants.create_restaurant(uow, body))
+@router.post(
+    "",
+    status_code=status.HTTP_201_CREATED,
+    responses=errors(403, 409, why=None),
+)
+def create_restaurant(
+    caller: CurrentUser, body: NewRestaurantIn, uow: UowDep, response: Response
+) -> RestaurantCreatedOut:
+    """A restaurant and its first `admin` (email, name) in one transaction; the admin's one-time password
+    is in this answer only. 409 (and no restaurant) when the admin's email is taken."""
+    response.headers.update({"Cache-Control": "no-store", "Pragma": "no-cache"})
+    actor = Actor.from_claims(caller.claims)
+    restaurant, admin = users.create_restaurant(uow, actor, body)
+    return RestaurantCreatedOut(
+        **restaurant_out(restaurant).model_dump(), admin=invited_out(admin) if admin is not None else None
+    )
 
 
 @router.get("")

@@ -200,23 +200,51 @@ def test_wrong_password_shows_a_message_and_keeps_the_form(stack: Stack, shop, c
 
 
 def test_a_super_admin_picks_the_restaurant_to_watch(stack: Stack, shop, context, watched):
-    from core.models import User
-    from core.passwords import hash_password
+    """A super_admin belongs to no restaurant: after signing in they pick one by name, with no second login."""
+    from core.services import users
     from core.unit_of_work import UnitOfWork
 
     with UnitOfWork(stack.parts.engine) as uow:
-        uow.session.add(
-            User(email="root@example.com", name="Root", role="super_admin", password_hash=hash_password(PASSWORD))
-        )
+        users.create_super_admin(uow, "root@example.com", "Root", PASSWORD)
         uow.commit()
+    other = stack.add_restaurant("Bistro B", "b@example.com", PASSWORD)
     placed = place(shop)
     page = open_page(context, watched).page
     login(page, stack, "root@example.com", state=None)
     expect(page.locator("#login-message")).to_have_text("Choose the restaurant to watch.")
-    page.get_by_label("Restaurant id").fill(str(shop["rid"]))
+    picker = page.get_by_label("Restaurant", exact=True)
+    expect(picker.locator("option")).to_have_text([f"Bistro A (#{shop['rid']})", f"Bistro B (#{other})"])
+    picker.select_option(str(shop["rid"]))
+    logins = len([r for r in watched[-1].requests if r.startswith("POST") and r.endswith("/auth/login")])
     page.get_by_role("button", name="Sign in").click()
     wait_state(page, "live")
+    expect(page.locator("#restaurant-name")).to_have_text("Bistro A")
     assert open_order_ids(page) == [placed["id"]]
+    assert len([r for r in watched[-1].requests if r.startswith("POST") and r.endswith("/auth/login")]) == logins
+
+
+def test_a_super_admin_of_a_new_install_is_told_to_add_a_restaurant(stack: Stack, context, watched):
+    from core.services import users
+    from core.unit_of_work import UnitOfWork
+
+    with UnitOfWork(stack.parts.engine) as uow:
+        users.create_super_admin(uow, "root@example.com", "Root", PASSWORD)
+        uow.commit()
+    page = open_page(context, watched).page
+    login(page, stack, "root@example.com", state=None)
+    expect(page.locator("#login-message")).to_contain_text("There is no restaurant yet: add one with POST")
+    expect(page.locator("#restaurant-field")).to_be_hidden()
+    expect(page.locator("#dashboard-view")).to_be_hidden()
+
+
+def test_too_many_wrong_passwords_say_how_long_to_wait(stack: Stack, shop, context, watched):
+    page = open_page(context, watched).page
+    for _ in range(stack.settings.login_failures_per_account):
+        login(page, stack, shop["email"], "wrong", state=None)
+        expect(page.locator("#login-message")).to_have_text("Wrong email or password.")
+    login(page, stack, shop["email"], PASSWORD, state=None)
+    expect(page.locator("#login-message")).to_contain_text("too many failed logins for this account; try again in")
+    expect(page.locator("#dashboard-view")).to_be_hidden()
 
 
 def test_a_low_stock_alert_appears(stack: Stack, shop, context, watched):

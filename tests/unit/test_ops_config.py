@@ -13,7 +13,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy.pool import StaticPool
 from sqlmodel import SQLModel, create_engine
 
-import api.db_errors  # noqa: F401  (the API's 503 counter)
+import api.db_errors  # (the API's 503 counter)
+import api.login_limit  # noqa: F401  (the API's login counter)
 import bridge.metrics  # noqa: F401  (registers the bridge's counters, as a process running the bridge does)
 import broker.nats.callout  # noqa: F401  (the auth-callout responder's counters, on the cluster path)
 from api import metrics
@@ -65,6 +66,7 @@ def test_the_alert_rules_parse_and_cover_what_the_issue_asks(exposed):
         "OrderbusNoActiveBridge",
         "OrderbusCalloutFailing",
         "OrderbusDatabaseUnavailable",
+        "OrderbusLoginsLimited",
     ):
         assert needed in alerts
     for name, rule in alerts.items():

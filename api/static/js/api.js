@@ -60,11 +60,16 @@ export class Api {
     }
   }
 
-  async request(method, path, body = undefined, { auth = true, timeoutMs = TIMEOUT_MS, idempotencyKey = null } = {}) {
+  async request(
+    method,
+    path,
+    body = undefined,
+    { auth = true, timeoutMs = TIMEOUT_MS, idempotencyKey = null, token: given = null } = {},
+  ) {
     const headers = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (idempotencyKey) headers["idempotency-key"] = idempotencyKey;
-    const token = auth ? this.token() : null;
+    const token = auth ? (given ?? this.token()) : null;
     if (token) headers.authorization = `Bearer ${token}`;
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs);
@@ -106,6 +111,11 @@ export class Api {
 
   login(email, password) {
     return this.request("POST", "/auth/login", { email, password }, { auth: false });
+  }
+
+  /** The restaurants a just-signed-in user may watch, with the token of that sign-in. */
+  restaurants(token) {
+    return this.request("GET", "/restaurants?limit=500", undefined, { token }); // a page: {data, count}
   }
 
   mqttToken() {

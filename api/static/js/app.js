@@ -37,6 +37,7 @@ class App {
       seen: (id) => this.seen(id),
     });
     this.state = null;
+    this.pending = null; // a super admin's sign-in, until they choose a restaurant
     this.connection = null;
     this.config = null;
     this.renderQueued = false;
@@ -71,8 +72,17 @@ class App {
   async login() {
     const email = document.getElementById("email").value.trim();
     const password = document.getElementById("password").value;
-    const restaurantInput = document.getElementById("restaurant");
     const needRestaurant = !document.getElementById("restaurant-field").hidden;
+    if (needRestaurant && this.pending) {
+      // signed in already as someone of every restaurant (a super admin): the choice opens it
+      const restaurantId = Number(document.getElementById("restaurant").value);
+      if (!Number.isInteger(restaurantId) || restaurantId < 1) {
+        this.ui.showLogin({ message: "Choose the restaurant to watch.", needRestaurant: true });
+        return;
+      }
+      this.begin(this.pending, restaurantId);
+      return;
+    }
     if (!email || !password) {
       this.ui.showLogin({ message: "Enter your email and password.", needRestaurant });
       return;
@@ -81,30 +91,44 @@ class App {
     submit.disabled = true;
     try {
       const answer = await this.api.login(email, password);
-      let restaurantId = answer.restaurant_id;
-      if (restaurantId === null) {
-        restaurantId = Number(restaurantInput.value);
-        if (!Number.isInteger(restaurantId) || restaurantId < 1) {
-          this.ui.showLogin({ message: "Choose the restaurant to watch.", needRestaurant: true });
-          return;
-        }
-      }
-      this.session = {
+      document.getElementById("password").value = "";
+      const pending = {
         token: answer.access_token,
         role: answer.role,
-        restaurantId,
         email,
         expiresAt: Date.now() + answer.expires_in * 1000,
       };
-      sessionStorage.setItem(SESSION_KEY, JSON.stringify(this.session));
-      document.getElementById("password").value = "";
-      this.open();
+      if (answer.restaurant_id !== null) {
+        this.begin(pending, answer.restaurant_id);
+        return;
+      }
+      const listed = await this.api.restaurants(pending.token);
+      const restaurants = Array.isArray(listed?.data) ? listed.data : []; // a page: {data, count}
+      this.pending = pending;
+      this.ui.setRestaurantChoices(restaurants);
+      const message = restaurants.length
+        ? "Choose the restaurant to watch."
+        : "There is no restaurant yet: add one with POST /api/v1/restaurants (see /docs), then sign in again.";
+      this.ui.showLogin({ message, needRestaurant: restaurants.length > 0 });
     } catch (error) {
-      const message = error.status === 401 ? "Wrong email or password." : `Sign-in failed: ${error.message}`;
-      this.ui.showLogin({ message, needRestaurant });
+      const message =
+        error.status === 401
+          ? "Wrong email or password."
+          : error.status === 429
+            ? `${error.message}.` // too many failed logins; try again in N s
+            : `Sign-in failed: ${error.message}`;
+      this.ui.showLogin({ message, needRestaurant: false });
     } finally {
       submit.disabled = false;
     }
+  }
+
+  /** Start the session of a signed-in user on one restaurant. */
+  begin(pending, restaurantId) {
+    this.pending = null;
+    this.session = { ...pending, restaurantId };
+    sessionStorage.setItem(SESSION_KEY, JSON.stringify(this.session));
+    this.open();
   }
 
   open() {
@@ -230,6 +254,7 @@ class App {
     this.connection = null;
     this.state = null;
     this.session = null;
+    this.pending = null;
     sessionStorage.removeItem(SESSION_KEY);
     location.hash = "";
     this.ui.reset();

@@ -96,6 +96,19 @@ export class DashboardUi {
     this.$(needRestaurant ? "restaurant" : "email").focus();
   }
 
+  /** The restaurants a super admin may pick from, by name (with the id: names may repeat). */
+  setRestaurantChoices(restaurants) {
+    const select = this.$("restaurant");
+    select.replaceChildren(
+      ...restaurants.map((restaurant) => {
+        const option = this.doc.createElement("option");
+        option.value = String(restaurant.id);
+        option.textContent = `${restaurant.name} (#${restaurant.id})`;
+        return option;
+      }),
+    );
+  }
+
   showDashboard({ role }) {
     this.role = role;
     this.$("login-view").hidden = true;
