@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ssl
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
@@ -18,58 +19,114 @@ Token = Annotated[
 ]
 
 
-def _check_hosts(value: str) -> str:
-    """`--host host[:port][,host[:port]…]` (core/endpoints.py): a bad list exits 2 before anything connects."""
+def _check_hosts(value: str | None) -> str | None:
+    """`--mqtt-host host[:port][,host[:port]…]` (core/endpoints.py): a bad list exits 2 before anything connects."""
     from core.endpoints import EndpointError, parse_endpoints
 
+    if value is None:
+        return None
     try:
-        parse_endpoints(value, 1883, "--host")
+        parse_endpoints(value, 1883, "--mqtt-host")
     except EndpointError as exc:
         raise typer.BadParameter(str(exc)) from None
     return value
 
 
-BrokerHost = Annotated[
-    str,
+# The broker's address comes from the same settings as the server's (config/settings.py: these flags, then
+# ORDERBUS_MQTT_HOST / _MQTT_PORT / _MQTT_TLS / _MQTT_TLS_CA, then the --config file), so an agent started beside
+# `orderbus up --config F` finds the bus, not whatever else holds port 1883. `--host`, `--port`, `--tls-ca`: the
+# earlier names, kept as aliases.
+MqttHost = Annotated[
+    str | None,
     typer.Option(
+        "--mqtt-host",
         "--host",
         callback=_check_hosts,
-        help="Broker host, or a cluster's nodes as host[:port][,host[:port]…], tried in turn.",
+        help="Broker host, or a cluster's nodes as host[:port][,host[:port]…], tried in turn [default: the "
+        "settings' mqtt_host, else 127.0.0.1].",
+        show_default=False,
     ),
 ]
-BrokerPort = Annotated[int, typer.Option("--port", help="Broker MQTT/TCP port (MQTT/TLS with --tls-ca or --tls).")]
-TlsCa = Annotated[
+MqttPort = Annotated[
+    int | None,
+    typer.Option(
+        "--mqtt-port",
+        "--port",
+        help="Broker MQTT port (MQTT/TLS with --tls) [default: the settings', 1883].",
+        show_default=False,
+    ),
+]
+Cafile = Annotated[
     Path | None,
     typer.Option(
+        "--cafile",
         "--tls-ca",
         help="PEM file of the CA that signed the broker's certificate: connect over TLS, verifying the broker's "
-        "certificate and host name against it.",
+        "certificate and host name against it (ORDERBUS_MQTT_TLS_CA).",
+        show_default=False,
     ),
 ]
-Tls = Annotated[bool, typer.Option("--tls", help="Connect over TLS, verified against the system's CAs.")]
-
-
-def _tls_context(tls_ca: Path | None, tls: bool) -> ssl.SSLContext | None:
-    """None for plain MQTT; a missing or non-PEM --tls-ca exits 2 with one line naming the file."""
-    from core.tls import TlsCaError, client_context
-
-    if tls_ca is None and not tls:
-        return None
-    try:
-        return client_context(tls_ca, "--tls-ca")
-    except TlsCaError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-
-
+Tls = Annotated[
+    bool | None,
+    typer.Option(
+        "--tls",
+        help="Connect over TLS (the mqtts listener), verified against the system's CAs or --cafile.",
+        show_default=False,
+    ),
+]
+ConfigFile = Annotated[Path | None, typer.Option("--config", help="The bus's TOML settings file (ORDERBUS_CONFIG).")]
 ApiUrl = Annotated[
-    str,
+    str | None,
     typer.Option(
         "--api-url",
         envvar="ORDERBUS_API_URL",
-        help="The bus's REST API, where the agent catches up on what MQTT did not bring (by seq).",
+        help="The bus's REST API: catch-up by seq, and why the broker refuses this device [default: "
+        "http://<host>:<http_port> of the settings].",
+        show_default=False,
     ),
 ]
+
+
+@dataclass(frozen=True)
+class Bus:
+    """Where an agent finds the bus: the broker (host list, port, TLS) and the API."""
+
+    host: str
+    port: int
+    tls: ssl.SSLContext | None
+    api_url: str
+
+
+def bus_from_settings(
+    config: Path | None,
+    mqtt_host: str | None,
+    mqtt_port: int | None,
+    tls: bool | None,
+    cafile: Path | None,
+    api_url: str | None = None,
+) -> Bus:
+    """The bus as the server's settings describe it, the flags first; a bad setting exits 2 with one line."""
+    from pydantic import ValidationError
+
+    from config.settings import ConfigFileError, load_settings
+    from core.tls import TlsCaError, client_context
+
+    try:
+        settings = load_settings(config, mqtt_host=mqtt_host, mqtt_port=mqtt_port, mqtt_tls=tls, mqtt_tls_ca=cafile)
+    except (ConfigFileError, ValidationError) as exc:
+        typer.echo(f"error: bad configuration: {exc}", err=True)
+        raise typer.Exit(2) from None
+    context = None
+    if settings.mqtt_tls or settings.mqtt_tls_ca is not None:
+        try:
+            context = client_context(settings.mqtt_tls_ca, "--cafile")
+        except TlsCaError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+    host = settings.mqtt_host or settings.local_host
+    return Bus(host, settings.mqtt_port, context, api_url or f"http://{settings.local_host}:{settings.http_port}")
+
+
 Keepalive = Annotated[
     int, typer.Option(help="MQTT keepalive in seconds; the broker declares the device lost after 1.5 times that.")
 ]
@@ -86,15 +143,18 @@ def printer(
     failover_seconds: Annotated[
         float, typer.Option(help="How long the primary may fail before the backup prints.")
     ] = 10.0,
-    host: BrokerHost = "127.0.0.1",
-    port: BrokerPort = 1883,
-    tls_ca: TlsCa = None,
-    tls: Tls = False,
+    mqtt_host: MqttHost = None,
+    mqtt_port: MqttPort = None,
+    tls: Tls = None,
+    cafile: Cafile = None,
+    config: ConfigFile = None,
     keepalive: Keepalive = 30,
-    api_url: ApiUrl = "http://127.0.0.1:8000",
+    api_url: ApiUrl = None,
 ) -> None:
     """A kitchen printer: prints its station's tickets once each, reports printed/failed and paper status."""
     from devices.printer import run
+
+    bus = bus_from_settings(config, mqtt_host, mqtt_port, tls, cafile, api_url)
 
     run(
         token=token,
@@ -102,11 +162,11 @@ def printer(
         backup=backup,
         state_dir=state_dir,
         failover_seconds=failover_seconds,
-        host=host,
-        port=port,
+        host=bus.host,
+        port=bus.port,
         keepalive=keepalive,
-        tls=_tls_context(tls_ca, tls),
-        api_url=api_url,
+        tls=bus.tls,
+        api_url=bus.api_url,
     )
 
 
@@ -115,25 +175,28 @@ def kds(
     token: Token,
     warn_minutes: Annotated[float, typer.Option(help="Elapsed time that turns a ticket yellow.")] = 5.0,
     late_minutes: Annotated[float, typer.Option(help="Elapsed time that turns a ticket red.")] = 8.0,
-    host: BrokerHost = "127.0.0.1",
-    port: BrokerPort = 1883,
-    tls_ca: TlsCa = None,
-    tls: Tls = False,
+    mqtt_host: MqttHost = None,
+    mqtt_port: MqttPort = None,
+    tls: Tls = None,
+    cafile: Cafile = None,
+    config: ConfigFile = None,
     keepalive: Keepalive = 30,
-    api_url: ApiUrl = "http://127.0.0.1:8000",
+    api_url: ApiUrl = None,
 ) -> None:
     """A kitchen display: open orders and live tickets, with keys to bump and recall."""
     from devices.kds import run
+
+    bus = bus_from_settings(config, mqtt_host, mqtt_port, tls, cafile, api_url)
 
     run(
         token=token,
         warn_minutes=warn_minutes,
         late_minutes=late_minutes,
-        host=host,
-        port=port,
+        host=bus.host,
+        port=bus.port,
         keepalive=keepalive,
-        tls=_tls_context(tls_ca, tls),
-        api_url=api_url,
+        tls=bus.tls,
+        api_url=bus.api_url,
     )
 
 
@@ -149,14 +212,18 @@ def scale(
             min=0.1, help="Repeat the latest reading this often; must match the bus's scale_heartbeat_seconds."
         ),
     ] = None,
-    host: BrokerHost = "127.0.0.1",
-    port: BrokerPort = 1883,
-    tls_ca: TlsCa = None,
-    tls: Tls = False,
+    mqtt_host: MqttHost = None,
+    mqtt_port: MqttPort = None,
+    tls: Tls = None,
+    cafile: Cafile = None,
+    config: ConfigFile = None,
     keepalive: Keepalive = 30,
+    api_url: ApiUrl = None,
 ) -> None:
     """A stock scale: publishes stable readings (simulated load cell, or stdin) and a heartbeat."""
     from devices.scale import run
+
+    bus = bus_from_settings(config, mqtt_host, mqtt_port, tls, cafile, api_url)
 
     run(
         token=token,
@@ -164,8 +231,9 @@ def scale(
         stdin=stdin,
         grams=grams,
         heartbeat_seconds=heartbeat_seconds,
-        host=host,
-        port=port,
+        host=bus.host,
+        port=bus.port,
         keepalive=keepalive,
-        tls=_tls_context(tls_ca, tls),
+        tls=bus.tls,
+        api_url=bus.api_url,
     )

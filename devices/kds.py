@@ -24,6 +24,7 @@ from textual.widgets import Static
 from devices.kds_board import Board, Card, utcnow
 from devices.kds_client import KdsClient, Reply
 from devices.link import Identity
+from devices.refusal import refuse_early
 
 log = logging.getLogger("orderbus.devices.kds")
 
@@ -154,7 +155,10 @@ class KdsApp(App[None]):
         where = f"restaurant {identity.restaurant_id}" + (f" · {self.board.station}" if self.board.station else "")
         with self.client.lock:
             shown = len(self.board.orders())
-        if self.client.connected:
+        refusal = self.client.link.refusal
+        if refusal is not None:
+            state = f"✕ refused: {refusal.reason}"
+        elif self.client.connected:
             self._was_connected = True
             state = "● connected"
         else:
@@ -251,8 +255,11 @@ def run(
         identity = Identity.from_token(token)
     except ValueError as exc:
         raise SystemExit(f"orderbus device kds: the token is not a device token ({exc})") from None
+    refuse_early(token, "tablet", api_url, host, port, tls)
     board = Board(warn_minutes=warn_minutes, late_minutes=late_minutes, clock=clock, station=identity.station)
     app = KdsApp(KdsClient(token, host, port, board, keepalive=keepalive, tls=tls, api_url=api_url))
+    # the whole line (the log's copy on screen is cut to 200 characters); the link stays down, the screen stays up
+    app.client.link.on_refused = lambda refusal: app.say(refusal.line(token), error=True)
     devices_log = logging.getLogger("orderbus.devices")
     handler = ToScreen(app)
     devices_log.addHandler(handler)
