@@ -30,6 +30,9 @@ from core.endpoints import parse_endpoints
 from core.topics import DEVICE_ROLES
 
 STATUS_PATH = "/api/v1/devices/me/status"
+# the API's reasons about the token itself, not the device: another bus's API (a default --api-url meeting
+# someone else's orderbus) says these of a token its own broker would take, so before a CONNECT they decide nothing
+TOKEN_REASONS = frozenset({"bad_signature", "wrong_audience", "malformed", "missing_claim", "unknown_role"})
 AGENT_OF_ROLE = {"printer": "printer", "tablet": "kds", "scale": "scale"}
 
 
@@ -205,6 +208,8 @@ def preflight(
             refusal = ask_bus(api_url, token)
         except StatusUnavailable:
             refusal = None
+        if refusal is not None and refusal.reason in TOKEN_REASONS:
+            refusal = None  # the broker decides; should it refuse, the link asks again
     if refusal is not None:
         raise DeviceRefused(refusal, token)
 
