@@ -113,6 +113,9 @@ class KdsApp(App[None]):
     def on_mount(self) -> None:
         self.client.on_change = lambda: self.post_message(self.BoardChanged())
         self.client.on_notice = self._notice_from_bus
+        # refused by the bus: the whole line on screen (the log's copy is cut to 200 characters); the link stays
+        # down and the screen up, showing why
+        self.client.link.on_refused = lambda _refusal: self.say(self.client.link.refusal_line(), error=True)
         self.client.start()
         self.set_interval(self._tick_seconds, lambda: self.post_message(self.BoardChanged()))
         self.set_interval(0.5, self._show_connection)
@@ -258,8 +261,6 @@ def run(
     refuse_early(token, "tablet", api_url, host, port, tls)
     board = Board(warn_minutes=warn_minutes, late_minutes=late_minutes, clock=clock, station=identity.station)
     app = KdsApp(KdsClient(token, host, port, board, keepalive=keepalive, tls=tls, api_url=api_url))
-    # the whole line (the log's copy on screen is cut to 200 characters); the link stays down, the screen stays up
-    app.client.link.on_refused = lambda refusal: app.say(refusal.line(token), error=True)
     devices_log = logging.getLogger("orderbus.devices")
     handler = ToScreen(app)
     devices_log.addHandler(handler)

@@ -198,6 +198,10 @@ class DeviceLink:
         self.connected.set()
         log.info("%s connected (boot %s)", self.identity.device_id, self.boot_id)
 
+    def refusal_line(self) -> str:
+        """The one line saying why the bus refuses this device and what to do ("" while it does not)."""
+        return self.refusal.line(self._token) if self.refusal is not None else ""
+
     def _after_refusal(self, connack: str) -> None:
         """A refused CONNACK: say why and stay down, or, when nobody can say, try again later and less often."""
         self._client.loop_stop()  # paho's thread, ending after the disconnect() of _connected
@@ -208,7 +212,7 @@ class DeviceLink:
             refusal, unknown = None, f"the API cannot say why ({exc})"
         if refusal is not None:
             self.refusal = refusal
-            log.error("%s", refusal.line(self._token))
+            log.error("%s", self.refusal_line())
             self.refused.set()
             self.on_refused(refusal)
             return
