@@ -69,3 +69,39 @@ def test_every_demo_device_command_runs_as_printed(tmp_path):
         for agent in agents:
             agent.wait(timeout=30)
         assert up.stop() == 0
+
+
+def readme_device_walk() -> str:
+    """The README's "Devices and security" shell blocks: registering devices, then running their agents."""
+    text = (Path(__file__).parents[2] / "README.md").read_text()
+    section = text.split("## Devices and security", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", section, re.DOTALL)
+    return "\n".join(block for block in blocks if "orderbus simulate" not in block)
+
+
+def test_the_readme_device_walk_runs_as_written_under_demo(tmp_path):
+    """Under `orderbus up --demo --mqtt-port 1884` (the README's own ports, moved to free ones here)."""
+    up = start_up(tmp_path / "data")
+    admin, rid = login(up)
+    walk = readme_device_walk().replace("localhost:8000", f"localhost:{up.http_port}")
+    walk = walk.replace("--mqtt-port 1884", f"--mqtt-port {up.mqtt_port} --api-url http://127.0.0.1:{up.http_port}")
+    assert "$PRINTER" in walk and "$TABLET" in walk and "$SCALE" in walk
+    api_token = admin.headers["authorization"].removeprefix("Bearer ")
+    _parent, child = pty.openpty()
+    env = {**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}", "TERM": "xterm", "API": api_token}
+    shell = subprocess.Popen(
+        ["bash", "-c", walk], cwd=tmp_path, env=env, stdin=child, stdout=child, stderr=child, start_new_session=True
+    )
+    try:
+        walked = {"printer-bar-2", "kds-bar-1", "scale-patty-2"}
+
+        def online() -> set[str]:
+            listed = admin.get(f"/restaurants/{rid}/devices").json()
+            return {device["id"] for device in listed if device["presence"] == "online"}
+
+        wait_for(lambda: walked <= online(), timeout=60)
+        assert shell.poll() is None
+    finally:
+        os.killpg(shell.pid, 15)
+        shell.wait(timeout=30)
+        assert up.stop() == 0
