@@ -15,6 +15,7 @@ from pathlib import Path
 import jwt
 import pytest
 
+from core.commands import DeviceKind
 from core.services import devices
 from core.tokens import ALGORITHM
 from core.unit_of_work import UnitOfWork
@@ -61,7 +62,7 @@ def test_an_agent_with_a_dead_token_says_why_in_one_line_and_exits(stack: Stack,
     elif why == "revoked":
         revoke(stack, rid, f"{kind}-1")
     else:  # another kind's token given to this agent
-        other = "scale" if kind != "scale" else "tablet"
+        other: DeviceKind = "scale" if kind != "scale" else "tablet"
         token = stack.add_device(rid, f"{other}-2", other)
     where = ["--mqtt-port", str(stack.settings.mqtt_port), "--api-url", stack.base_url]
     result = agent(kind, token, *where, tmp_path=tmp_path)

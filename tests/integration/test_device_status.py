@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 
 import jwt
+from fastapi.testclient import TestClient
 
 from core.tokens import ALGORITHM
 from tests.support import App
@@ -15,7 +16,7 @@ STATUS = "/devices/me/status"
 PRINTER = {"id": "printer-grill-1", "kind": "printer", "name": "Grill printer", "station": "grill"}
 
 
-def setup(app: App) -> tuple[int, object, str]:
+def setup(app: App) -> tuple[int, TestClient, str]:
     rid = app.add_restaurant("A", "a@example.com")
     admin = app.http(app.api_token("admin-a", "admin", rid))
     created = admin.post(f"/restaurants/{rid}/devices", json=PRINTER)
