@@ -19,6 +19,7 @@ from core import db
 from core.domain import DomainError
 from core.services import devices
 from core.tokens import KEY_FILE, Audience
+from core.topics import ROLES
 from core.unit_of_work import UnitOfWork
 from core.wake import SOCKET_NAME, SocketWake
 
@@ -65,6 +66,8 @@ def mint(
     audience: Audience,
 ) -> Minted:
     """The token and its note; TokenRefused (or ValueError from the signer) when it cannot be made."""
+    if role not in ROLES:  # what is wrong with the command line first, then with the data directory
+        raise TokenRefused(f"unknown role {role!r}; one of {', '.join(sorted(ROLES))}")
     check_data(settings)
     if role == "printer" and not station:
         raise TokenRefused("a printer token needs --station (the kitchen station whose tickets it prints)")
