@@ -79,12 +79,14 @@ class DeviceLink:
     `host` may name several brokers, `host[:port][,host[:port]…]` (a NATS cluster's nodes; `port` where one is
     left out): the link moves to the next when a connection fails or drops (core.endpoints.Failover), and a
     persistent session's queued tickets follow it there, the cluster keeping the session.
-    `tls` (core.tls.client_context: `--tls-ca`, `--tls`): the link connects over TLS only, verifying the broker's
+    `tls` (core.tls.client_context: `--cafile`, `--tls`): the link connects over TLS only, verifying the broker's
     certificate and host name; an attempt that does not verify is logged with why, and retried, never made in plain.
     A refused CONNACK is not retried by paho: the link asks why (devices/refusal.py: the token's own claims, then
     the bus's API at `api_url`), and when there is a reason it logs one line with it and what to do, sets
-    `refusal` and `refused`, calls `on_refused` and stays down; without one it tries again after 5 s, 10 s, …
-    up to 5 minutes. `expected_role`: the agent's role (a printer's token must be a printer's).
+    `refusal` and `refused`, calls `on_refused` and stays down. Without one it tries again, never in a loop: at its
+    usual reconnect pace when the API says the token is good (a passing refusal: a node's auth callout, the broker's
+    denylist catching up with a new token), else after 5 s, 10 s, … up to 5 minutes. `expected_role`: the agent's
+    role (a printer's token must be a printer's).
     """
 
     def __init__(
@@ -114,7 +116,7 @@ class DeviceLink:
         self.refused = threading.Event()  # set once the bus said why it refuses this device: the link stays down
         self.refused_attempts = 0  # CONNACKs refused so far (tests count them: a few, never a loop)
         self._stopping = threading.Event()
-        self._refused_delay = REFUSED_DELAYS[0]
+        self._refused_delay: float | None = None  # the last pause after a refused CONNACK without a reason
         self.boot_id = uuid.uuid4().hex
         self.connected = threading.Event()
         self._subscriptions = subscriptions
@@ -191,7 +193,7 @@ class DeviceLink:
             client.disconnect()  # paho would retry at once and for ever; _after_refusal decides instead
             threading.Thread(target=self._after_refusal, args=(str(reason),), name="refused", daemon=True).start()
             return
-        self._refused_delay = REFUSED_DELAYS[0]
+        self._refused_delay = None
         client.publish(self.identity.topic("status"), self._presence(topics.ONLINE), qos=1, retain=True)
         filters = [*self._subscriptions, self.identity.topic("commands")]
         _result, self._subscribe_mid = client.subscribe([(topic_filter, 1) for topic_filter in filters])
@@ -203,11 +205,13 @@ class DeviceLink:
         return self.refusal.line(self._token) if self.refusal is not None else ""
 
     def _after_refusal(self, connack: str) -> None:
-        """A refused CONNACK: say why and stay down, or, when nobody can say, try again later and less often."""
+        """A refused CONNACK: say why and stay down; when nobody can say, try again later and less often."""
         self._client.loop_stop()  # paho's thread, ending after the disconnect() of _connected
+        accepted = False  # the API says the token is good: a passing refusal (a node's auth callout, a fresh token)
         try:
             refusal = diagnose(self._token, self._expected_role, self._api_url)
-            unknown = "the bus gives no reason" if self._api_url is not None else "no --api-url to ask why"
+            accepted = refusal is None and self._api_url is not None
+            unknown = "the bus says the token is good" if accepted else "no --api-url to ask why"
         except StatusUnavailable as exc:
             refusal, unknown = None, f"the API cannot say why ({exc})"
         if refusal is not None:
@@ -216,7 +220,11 @@ class DeviceLink:
             self.refused.set()
             self.on_refused(refusal)
             return
-        delay, self._refused_delay = self._refused_delay, min(self._refused_delay * 2, REFUSED_DELAYS[1])
+        # a passing refusal is tried again at the link's usual pace (its reconnect delays), anything else less and
+        # less often; neither is a loop
+        first, ceiling = self.reconnect_delays if accepted else REFUSED_DELAYS
+        delay = first if self._refused_delay is None else min(self._refused_delay * 2, ceiling)
+        self._refused_delay = delay
         log.error(
             "%s: the broker at %s:%s refused the connection (%s); %s; trying again in %.0f s",
             self.identity.device_id,
@@ -227,6 +235,8 @@ class DeviceLink:
         )
         if self._stopping.wait(delay):
             return
+        if len(self.failover.endpoints) > 1:  # a cluster: another node may take it
+            self.failover.advance()
         self._client.connect_async(*self.failover.current, keepalive=self._keepalive)
         self._client.loop_start()
 
