@@ -251,7 +251,8 @@ def run(
 ) -> None:
     """Run the scale until interrupted (SIGINT, SIGTERM, `stop`) or, with `stdin`, until end of input."""
     refuse_early(token, "scale", api_url, host, port, tls)
-    main = threading.current_thread() is threading.main_thread()
+    # a refusal ends a blocking read of the process's own stdin by SIGINT: only from the main thread, only then
+    interrupt = stdin and lines is None and threading.current_thread() is threading.main_thread()
     stop = stop or threading.Event()
     lines = lines if lines is not None else sys.stdin
     out, err = out or sys.stdout, err or sys.stderr
@@ -273,7 +274,7 @@ def run(
         tls=tls,
         api_url=api_url,
         expected_role="scale",
-        on_refused=lambda _refusal: _stop_reading(stop, interrupt=stdin and main),  # said why, once: nothing to try
+        on_refused=lambda _refusal: _stop_reading(stop, interrupt=interrupt),  # said why, once: nothing to try
     )
     reporter = Reporter(
         lambda body: link.publish("readings", body, qos=1),
@@ -310,12 +311,10 @@ def run(
 
 def _stop_reading(stop: threading.Event, *, interrupt: bool) -> None:
     """Stop the scale from the link's thread: `stop` ends the load cell; a blocking read of stdin in the main
-    thread needs an interrupt (as Ctrl-C would)."""
-    import _thread
-
+    thread needs a real SIGINT (as Ctrl-C: a simulated one waits for the read to return)."""
     stop.set()
     if interrupt:
-        _thread.interrupt_main()
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _flush(link: DeviceLink, reporter: Reporter, err: TextIO) -> None:

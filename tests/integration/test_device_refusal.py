@@ -189,3 +189,34 @@ def test_an_agent_finds_the_broker_and_the_api_in_the_servers_config_file(stack:
         process.terminate()
         _out, err = process.communicate(timeout=30)
     assert process.returncode == 0, err
+
+
+@pytest.mark.parametrize("kind", ["printer", "scale", "scale-stdin"])
+def test_an_agent_revoked_while_running_says_why_once_and_exits(stack: Stack, tmp_path, kind):
+    """The running process: dropped by the broker, refused at its reconnect, told why by the API, gone (exit 2)."""
+    rid = stack.add_restaurant("A", "a@example.com")
+    device_kind: DeviceKind = "printer" if kind == "printer" else "scale"
+    token = stack.add_device(rid, "dev-1", device_kind, **({"station": "grill"} if kind == "printer" else {}))
+    command = [ORDERBUS, "device", *AGENT_ARGS[device_kind], "--mqtt-port", str(stack.settings.mqtt_port)]
+    command += ["--api-url", stack.base_url]
+    command += ["--state-dir", str(tmp_path / "state")] if kind == "printer" else []
+    command += ["--stdin"] if kind == "scale-stdin" else []
+    env = {**os.environ, "ORDERBUS_DEVICE_TOKEN": token}
+    process = subprocess.Popen(
+        command, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    admin = stack.http(stack.api_token("admin-a", "admin", rid))
+    try:
+        wait_for(lambda: admin.get(f"/restaurants/{rid}/devices").json()[0]["presence"] == "online", timeout=30)
+        revoke(stack, rid, "dev-1")
+        process.wait(timeout=60)  # stdin left open: a --stdin scale does not stop for lack of input
+        assert process.stderr is not None
+        err = process.stderr.read()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 2, err
+    said = [line for line in err.splitlines() if "device revoked at" in line]
+    assert len(said) == 1 and "dev-1: device revoked at" in said[0] and "register a new device" in said[0], err
+    assert err.count("refused the connection") == 0  # the reason came at the first refusal: no retries
