@@ -220,3 +220,28 @@ def test_an_agent_revoked_while_running_says_why_once_and_exits(stack: Stack, tm
     said = [line for line in err.splitlines() if "device revoked at" in line]
     assert len(said) == 1 and "dev-1: device revoked at" in said[0] and "register a new device" in said[0], err
     assert err.count("refused the connection") == 0  # the reason came at the first refusal: no retries
+
+
+def test_a_token_expiring_while_connected_is_said_once_and_the_link_stays_down(stack: Stack):
+    rid = stack.add_restaurant("A", "a@example.com")
+    stack.add_device(rid, "scale-1", "scale")
+    with UnitOfWork(stack.engine) as uow:  # a short-lived token, through the record as `orderbus token --ttl 3s`
+        token = devices.reissue_token(uow, stack.tokens, rid, "scale-1", 0, ttl_seconds=3).token
+        uow.commit()
+    link = DeviceLink(
+        token,
+        "127.0.0.1",
+        stack.settings.mqtt_port,
+        subscriptions=[],
+        on_message=lambda _m: None,
+        persistent=False,
+        api_url=stack.base_url,
+        expected_role="scale",
+    )
+    with link:
+        wait_for(link.connected.is_set, timeout=30)
+        wait_for(link.refused.is_set, timeout=30)  # the broker ends the connection at exp; the reconnect is refused
+        assert link.refusal is not None and link.refusal.reason == "expired"
+        assert "token expired at" in link.refusal_line() and "orderbus token --sub scale-1" in link.refusal_line()
+        assert link.refused_attempts == 1
+        wait_for(lambda: link._client._thread is None)
