@@ -42,8 +42,8 @@ MqttHost = Annotated[
         "--mqtt-host",
         "--host",
         callback=_check_hosts,
-        help="Broker host, or a cluster's nodes as host[:port][,host[:port]…], tried in turn [default: the "
-        "settings' mqtt_host, else 127.0.0.1].",
+        help="Broker host, or a cluster's nodes as host[:port][,host[:port]…], tried in turn (default: the "
+        "settings' mqtt_host, else 127.0.0.1).",
         show_default=False,
     ),
 ]
@@ -52,7 +52,7 @@ MqttPort = Annotated[
     typer.Option(
         "--mqtt-port",
         "--port",
-        help="Broker MQTT port (MQTT/TLS with --tls) [default: the settings', 1883].",
+        help="Broker MQTT port (MQTT/TLS with --tls) (default: the settings', 1883).",
         show_default=False,
     ),
 ]
@@ -80,8 +80,8 @@ ApiUrl = Annotated[
     typer.Option(
         "--api-url",
         envvar="ORDERBUS_API_URL",
-        help="The bus's REST API: catch-up by seq, and why the broker refuses this device [default: "
-        "http://<host>:<http_port> of the settings].",
+        help="The bus's REST API: catch-up by seq, and why the broker refuses this device (default: "
+        "http://<host>:<http_port> of the settings).",
         show_default=False,
     ),
 ]

@@ -41,13 +41,13 @@ def simulate(
     url: Annotated[
         str | None,
         typer.Option(
-            help="The bus's HTTP address [default: http://<host>:<http_port> of the settings].", show_default=False
+            help="The bus's HTTP address (default: http://<host>:<http_port> of the settings).", show_default=False
         ),
     ] = None,
-    mqtt_host: Annotated[str | None, typer.Option(help="Broker host [default: the settings', 127.0.0.1].")] = None,
-    mqtt_port: Annotated[int | None, typer.Option(help="Broker MQTT port [default: the settings', 1883].")] = None,
+    mqtt_host: Annotated[str | None, typer.Option(help="Broker host (default: the settings', 127.0.0.1).")] = None,
+    mqtt_port: Annotated[int | None, typer.Option(help="Broker MQTT port (default: the settings', 1883).")] = None,
     ws_port: Annotated[
-        int | None, typer.Option(help="Broker MQTT/WebSocket port, dashboards [default: the settings', 8083].")
+        int | None, typer.Option(help="Broker MQTT/WebSocket port, dashboards (default: the settings', 8083).")
     ] = None,
     tls: Tls = None,
     cafile: Cafile = None,

@@ -45,6 +45,14 @@ def parse_ttl(text: str) -> int:
     return int(match.group(1)) * _UNITS[match.group(2)]
 
 
+def shown_ttl(seconds: int) -> str:
+    """3600 → `1h`: the way --ttl is written."""
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
 def check_data(settings: Settings) -> None:
     """TokenRefused unless the signing key is configured or the data directory already has orderbus's."""
     if settings.jwt_key is not None or (settings.data_dir / KEY_FILE).is_file():
@@ -76,14 +84,14 @@ def mint(
     if issued is not None:
         return Minted(
             issued,
-            f"{role} token for registered device {sub}, restaurant {restaurant}, valid {ttl_seconds} s; "
+            f"{role} token for registered device {sub}, restaurant {restaurant}, valid {shown_ttl(ttl_seconds)}; "
             f"it replaces the device's previous token, which the broker refuses from now on",
         )
     extra = {"station": station} if station else None
     signed = tokens.issue(sub=sub, role=role, rid=restaurant, audience=audience, ttl_seconds=ttl_seconds, extra=extra)
     return Minted(
         signed,
-        f"{role} token for {sub}, restaurant {restaurant}, valid {ttl_seconds} s; MQTT client id: {sub}[:suffix]",
+        f"{role} token for {sub}, restaurant {restaurant}, valid {shown_ttl(ttl_seconds)}; MQTT client id: {sub}[:suffix]",
     )
 
 
