@@ -91,7 +91,8 @@ def mint(
     signed = tokens.issue(sub=sub, role=role, rid=restaurant, audience=audience, ttl_seconds=ttl_seconds, extra=extra)
     return Minted(
         signed,
-        f"{role} token for {sub}, restaurant {restaurant}, valid {shown_ttl(ttl_seconds)}; MQTT client id: {sub}[:suffix]",
+        f"{role} token for {sub}, restaurant {restaurant}, valid {shown_ttl(ttl_seconds)}; "
+        f"MQTT client id: {sub}[:suffix]",
     )
 
 
