@@ -23,6 +23,7 @@ from api.routers import (
     auth,
     categories,
     device_events,
+    device_status,
     devices,
     events,
     inventory,
@@ -90,6 +91,7 @@ def create_app(
         events,
         devices,
         device_events,
+        device_status,
     ):
         api.include_router(module.router)
     app.include_router(api)

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from broker.nats import CalloutUnavailable
 from cli.cluster import cluster_app
+from cli.demo_banner import demo_lines
 from cli.device import device_app
 from cli.errors import CONFIG_ERRORS, fail, say
 from cli.options import (
@@ -41,13 +42,14 @@ from cli.options import (
     setting_default,
 )
 from cli.ports import FLAGS, Replaced, free_taken_defaults
-from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, preflight, token_service
+from cli.runtime import BrokerUnreachable, Parts, PortInUse, Runtime, preflight
 from cli.simulate import simulate
 from cli.status import status
+from cli.tokens import mint, parse_ttl
 from cli.users import user_app
 from config.settings import BrokerUrlError, Settings, load_settings, parse_nats_urls
 from core import db, logs
-from core.demo import CREDENTIALS_FILE, DemoInfo, ensure_demo
+from core.demo import DemoInfo, ensure_demo
 from core.endpoints import EndpointError, describe
 from core.tokens import Audience
 
@@ -172,39 +174,8 @@ def _print_banner(settings: Settings, *, broker: bool, api: bool, replaced: Repl
 
 
 def _print_demo(settings: Settings, demo: DemoInfo) -> None:
-    """The demo's logins and commands, on the ports in use; the password stays in the credentials file."""
-    host, credentials = settings.local_host, settings.data_dir / CREDENTIALS_FILE
-    console.print(f"[bold]demo restaurant[/bold] {demo.restaurant_id} (Demo Bistro)")
-    console.print(f"  admin login   {demo.email}, password in {credentials}", highlight=False)
-    console.print(
-        f"  login         curl -s -X POST http://{host}:{settings.http_port}/api/v1/auth/login "
-        f"-H 'content-type: application/json' -d @{shlex.quote(str(credentials))}",
-        highlight=False,
-    )
-    console.print(
-        f"  MQTT token    orderbus token --data-dir {settings.data_dir} --sub watcher "
-        f"--restaurant {demo.restaurant_id} --role staff",
-        highlight=False,
-    )
-    console.print(
-        f"  in a shell    export BUS=http://{host}:{settings.http_port} MQTT_PORT={settings.mqtt_port} "
-        f"WS_PORT={settings.ws_port}",
-        highlight=False,
-    )
-    console.print("[bold]demo devices[/bold] (each in its own terminal)")
-    agents = {"printer": "printer --printer file:{dir}/{id}.escpos", "tablet": "kds", "scale": "scale --item {item}"}
-    broker = f"--mqtt-port {settings.mqtt_port}" + (f" --mqtt-host {host}" if host != "127.0.0.1" else "")
-    api_url = f"--api-url http://{host}:{settings.http_port}"
-    for device_id, kind, station, item in demo.devices:
-        token = (
-            f"orderbus token --data-dir {settings.data_dir} --sub {device_id} --restaurant {demo.restaurant_id} "
-            f"--role {kind}{f' --station {station}' if station else ''}"
-        )
-        agent = agents[kind].format(dir=settings.data_dir, id=device_id, item=item)
-        catch_up = f" {api_url}" if kind != "scale" else ""  # a scale only publishes
-        console.print(
-            f'  {device_id:<16} orderbus device {agent} {broker}{catch_up} --token "$({token})"', highlight=False
-        )
+    for line in demo_lines(settings, demo):  # cli/demo_banner.py: the commands, as tests run them
+        console.print(line, highlight=False)
 
 
 @app.command()
@@ -343,17 +314,6 @@ def bridge(
     _run(settings, broker=False, api=False, bridge=True)
 
 
-_TTL = re.compile(r"^(\d+)([smhd]?)$")
-_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
-def parse_ttl(text: str) -> int:
-    match = _TTL.match(text.strip())
-    if match is None or int(match.group(1)) == 0:
-        raise typer.BadParameter("use a positive number with s, m, h or d, e.g. 15m or 1h")
-    return int(match.group(1)) * _UNITS[match.group(2)]
-
-
 @app.command()
 def token(
     sub: Annotated[str, typer.Option(help="Subject: a user id, or the device id (also its MQTT client id).")],
@@ -365,7 +325,9 @@ def token(
     data_dir: DataDir = None,
     config: ConfigFile = None,
 ) -> None:
-    """Print a signed token (on the last line) that this data directory's broker accepts."""
+    """Print a signed token (on the last line) that this data directory's broker accepts.
+
+    A registered device's token is re-issued through its record (cli/tokens.py): its previous one stops working."""
     settings = _settings(config, data_dir=data_dir)
     if audience not in ("mqtt", "api"):
         raise typer.BadParameter("audience must be mqtt or api", param_hint="--audience")
@@ -373,18 +335,25 @@ def token(
     if not re.fullmatch(r"[A-Za-z0-9_.:@-]{1,128}", sub) or ":" in sub:
         raise typer.BadParameter("letters, digits and _ . @ - only (at most 128)", param_hint="--sub")
     try:
-        signed = token_service(settings).issue(
+        ttl_seconds = parse_ttl(ttl)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--ttl") from None
+    try:
+        minted = mint(
+            settings,
             sub=sub,
             role=role,
-            rid=restaurant,
+            restaurant=restaurant,
+            ttl_seconds=ttl_seconds,
+            station=station,
             audience=checked_audience,
-            ttl_seconds=parse_ttl(ttl),
-            extra={"station": station} if station else None,
         )
-    except ValueError as exc:
+    except ValueError as exc:  # TokenRefused, or the signer's own refusal
         fail(str(exc))
-    err.print(f"{role} token for {sub}, restaurant {restaurant}, valid {ttl}; MQTT client id: {sub}[:suffix]")
-    print(signed)
+    except db.DatabaseError as exc:
+        _database_failed(settings, exc)
+    err.print(minted.note, highlight=False)
+    print(minted.token)
 
 
 db_app = typer.Typer(no_args_is_help=True, help="The database schema: upgrade it, show its revision.")

@@ -14,13 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from cli.device import Cafile, ConfigFile, Tls, bus_from_settings
 from cli.errors import fail
-from cli.options import DataDir
+from cli.options import DataDir, MqttPort, WsPort
 from cli.runtime import token_service
 from config.settings import load_settings
+from core.endpoints import parse_endpoints
 from core.tokens import TokenService
 from devices.fleet import Endpoints, FleetRun, per_kind, summary
 from devices.fleet_setup import FleetSetup, FleetShape, SetupFailed
+from devices.refusal import accepts_anyone
 
 console = Console(stderr=True, soft_wrap=True)
 
@@ -37,15 +40,38 @@ def simulate(
     duration: Annotated[float, typer.Option(min=1, help="Seconds of ordering.")] = 30.0,
     readings_per_second: Annotated[float, typer.Option(min=0, help="Scale readings across the chain.")] = 100.0,
     drain: Annotated[float, typer.Option(min=0, help="Seconds to wait for the last deliveries.")] = 20.0,
-    url: Annotated[str, typer.Option("--api-url", help="The bus's HTTP address.")] = "http://127.0.0.1:8000",
-    mqtt_host: Annotated[str, typer.Option(help="Broker host.")] = "127.0.0.1",
-    mqtt_port: Annotated[int, typer.Option(help="Broker MQTT/TCP port.")] = 1883,
-    ws_port: Annotated[int, typer.Option(help="Broker MQTT/WebSocket port (dashboards).")] = 8083,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--api-url",
+            help="The bus's HTTP address (default: http://<host>:<http_port> of the settings).",
+            show_default=False,
+        ),
+    ] = None,
+    mqtt_host: Annotated[
+        str | None, typer.Option(help="Broker host, else the settings' (ORDERBUS_MQTT_HOST).", show_default="127.0.0.1")
+    ] = None,
+    mqtt_port: MqttPort = None,
+    ws_port: WsPort = None,
+    tls: Tls = None,
+    cafile: Cafile = None,
+    config: ConfigFile = None,
     data_dir: DataDir = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here as JSON.")] = None,
 ) -> None:
-    """Run a fleet of simulated devices against a running bus; exit 1 if anything was lost or duplicated."""
-    settings = load_settings(None, data_dir=data_dir)
+    """Run a fleet of simulated devices against a running bus; exit 1 if anything was lost or duplicated.
+
+    The bus's address comes from its settings (--config, ORDERBUS_*), the flags first, as for the device agents;
+    a broker that accepts a connection without a valid token is not orderbus's and is refused."""
+    bus = bus_from_settings(config, mqtt_host, mqtt_port, tls, cafile, url)
+    settings = load_settings(config, data_dir=data_dir, ws_port=ws_port)
+    url = bus.api_url
+    host, port = parse_endpoints(bus.host, bus.port, "--mqtt-host")[0]
+    if accepts_anyone(host, port, bus.tls):
+        fail(
+            f"the broker at {host}:{port} accepts connections without a valid token: it is not orderbus's broker; "
+            "point --mqtt-host/--mqtt-port (or the config file's) at orderbus's"
+        )
     shape = FleetShape(restaurants, printers, tablets, scales, dashboards)
     try:
         report = asyncio.run(
@@ -53,7 +79,7 @@ def simulate(
                 token_service(settings),
                 shape,
                 url,
-                Endpoints(mqtt_host, mqtt_port, ws_port),
+                Endpoints(host, port, settings.ws_port, bus.tls),
                 orders_per_minute=orders_per_minute,
                 duration=duration,
                 readings_per_second=readings_per_second,

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from sqlmodel import select
 
 from core.commands import CategoryIn, MenuIn, MenuItemIn
-from core.models import Category, Device, Menu, Restaurant, User
+from core.models import Category, Device, Menu, MenuItem, Restaurant, User
 from core.passwords import hash_password
 from core.services import menu
 from core.unit_of_work import UnitOfWork
@@ -23,11 +23,20 @@ CREDENTIALS_FILE = "demo-credentials.json"
 
 
 @dataclass(frozen=True)
+class DemoDevice:
+    id: str
+    kind: str
+    station: str | None
+    item_id: int | None = None  # a scale's item
+    grams: float | None = None  # what a scale should weigh now: its item's stock, a whole count (plus the tare)
+
+
+@dataclass(frozen=True)
 class DemoInfo:
     restaurant_id: int
     email: str
     password: str
-    devices: list[tuple[str, str, str | None, int | None]]  # (id, kind, station, a scale's item)
+    devices: list[DemoDevice]
 
 
 def _known_password(data_dir: Path) -> str | None:
@@ -64,10 +73,20 @@ def ensure_demo(engine: Engine, data_dir: Path, wake_relay=None) -> DemoInfo:
         rid = restaurant.id
         assert rid is not None
         devices = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id)).all()
-        info = DemoInfo(rid, DEMO_EMAIL, password, [(d.id, d.kind, d.station, d.item_id) for d in devices])
+        info = DemoInfo(rid, DEMO_EMAIL, password, [_demo_device(uow, device) for device in devices])
     if known is None:
         _write_credentials(data_dir, password)
     return info
+
+
+def _demo_device(uow: UnitOfWork, device: Device) -> DemoDevice:
+    """A scale's starting weight is its item's current stock in grams: its first reading is then a whole count
+    the bus takes (the load cell's own default, 5000 g, is 41.67 patties: refused as not whole)."""
+    grams = None
+    item = uow.session.get(MenuItem, device.item_id) if device.item_id is not None else None
+    if item is not None and item.unit_weight_grams:
+        grams = round(item.stock_quantity * item.unit_weight_grams + device.tare_grams, 1)
+    return DemoDevice(device.id, device.kind, device.station, device.item_id, grams)
 
 
 def _seed(uow: UnitOfWork, password: str) -> Restaurant:

@@ -104,9 +104,14 @@ class Failover:
         client.on_connect_fail = failed
         client.on_disconnect = disconnected
 
+    def advance(self) -> Endpoint:
+        """Move on to the next endpoint (round robin) and return it."""
+        self.current = next(self._cycle)
+        return self.current
+
     def _move(self, client: Any, keepalive: int, why: str) -> None:
         left = self.current
-        self.current = next(self._cycle)
+        self.advance()
         self.moves += 1
         log.warning("%s: %s at %s:%s; next %s:%s", self.name, why, *left, *self.current)
         client.connect_async(*self.current, keepalive=keepalive)

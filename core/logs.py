@@ -141,7 +141,7 @@ class TextFormatter(logging.Formatter):
         return redact(super().format(record))
 
 
-NOISY = ("amqtt", "transitions", "websockets", "uvicorn.error")
+NOISY = ("amqtt", "transitions", "websockets", "uvicorn.error", "httpx")  # httpx: a line per request (agents)
 
 
 def handler(json_lines: bool, stream: Any = None) -> logging.Handler:

@@ -98,12 +98,15 @@ class TokenService:
         }
         return jwt.encode(claims, self.key, algorithm=ALGORITHM)
 
-    def verify(self, token: str, audience: Audience) -> dict[str, Any]:
-        """Decoded claims, or TokenError saying why not."""
+    def verify(self, token: str, audience: Audience, *, allow_expired: bool = False) -> dict[str, Any]:
+        """Decoded claims, or TokenError saying why not.
+
+        `allow_expired`: the claims of a genuine token past its `exp` too, for saying why a device is refused
+        (revoked beats expired: a new token would not help a revoked device); never for letting anyone in."""
         refused: TokenError | None = None
         for key in (self.key, *self.previous):
             try:
-                claims = _decode(token, key, audience)
+                claims = _decode(token, key, audience, verify_exp=not allow_expired)
                 break
             except TokenError as exc:
                 if exc.reason != "bad_signature":
@@ -123,14 +126,14 @@ class TokenService:
         return claims
 
 
-def _decode(token: str, key: bytes, audience: Audience) -> dict[str, Any]:
+def _decode(token: str, key: bytes, audience: Audience, *, verify_exp: bool = True) -> dict[str, Any]:
     try:
         return jwt.decode(
             token,
             key,
             algorithms=[ALGORITHM],
             audience=audience,
-            options={"require": REQUIRED_CLAIMS},
+            options={"require": REQUIRED_CLAIMS, "verify_exp": verify_exp},
             leeway=0,
         )
     except jwt.ExpiredSignatureError as exc:

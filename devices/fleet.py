@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import random
+import ssl
 import time
 import uuid
 from collections import Counter, defaultdict
@@ -59,6 +60,7 @@ class Endpoints:
     mqtt_host: str
     mqtt_port: int
     ws_port: int
+    tls: ssl.SSLContext | None = None  # MQTT/TLS (and, for dashboards, secure WebSocket: give the wss port)
 
 
 @dataclass
@@ -233,6 +235,7 @@ class FleetRun:
                     will=will,
                     transport="websockets" if ws else "tcp",
                     websocket_path="/mqtt" if ws else None,
+                    tls_context=self.endpoints.tls,
                     timeout=30,
                 ) as client:
                     self.connected[kind] += 1

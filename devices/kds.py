@@ -24,6 +24,7 @@ from textual.widgets import Static
 from devices.kds_board import Board, Card, utcnow
 from devices.kds_client import KdsClient, Reply
 from devices.link import Identity
+from devices.refusal import refuse_early
 
 log = logging.getLogger("orderbus.devices.kds")
 
@@ -112,6 +113,9 @@ class KdsApp(App[None]):
     def on_mount(self) -> None:
         self.client.on_change = lambda: self.post_message(self.BoardChanged())
         self.client.on_notice = self._notice_from_bus
+        # refused by the bus: the whole line on screen (the log's copy is cut to 200 characters); the link stays
+        # down and the screen up, showing why
+        self.client.link.on_refused = lambda _refusal: self.say(self.client.link.refusal_line(), error=True)
         self.client.start()
         self.set_interval(self._tick_seconds, lambda: self.post_message(self.BoardChanged()))
         self.set_interval(0.5, self._show_connection)
@@ -154,7 +158,10 @@ class KdsApp(App[None]):
         where = f"restaurant {identity.restaurant_id}" + (f" · {self.board.station}" if self.board.station else "")
         with self.client.lock:
             shown = len(self.board.orders())
-        if self.client.connected:
+        refusal = self.client.link.refusal
+        if refusal is not None:
+            state = f"✕ refused: {refusal.reason}"
+        elif self.client.connected:
             self._was_connected = True
             state = "● connected"
         else:
@@ -251,6 +258,7 @@ def run(
         identity = Identity.from_token(token)
     except ValueError as exc:
         raise SystemExit(f"orderbus device kds: the token is not a device token ({exc})") from None
+    refuse_early(token, "tablet", api_url, host, port, tls)
     board = Board(warn_minutes=warn_minutes, late_minutes=late_minutes, clock=clock, station=identity.station)
     app = KdsApp(KdsClient(token, host, port, board, keepalive=keepalive, tls=tls, api_url=api_url))
     devices_log = logging.getLogger("orderbus.devices")

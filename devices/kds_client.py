@@ -74,6 +74,8 @@ class KdsClient:
             persistent=True,
             keepalive=keepalive,
             tls=tls,
+            api_url=api_url,
+            expected_role="tablet",
         )
         self._commands = self.identity.topic("commands")
         self._cursor: int | None = None  # in memory: a restarted screen starts from the snapshot

@@ -31,6 +31,7 @@ from devices.journal import Journal
 from devices.link import DeviceLink, Identity, utc_iso
 from devices.print_worker import PrintWorker
 from devices.printer_io import Printer, open_printer
+from devices.refusal import refuse_early
 from devices.ticket import BadTicket, parse_envelope
 
 log = logging.getLogger("orderbus.devices.printer")
@@ -79,6 +80,8 @@ class PrinterAgent:
             manual_ack=True,
             keepalive=keepalive,
             tls=tls,
+            api_url=api_url,
+            expected_role="printer",
         )
         self._missed: list[dict[str, Any]] = []  # catch-up's tickets, printed once its run has read everything
         self._closed: dict[int, bool] = {}  # order id → closed, by the latest event of the run
@@ -216,6 +219,7 @@ def run(
 
     logs.add_secret(token)  # redacted should anything ever log it
     logs.configure()
+    refuse_early(token, "printer", api_url, host, port, tls)
     try:
         primary = open_printer(printer)
     except ValueError as exc:
@@ -243,7 +247,10 @@ def run(
         raise typer.BadParameter(str(exc), param_hint="--token") from None
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    agent.link.on_refused = lambda _refusal: stop.set()  # the link said why, once: nothing left to try
     with agent:
         log.info("printer %s for %s: printing on %s", agent.identity.device_id, agent.identity.station, primary.name)
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C: leave cleanly, saying `offline`
             stop.wait()
+    if agent.link.refusal is not None:
+        raise SystemExit(2)

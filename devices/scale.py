@@ -28,6 +28,7 @@ from typing import Any, TextIO
 
 from devices.link import DeviceLink, utc_iso
 from devices.load_cell import LoadCell
+from devices.refusal import refuse_early
 from devices.stability import StabilityFilter
 
 HEARTBEAT_ENV = "ORDERBUS_SCALE_HEARTBEAT_SECONDS"  # the bus's own setting, read the same way
@@ -240,6 +241,7 @@ def run(
     port: int,
     keepalive: int,
     tls: ssl.SSLContext | None = None,
+    api_url: str | None = None,
     heartbeat_seconds: float | None = None,
     rate_hz: float = 20.0,
     stop: threading.Event | None = None,
@@ -248,6 +250,9 @@ def run(
     err: TextIO | None = None,
 ) -> None:
     """Run the scale until interrupted (SIGINT, SIGTERM, `stop`) or, with `stdin`, until end of input."""
+    refuse_early(token, "scale", api_url, host, port, tls)
+    # a refusal ends a blocking read of the process's own stdin by SIGINT: only from the main thread, only then
+    interrupt = stdin and lines is None and threading.current_thread() is threading.main_thread()
     stop = stop or threading.Event()
     lines = lines if lines is not None else sys.stdin
     out, err = out or sys.stdout, err or sys.stderr
@@ -259,7 +264,17 @@ def run(
             agent.command(message.payload)
 
     link = DeviceLink(
-        token, host, port, subscriptions=[], on_message=on_command, persistent=False, keepalive=keepalive, tls=tls
+        token,
+        host,
+        port,
+        subscriptions=[],
+        on_message=on_command,
+        persistent=False,
+        keepalive=keepalive,
+        tls=tls,
+        api_url=api_url,
+        expected_role="scale",
+        on_refused=lambda _refusal: _stop_reading(stop, interrupt=interrupt),  # said why, once: nothing to try
     )
     reporter = Reporter(
         lambda body: link.publish("readings", body, qos=1),
@@ -290,6 +305,16 @@ def run(
         stop.set()
         beat.join()
         link.stop()
+    if link.refusal is not None:
+        raise SystemExit(2)
+
+
+def _stop_reading(stop: threading.Event, *, interrupt: bool) -> None:
+    """Stop the scale from the link's thread: `stop` ends the load cell; a blocking read of stdin in the main
+    thread needs a real SIGINT (as Ctrl-C: a simulated one waits for the read to return)."""
+    stop.set()
+    if interrupt:
+        os.kill(os.getpid(), signal.SIGINT)
 
 
 def _flush(link: DeviceLink, reporter: Reporter, err: TextIO) -> None:

@@ -95,6 +95,7 @@ BOTH_STACKS = {
     "tests.integration.test_tablet_events",
     "tests.integration.test_tablet_idempotency",
     "tests.integration.test_device_catchup",
+    "tests.integration.test_device_refusal",
     "tests.integration.test_dead_letter",
     "tests.integration.test_largest_events",
     "tests.e2e.test_bus",

@@ -17,7 +17,7 @@ from core.domain import DomainError, NotFound
 from core.locking import locked
 from core.models import Device, MenuItem, Restaurant, utcnow
 from core.paging import Page, Window, page
-from core.tokens import TokenService
+from core.tokens import TokenError, TokenService
 from core.topics import DEVICE_ROLES, PRESENCE_STATES
 from core.unit_of_work import UnitOfWork
 
@@ -75,16 +75,48 @@ def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, dat
 
 
 def reissue_token(
-    uow: UnitOfWork, tokens: TokenService, restaurant_id: int, device_id: str, ttl_days: int
+    uow: UnitOfWork,
+    tokens: TokenService,
+    restaurant_id: int,
+    device_id: str,
+    ttl_days: int,
+    *,
+    ttl_seconds: int | None = None,
 ) -> IssuedDevice:
     """A new token for the device; the broker stops accepting the previous one (its jti no longer matches).
-    Locked: two re-issues at once leave one current token, the one whose answer came last."""
+    Locked: two re-issues at once leave one current token, the one whose answer came last.
+    `ttl_seconds` overrides `ttl_days` (`orderbus token --ttl 1h` re-issues through here too)."""
     device = get_device(uow, restaurant_id, device_id, lock=True)
     if device.revoked:
         raise DomainError(f"device {device_id} is revoked; register a new device instead")
-    token = _issue(tokens, device, ttl_days)
+    token = _issue(tokens, device, ttl_days, ttl_seconds)
     uow.session.add(device)
     return _with_token(uow, device, token, "token_reissued")
+
+
+def issue_for_subject(
+    uow: UnitOfWork,
+    tokens: TokenService,
+    *,
+    sub: str,
+    role: str,
+    restaurant_id: int | None,
+    station: str | None,
+    ttl_seconds: int,
+) -> IssuedDevice | None:
+    """`orderbus token` for a registered device: re-issued through its record as the API does, so the broker
+    takes it (a token minted beside the record would be refused as replaced) and the previous one stops working.
+    None when `sub` is no registered device (the caller signs a plain token); DomainError when the asked-for
+    token contradicts the record (another role, restaurant or station)."""
+    device = uow.session.get(Device, sub)
+    if device is None:
+        return None
+    record = f"{sub} is a registered {device.kind} of restaurant {device.restaurant_id}"
+    if role != device.kind or restaurant_id != device.restaurant_id:
+        raise DomainError(f"{record}; use --role {device.kind} --restaurant {device.restaurant_id}")
+    if station != device.station:
+        raise DomainError(f"{record} at station {device.station}; use --station {device.station}")
+    return reissue_token(uow, tokens, device.restaurant_id, sub, 0, ttl_seconds=ttl_seconds)
 
 
 def revoke_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device:
@@ -100,14 +132,14 @@ def revoke_device(uow: UnitOfWork, restaurant_id: int, device_id: str) -> Device
     return device
 
 
-def _issue(tokens: TokenService, device: Device, ttl_days: int) -> str:
+def _issue(tokens: TokenService, device: Device, ttl_days: int, ttl_seconds: int | None = None) -> str:
     """Sign a token for the device and remember its jti and expiry on the row (not yet flushed)."""
     token = tokens.issue(
         sub=device.id,
         role=device.kind,
         rid=device.restaurant_id,
         audience="mqtt",
-        ttl_seconds=ttl_days * SECONDS_PER_DAY,
+        ttl_seconds=ttl_seconds if ttl_seconds is not None else ttl_days * SECONDS_PER_DAY,
         extra={"station": device.station} if device.station else None,
     )
     claims = tokens.verify(token, audience="mqtt")
@@ -163,6 +195,44 @@ def refuses_token(uow: UnitOfWork, claims: dict[str, Any]) -> bool:
     revoked = frozenset({device.id}) if device.revoked else frozenset()
     jti = {device.id: device.token_jti} if not device.revoked and device.token_jti is not None else {}
     return DeviceDenylist(revoked, jti).refuses(claims)
+
+
+@dataclass(frozen=True)
+class TokenStatus:
+    """What the bus makes of a device's broker token: `reason` None when the broker accepts it, else one word
+    (`expired`, `revoked`, `replaced`, `wrong_role`, `unknown_device`, or a TokenError reason such as
+    `bad_signature`) and `detail`, one sentence. MQTT 3.1.1's CONNACK cannot say any of this; the API can."""
+
+    reason: str | None
+    detail: str
+    claims: dict[str, Any] | None = None
+    device: Device | None = None
+    at: datetime | None = None  # when it was revoked, or when it expired
+
+
+def token_status(uow: UnitOfWork, tokens: TokenService, token: str) -> TokenStatus:
+    """Why the broker refuses this token, or that it does not. The signature is checked first, so a
+    revoked or expired token still gets its reason, and a forged one learns nothing about any device."""
+    try:
+        claims = tokens.verify(token, "mqtt", allow_expired=True)
+    except TokenError as exc:
+        return TokenStatus(exc.reason, str(exc))
+    role, sub, rid = claims["role"], claims["sub"], claims.get("rid")
+    expires = datetime.fromtimestamp(claims["exp"], UTC)
+    if role not in DEVICE_ROLES:
+        return TokenStatus("wrong_role", f"role {role} is not a device's ({', '.join(sorted(DEVICE_ROLES))})", claims)
+    device = uow.session.get(Device, sub)
+    if device is not None and device.restaurant_id != rid:
+        return TokenStatus("unknown_device", f"no device {sub} in restaurant {rid}", claims)
+    if device is not None and device.revoked:
+        return TokenStatus("revoked", f"device {sub} is revoked", claims, device, device.revoked_at)
+    if device is not None and device.kind != role:
+        return TokenStatus("wrong_role", f"device {sub} is a {device.kind}, the token says {role}", claims, device)
+    if device is not None and refuses_token(uow, claims):
+        return TokenStatus("replaced", f"device {sub} was given a newer token", claims, device)
+    if expires <= datetime.now(UTC):
+        return TokenStatus("expired", "token has expired", claims, device, expires)
+    return TokenStatus(None, "the broker accepts this token", claims, device, expires)
 
 
 def record_presence(uow: UnitOfWork, device: Device, state: str, boot_id: str | None) -> bool:

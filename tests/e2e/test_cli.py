@@ -274,6 +274,7 @@ def _healthy(port: int) -> bool:
 
 def test_the_key_file_is_private_and_tokens_survive_restarts(tmp_path):
     data_dir = tmp_path / "data"
+    assert start_up(data_dir).stop() == 0  # the bus makes the key: `orderbus token` never does (cli/tokens.py)
     first = token(data_dir, "--sub", "a", "--role", "admin", "--restaurant", "1")
     assert (data_dir / "jwt.key").stat().st_mode & 0o777 == 0o600
     up = start_up(data_dir)

@@ -62,7 +62,7 @@ def test_bad_options_are_refused_before_anything_starts(stack: Stack, args: tupl
 def test_a_bus_that_is_not_there_or_a_wrong_key_is_a_clear_error(stack: Stack, tmp_path: Path):
     nothing = subprocess.run(
         [*ORDERBUS, "simulate", "--data-dir", str(stack.settings.data_dir), "--api-url", f"http://127.0.0.1:{free_port()}",
-         "--duration", "1"],
+         "--mqtt-port", str(stack.settings.mqtt_port), "--duration", "1"],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert nothing.returncode == 2 and "cannot seed the fleet" in nothing.stderr

@@ -181,3 +181,27 @@ def run_on_own_loop(scenario: Coroutine[Any, Any, None]) -> None:
     """Textual's Pilot needs an event loop; the session's Playwright browser keeps one on this thread."""
     with ThreadPoolExecutor(max_workers=1) as pool:
         pool.submit(asyncio.run, scenario).result(timeout=120)
+
+
+async def revoked(app: KdsApp, stack: Stack, rid: int) -> None:
+    from core.services import devices
+    from core.unit_of_work import UnitOfWork
+
+    async with app.run_test(size=(200, 30)):
+        await until(lambda: "● connected" in text_of(app, "#connection"))
+        with UnitOfWork(stack.engine) as uow:
+            devices.revoke_device(uow, rid, "kds-revoked")
+            uow.commit()
+        await until(lambda: "✕ refused: revoked" in text_of(app, "#connection"), timeout=30)
+        await until(lambda: "register a new device" in text_of(app, "#message"))
+        assert "kds-revoked: device revoked at" in text_of(app, "#message")
+        assert app.query_one("#message").has_class("error") and app.client.link.refused_attempts == 1
+
+
+def test_the_kds_screen_says_why_the_bus_refuses_it(stack: Stack):
+    """Revoked while on: the reason on screen, not "reconnecting…" for ever."""
+    kitchen = open_kitchen(stack, "Revoked")
+    token = stack.add_device(kitchen.rid, "kds-revoked", "tablet")
+    client = KdsClient(token, "127.0.0.1", stack.settings.mqtt_port, Board(), api_url=stack.base_url)
+    app = KdsApp(client, tick_seconds=0.1)
+    run_on_own_loop(revoked(app, stack, kitchen.rid))

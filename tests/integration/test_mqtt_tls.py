@@ -102,24 +102,22 @@ def test_the_relay_publishes_an_order_over_tls_to_a_tls_subscriber(secure: Stack
         watcher.close()
 
 
-def test_a_scale_agent_connects_over_tls_and_ingest_sees_it_online(secure: Stack, pki, tmp_path):
+@pytest.mark.parametrize(
+    "names",
+    [("--mqtt-host", "--mqtt-port", "--tls", "--cafile"), ("--mqtt-host", "--mqtt-port", None, "--mqtt-tls-ca")],
+    ids=["mosquitto-names", "common-names"],
+)
+def test_a_scale_agent_connects_over_tls_and_ingest_sees_it_online(secure: Stack, pki, tmp_path, names):
+    host, port, tls, cafile = names
     rid = secure.add_restaurant("Bistro", "tls@example.com")
     item = secure.add_menu_item(rid, "Flour", enable_stock_tracking=True, stock_quantity=10)
     token = secure.add_device(rid, "scale-1", "scale", item_id=item)
-    args = [
-        "device",
-        "scale",
-        "--stdin",
-        "--item",
-        str(item),
-        "--mqtt-host",
-        "127.0.0.1",
-        "--mqtt-port",
-        str(tls_port(secure)),
-    ]
+    args = ["device", "scale", "--stdin", "--item", str(item), host, "127.0.0.1", port, str(tls_port(secure))]
+    args += [tls] if tls else []
+    args += ["--api-url", secure.base_url]
     log = (tmp_path / "scale.log").open("w")
     agent = subprocess.Popen(
-        [ORDERBUS, *args, "--mqtt-tls-ca", str(pki.ca), "--token", token],
+        [ORDERBUS, *args, cafile, str(pki.ca), "--token", token],
         stdin=subprocess.PIPE,
         stdout=log,
         stderr=subprocess.STDOUT,

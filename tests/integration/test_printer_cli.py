@@ -45,7 +45,8 @@ def test_a_token_that_is_not_a_printers_is_refused(tmp_path):
     scale = jwt.encode({"sub": "scale-1", "rid": 1, "role": "scale"}, "k" * 32, "HS256")
     result = printer("--token", scale, "--printer", "dummy", state_dir=tmp_path / "state")
     assert result.returncode == 2
-    assert "not a printer's" in result.stderr
+    assert "wrong role: the token is a scale token, this is the printer agent" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
 
 
 def test_the_cli_agent_prints_a_placed_order_and_leaves_cleanly_on_sigterm(stack, tmp_path):

@@ -26,6 +26,7 @@ SYNONYMS = {
     "--tls-ca": "--mqtt-tls-ca",
     "--tls": "--mqtt-tls",
     "--ca": "--mqtt-tls-ca",
+    "--cafile": "--mqtt-tls-ca",
     "--broker-url": "--broker",
     "--nats": "--broker",
     "--nats-url": "--broker",
@@ -122,12 +123,17 @@ def test_the_settings_defaults_are_the_ones_shown():
 
 
 def test_no_command_spells_a_setting_its_own_way():
+    """A synonym may only stand beside the common spelling on the same option (the agents' `--tls` and
+    `--cafile`, as in mosquitto_sub, are aliases of `--mqtt-tls` and `--mqtt-tls-ca`), never instead of it."""
     used: dict[str, list[str]] = {}
+    alone: dict[str, list[str]] = {}
     for words, command in ALL:
         for option in options(command):
             for flag in option.opts:
                 used.setdefault(flag, []).append(" ".join(words))
-    wrong = {flag: (SYNONYMS[flag], where) for flag, where in used.items() if flag in SYNONYMS}
+                if flag in SYNONYMS and SYNONYMS[flag] not in option.opts:
+                    alone.setdefault(flag, []).append(" ".join(words))
+    wrong = {flag: (SYNONYMS[flag], where) for flag, where in alone.items()}
     assert not wrong, f"use the common spelling: {wrong}"
     # the MQTT broker is --mqtt-host/--mqtt-port in every command that connects to or runs one
     for words, command in ALL:
