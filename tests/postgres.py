@@ -23,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from sqlalchemy import make_url
+from sqlalchemy import Engine, make_url
 
 from scripts.ports import free_port
 
@@ -53,6 +53,20 @@ def fresh_database(label: str = "db") -> Iterator[str]:
     finally:
         with _admin() as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextlib.contextmanager
+def fresh_engine(label: str = "db") -> Iterator[tuple[str, Engine]]:
+    """A new empty database with the schema made, its URL and an engine on it; dropped afterwards."""
+    from core.db import create_schema, make_engine
+
+    with fresh_database(label) as url:
+        engine = make_engine(url)
+        create_schema(engine)
+        try:
+            yield url, engine
+        finally:
+            engine.dispose()
 
 
 BIN = Path(os.environ.get("ORDERBUS_TEST_POSTGRES_BIN", "/usr/lib/postgresql/15/bin"))

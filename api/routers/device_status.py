@@ -18,7 +18,7 @@ from api.deps import UowDep, bearer
 from api.schemas import UtcDatetime
 from core.services import devices
 
-router = APIRouter(prefix="/devices/me", tags=["device status"])
+router = APIRouter(prefix="/devices/me", tags=["device-status"])
 
 # a refused token's reason → the answer's status: the credential is bad (401), it is not a device's (403),
 # or it names a device the bus does not have there (404)

@@ -19,7 +19,6 @@ from bridge.ingest import DeviceMessage
 from bridge.tablet_events import apply_tablet_event
 from config.settings import Settings
 from core.commands import MenuIn, MenuItemIn, OrderIn, OrderItemIn
-from core.db import create_schema, make_engine
 from core.domain import DomainError, OrderStatus
 from core.models import (
     Device,
@@ -37,7 +36,7 @@ from core.models import (
 from core.services import devices, inventory, orders, tickets
 from core.services import menu as menu_service
 from core.unit_of_work import UnitOfWork
-from tests.postgres import fresh_database
+from tests.postgres import fresh_engine
 from tests.support import App, sqlite_engine
 
 THREADS = 10
@@ -51,11 +50,8 @@ def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    with fresh_database("concurrency") as url:
-        engine = make_engine(url)
-        create_schema(engine)
+    with fresh_engine("concurrency") as (_url, engine):
         yield engine
-        engine.dispose()
 
 
 def restaurant(engine: Engine) -> int:

@@ -51,6 +51,20 @@ def revoke(stack: Stack, rid: int, device_id: str) -> None:
         uow.commit()
 
 
+def scale_link(stack: Stack, token: str) -> DeviceLink:
+    """A scale's link to the stack's broker, with no subscriptions: what a refusal does to it is the point."""
+    return DeviceLink(
+        token,
+        "127.0.0.1",
+        stack.settings.mqtt_port,
+        subscriptions=[],
+        on_message=lambda _m: None,
+        persistent=False,
+        api_url=stack.base_url,
+        expected_role="scale",
+    )
+
+
 @pytest.mark.parametrize("kind", ["printer", "tablet", "scale"])
 @pytest.mark.parametrize("why", ["expired", "revoked", "wrong_role"])
 def test_an_agent_with_a_dead_token_says_why_in_one_line_and_exits(stack: Stack, tmp_path, kind, why):
@@ -78,16 +92,7 @@ def test_an_agent_with_a_dead_token_says_why_in_one_line_and_exits(stack: Stack,
 def test_a_device_revoked_while_connected_says_so_once_and_stays_down(stack: Stack, caplog):
     rid = stack.add_restaurant("A", "a@example.com")
     token = stack.add_device(rid, "scale-1", "scale")
-    link = DeviceLink(
-        token,
-        "127.0.0.1",
-        stack.settings.mqtt_port,
-        subscriptions=[],
-        on_message=lambda _m: None,
-        persistent=False,
-        api_url=stack.base_url,
-        expected_role="scale",
-    )
+    link = scale_link(stack, token)
     caplog.set_level(logging.ERROR, logger="orderbus.devices")
     with link:
         wait_for(link.connected.is_set, timeout=30)
@@ -228,16 +233,7 @@ def test_a_token_expiring_while_connected_is_said_once_and_the_link_stays_down(s
     with UnitOfWork(stack.engine) as uow:  # a short-lived token, through the record as `orderbus token --ttl 3s`
         token = devices.reissue_token(uow, stack.tokens, rid, "scale-1", 0, ttl_seconds=3).token
         uow.commit()
-    link = DeviceLink(
-        token,
-        "127.0.0.1",
-        stack.settings.mqtt_port,
-        subscriptions=[],
-        on_message=lambda _m: None,
-        persistent=False,
-        api_url=stack.base_url,
-        expected_role="scale",
-    )
+    link = scale_link(stack, token)
     with link:
         wait_for(link.connected.is_set, timeout=30)
         wait_for(link.refused.is_set, timeout=30)  # the broker ends the connection at exp; the reconnect is refused

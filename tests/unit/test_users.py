@@ -17,14 +17,13 @@ from sqlmodel import select
 
 from config.settings import Settings
 from core.commands import AdminIn, NewRestaurantIn, PasswordChangeIn, UserIn, UserRole
-from core.db import create_schema, make_engine
 from core.domain import DomainError, Forbidden, NotFound, WrongPassword
 from core.models import Restaurant, User
 from core.paging import Window
 from core.services import users
 from core.services.users import Actor
 from core.unit_of_work import UnitOfWork
-from tests.postgres import fresh_database
+from tests.postgres import fresh_engine
 from tests.support import sqlite_engine, wait_for
 
 OPERATOR = Actor("super_admin", None)
@@ -37,11 +36,8 @@ def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
         yield engine
         engine.dispose()
         return
-    with fresh_database("users") as url:
-        engine = make_engine(url)
-        create_schema(engine)
+    with fresh_engine("users") as (_url, engine):
         yield engine
-        engine.dispose()
 
 
 def restaurant_with_admin(engine: Engine, name: str, email: str) -> tuple[int, users.Invited]:
