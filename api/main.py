@@ -31,6 +31,7 @@ from api.routers import (
     menus,
     notifications,
     ops,
+    ops_clients,
     orders,
     restaurants,
     users,
@@ -92,6 +93,7 @@ def create_app(
         devices,
         device_events,
         device_status,
+        ops_clients,
     ):
         api.include_router(module.router)
     app.include_router(api)

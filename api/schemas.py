@@ -128,6 +128,7 @@ class OrderItemOut(BaseModel):
 class OrderOut(BaseModel):
     id: int
     restaurant_id: int
+    number: int  # per restaurant, what the kitchen and the counter call the order
     status: OrderStatus
     table_name: str | None
     pickup_name: str | None

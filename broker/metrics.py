@@ -23,6 +23,8 @@ log = logging.getLogger("orderbus.metrics")
 
 LISTENER = "orderbus.listener"  # session attribute: tcp, tls, ws or wss
 DISCONNECT_REASON = "orderbus.disconnect_reason"  # session attribute: "client" once it sent DISCONNECT
+PEER = "orderbus.peer"  # session attribute: the client's address, host:port
+CONNECTED_AT = "orderbus.connected_at"  # session attribute: epoch seconds of the current connection
 
 TRAFFIC_FIELDS = (
     ("orderbus_broker_packets_received", "MQTT packets received by the broker", "packets_received"),

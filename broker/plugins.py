@@ -26,6 +26,7 @@ log = logging.getLogger("orderbus.broker")
 GRANTS = "orderbus.grants"
 CLAIMS = "orderbus.claims"
 BUCKET = "orderbus.publish_bucket"
+STATUS_BUCKET = "orderbus.status_bucket"  # its presence: a budget of its own
 
 
 def grants_of(session: Session | None) -> Grants:
@@ -84,14 +85,17 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         session.attributes[GRANTS] = grants
         return None
 
-    def _within_rate(self, session: Session) -> bool:
-        """A token bucket per device connection: `device_publish_burst` at once, then the steady rate."""
+    def _within_rate(self, session: Session, topic: str) -> bool:
+        """A token bucket per device connection: `device_publish_burst` at once, then the steady rate.
+        Its presence (`.../status`) has a bucket of its own: a device that spent its budget on readings
+        could otherwise not say `offline` before it leaves, and would read `online` for good."""
         if role_of(session) not in DEVICE_ROLES:
             return True
-        bucket = session.attributes.get(BUCKET)
+        key = STATUS_BUCKET if topic.endswith("/status") else BUCKET
+        bucket = session.attributes.get(key)
         if bucket is None:
             bucket = TokenBucket(self.limits.device_publishes_per_second, self.limits.device_publish_burst)
-            session.attributes[BUCKET] = bucket
+            session.attributes[key] = bucket
         return bucket.try_take()
 
     async def topic_filtering(
@@ -106,7 +110,7 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         if action == Action.SUBSCRIBE:
             allowed = grants.may_subscribe(topic)
         elif action == Action.PUBLISH:
-            if session is not None and not self._within_rate(session):
+            if session is not None and not self._within_rate(session, topic):
                 DROPPED.labels(cause="rate_limit").inc()
                 log.info("rate limit client_id=%r topic=%.200r", session.client_id, topic)
                 return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from functools import partial
 from typing import Any
 
@@ -29,12 +30,12 @@ from broker.guard import Connection as Tracked
 from broker.guard import ConnectionGuard, GuardedReader, Refuses, abort
 from broker.limits import Limits
 from broker.listeners import Listeners, broker_config, refuse, websocket_server
-from broker.metrics import DISCONNECT_REASON
+from broker.metrics import CONNECTED_AT, DISCONNECT_REASON, PEER
 from broker.plugins import CLAIMS, JwtAclPlugin, grants_of, role_of
 from broker.policy import Policy
 from broker.routing import Router
 from broker.session_state import lighten
-from broker.stats import ACL_DENIALS, DROPPED, INTERNAL_ERRORS, REFUSED_CONNECTIONS, Traffic
+from broker.stats import ACL_DENIALS, DISCONNECTS, DROPPED, INTERNAL_ERRORS, REFUSED_CONNECTIONS, Traffic
 from broker.subscription_table import SubscriptionTable
 from broker.transport import Flusher, Link, Source, StreamSource, WebSocketSource
 from core.tokens import TokenService
@@ -90,9 +91,11 @@ class OrderbusBroker(Broker):
         self.router = Router(self._subscriptions, self._retained_messages, acl, journal, limits)
         self.flusher = Flusher()
         self._events: set[asyncio.Future[None]] = set()  # disconnect events being fired
+        self.loop: asyncio.AbstractEventLoop | None = None
 
     async def start(self) -> None:
         self.router.outbox.clear()
+        self.loop = asyncio.get_running_loop()  # where broker.clients runs an operator's kick
         await super().start()
         self.guard.start()
 
@@ -196,6 +199,8 @@ class OrderbusBroker(Broker):
         outbound = self.router.outbound_for(session)
         connection = Connection(self.router, self.traffic, session, outbound, source, link, writer, tracked.reader)
         self._sessions[client_id] = (session, connection)
+        session.attributes[PEER] = f"{peer[0]}:{peer[1]}"  # for the client list (broker.clients)
+        session.attributes[CONNECTED_AT] = time.time()
         if session.transitions.is_connected():  # left so by a connection that ended after its entry went
             session.transitions.disconnect()
         session.transitions.connect()
@@ -307,6 +312,18 @@ class OrderbusBroker(Broker):
         task = asyncio.ensure_future(event)
         self._events.add(task)
         task.add_done_callback(self._events.discard)
+
+    def kick(self, client_id: str) -> bool:
+        """An operator closes a client's connection (its Last Will, as for any drop); False when it is
+        not connected. Call on the broker's loop (broker.clients does)."""
+        entry = self._sessions.get(client_id)
+        if entry is None or not isinstance(entry[1], Connection):
+            return False
+        DISCONNECTS.labels(reason="admin").inc()
+        log.warning("disconnect client_id=%r reason=admin", client_id)
+        self._end(entry[1])
+        abort(entry[1].writer)
+        return True
 
     def _drop_session(self, client_id: str) -> None:
         """Forget a session and all it is owed (a clean CONNECT replaces it, or it expired)."""

@@ -20,6 +20,7 @@ from api.routers import ops
 from bridge.handlers import DeviceRules
 from bridge.ingest import Ingest
 from bridge.relay import Relay
+from broker.clients import BrokerClients
 from broker.limits import Limits
 from broker.metrics import BrokerCollector
 from broker.policy import Policy
@@ -295,6 +296,8 @@ class Runtime:
                 self.settings, self.parts.engine, self.parts.tokens, self.wake_relay, self.parts.device_grants
             )
             app.state.collectors = self.collectors  # for /metrics; the API adds its own database
+            if self.with_broker and not self.on_nats:  # the client list and disconnect (api.routers.ops_clients)
+                app.state.clients = BrokerClients(lambda: self.broker)
             app.state.ready_checks = self.ready_checks()
             await self._serve_http(app, self.settings.http_port, "--http-port")
         elif port := self.settings.metrics_port:  # no API in this process: /metrics, /readyz on a port of their own

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import httpx
 import typer
+from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 from rich.table import Table
 
@@ -58,6 +59,10 @@ def simulate(
     config: ConfigFile = None,
     data_dir: DataDir = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here as JSON.")] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="Keep the simulated devices afterwards (default: revoke them).")
+    ] = False,
+    progress_every: Annotated[float, typer.Option(min=0.5, help="Seconds between progress lines.")] = 5.0,
 ) -> None:
     """Run a fleet of simulated devices against a running bus; exit 1 if anything was lost or duplicated.
 
@@ -84,6 +89,8 @@ def simulate(
                 duration=duration,
                 readings_per_second=readings_per_second,
                 drain=drain,
+                keep=keep,
+                progress_every=progress_every,
             )
         )
     except (httpx.HTTPError, SetupFailed) as exc:
@@ -106,11 +113,14 @@ async def _simulate(
     duration: float,
     readings_per_second: float,
     drain: float,
+    keep: bool = False,
+    progress_every: float = 5.0,
 ) -> dict:
     operator = tokens.issue(sub="orderbus-simulate", role="super_admin", rid=None, audience="api", ttl_seconds=14400)
     headers = {"authorization": f"Bearer {operator}"}
     limits = httpx.Limits(max_connections=32)
     async with httpx.AsyncClient(base_url=f"{url}/api/v1", headers=headers, timeout=60, limits=limits) as http:
+        drops_before = await _broker_drops(http, url)
         started = time.monotonic()
         sites = await FleetSetup(http, tokens, uuid.uuid4().hex[:6]).build(shape)
         console.print(
@@ -118,6 +128,7 @@ async def _simulate(
         )
         run = FleetRun(sites, endpoints, readings_per_second)
         tasks = [*_fleet_tasks(run, readings_per_second), asyncio.create_task(run.watch_loop_lag())]
+        tasks.append(asyncio.create_task(_progress(run, progress_every)))
         total = sum(per_kind(sites).values())
         started = time.monotonic()
         while sum(run.connected.values()) < total and time.monotonic() - started < 120:
@@ -133,11 +144,65 @@ async def _simulate(
         await asyncio.sleep(min(1.0, drain))  # late duplicates would show up here
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await asyncio.gather(*tasks, return_exceptions=True)  # devices say `offline` as they stop
+        drops_after = await _broker_drops(http, url)
+        removed = 0 if keep else await _revoke(http, sites)
     report = summary(run)
+    report["broker_drops"] = {
+        cause: drops_after.get(cause, 0) - drops_before.get(cause, 0) for cause in sorted(set(drops_after))
+    }
+    report["devices_revoked"] = removed
     report["fleet"] = {"restaurants": shape.restaurants, **per_kind(sites)}
     report["orders_per_minute"], report["duration_s"] = orders_per_minute, duration
     return report
+
+
+async def _progress(run: FleetRun, every: float) -> None:
+    """A line every `every` seconds while the run lasts: a long run is not silence."""
+    started = time.monotonic()
+    while True:
+        await asyncio.sleep(every)
+        got = ", ".join(
+            f"{name} {t.delivered}/{len(t.expected)}"
+            for name, t in (("printed", run.printed), ("tablets", run.tablets), ("dashboards", run.dashboards))
+        )
+        console.print(
+            f"[{time.monotonic() - started:5.0f} s] orders {len(run.placed)} (errors {sum(run.order_errors.values())}),"
+            f" {got}, readings {run.readings_sent}, reconnects {sum(run.connect_failures.values())}"
+        )
+
+
+async def _broker_drops(http: httpx.AsyncClient, url: str) -> dict[str, float]:
+    """The broker's dropped messages by cause (rate_limit, queue_full, size) from `/metrics`; the whole
+    broker's, so another client's drops during the run count too. Empty when it is not readable."""
+    try:
+        response = await http.get(f"{url}/metrics")
+    except httpx.HTTPError:
+        return {}
+    if response.status_code != 200:
+        return {}
+    drops: dict[str, float] = {}
+    for family in text_string_to_metric_families(response.text):
+        if family.name == "orderbus_broker_dropped_messages":
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    drops[sample.labels.get("cause", "")] = sample.value
+    return drops
+
+
+async def _revoke(http: httpx.AsyncClient, sites: list) -> int:
+    """Revoke the devices this run registered, so they leave the device counts (`--keep` keeps them).
+    The restaurants stay (the API has no restaurant delete; their orders are history): named `sim <run> #n`."""
+    revoked = 0
+    for site in sites:
+        for device_id in [*site.printers, *site.tablets, *site.scales]:
+            response = await http.delete(f"/restaurants/{site.rid}/devices/{device_id}")
+            if response.status_code == 204:
+                revoked += 1
+            else:
+                console.print(f"could not revoke {device_id}: {response.status_code} {response.text[:200]}")
+    console.print(f"revoked the {revoked} simulated devices (--keep keeps them)")
+    return revoked
 
 
 def _fleet_tasks(run: FleetRun, readings_per_second: float) -> list[asyncio.Task]:
@@ -172,5 +237,7 @@ def _print(report: dict) -> None:
         "connections",
         "connect_failures",
         "simulator_loop_lag_ms",
+        "broker_drops",
+        "devices_revoked",
     ):
         out.print(f"{name}: {report[name]}")

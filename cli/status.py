@@ -95,12 +95,24 @@ def _up(flag: bool | None) -> Text:
     return Text("up", style="green") if flag else Text("DOWN", style="bold red")
 
 
-def render(url: str, now: dict[str, Any], before: dict[str, Any] | None, problem: str | None = None) -> Group:
+def render(
+    url: str,
+    now: dict[str, Any],
+    before: dict[str, Any] | None,
+    problem: str | None = None,
+    clients: list[dict[str, Any]] | str | None = None,
+) -> Group:
     stamp = time.strftime("%H:%M:%S", time.localtime(now["time"]))
     header = Text.assemble(("orderbus status", "bold"), f"  {url}  {stamp}")
     parts: list[Any] = [header]
-    if problem:
-        parts.append(Text(f"last refresh failed: {problem}", style="bold red"))
+    if problem:  # the figures below are the last good read: say so, and how old they are
+        age = max(0.0, time.time() - now["time"])
+        parts.append(
+            Text(
+                f"STALE: figures from {stamp} ({age:,.0f} s ago); the server stopped answering: {problem}",
+                style="bold red",
+            )
+        )
 
     overview = Table(show_header=False, box=None, pad_edge=False)
     overview.add_column(style="bold")
@@ -149,7 +161,50 @@ def render(url: str, now: dict[str, Any], before: dict[str, Any] | None, problem
         devices.add_row(kind, *(f"{counts.get(p, 0):,}" for p in presences))
     if now["devices"]:
         parts.append(devices)
+    if clients is not None:
+        parts.append(clients_table(clients))
     return Group(*parts)
+
+
+def clients_url(url: str) -> str:
+    """The client list beside the given /metrics URL: <base>/api/v1/ops/clients."""
+    base = url.rstrip("/").removesuffix("/metrics")
+    return f"{base}/api/v1/ops/clients"
+
+
+def fetch_clients(url: str, token: str, timeout: float = 5.0) -> list[dict[str, Any]] | str:
+    """The connected clients the token may see (the first 500), or one line saying why there are none to show."""
+    try:
+        response = httpx.get(url, params={"limit": 500}, headers={"authorization": f"Bearer {token}"}, timeout=timeout)
+    except httpx.HTTPError as exc:
+        return f"cannot read {url}: {type(exc).__name__}"
+    if response.status_code != 200:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = None
+        return f"{url} answered HTTP {response.status_code}" + (f": {detail}" if detail else "")
+    body = response.json()
+    rows = body.get("data") if isinstance(body, dict) else None
+    return rows if isinstance(rows, list) else f"{url} did not answer a list of clients"
+
+
+def clients_table(clients: list[dict[str, Any]] | str) -> Any:
+    if isinstance(clients, str):
+        return Text(f"clients: {clients}", style="yellow")
+    table = Table(title=f"clients ({len(clients)})", title_justify="left", title_style="bold")
+    for column in ("client id", "role", "restaurant", "address", "connected since", "queue"):
+        table.add_column(column, justify="right" if column == "queue" else "left")
+    for client in clients:
+        table.add_row(
+            str(client.get("client_id")),
+            str(client.get("role")),
+            str(client.get("restaurant_id") if client.get("restaurant_id") is not None else "-"),
+            str(client.get("address") or "-"),
+            str(client.get("connected_since") or "-")[:19],
+            f"{client.get('queue_depth', 0):,}",
+        )
+    return table
 
 
 def status(
@@ -158,6 +213,14 @@ def status(
     ] = DEFAULT_URL,
     once: Annotated[bool, typer.Option("--once", help="Print one frame and exit.")] = False,
     interval: Annotated[float, typer.Option(help="Seconds between refreshes.", min=0.2)] = 2.0,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ORDERBUS_TOKEN",
+            help="An admin's or super_admin's API token: also list the connected clients it may see.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """A live view of connections, traffic, outbox lag, refusals and devices, from /metrics (Ctrl-C to stop)."""
     console = Console()
@@ -167,19 +230,25 @@ def status(
     except ScrapeError as exc:
         say(str(exc))
         raise typer.Exit(1) from None
+
+    def clients() -> list[dict[str, Any]] | str | None:
+        return fetch_clients(clients_url(target), token) if token else None
+
+    listed = clients()
     if once:
-        console.print(render(target, current, None))
+        console.print(render(target, current, None, clients=listed))
         return
     previous: dict[str, Any] | None = None
     problem: str | None = None
     try:
-        with Live(render(target, current, previous), console=console, auto_refresh=False) as live:
+        with Live(render(target, current, previous, clients=listed), console=console, auto_refresh=False) as live:
             while True:
                 time.sleep(interval)
                 try:
                     previous, current, problem = current, scrape(target), None
+                    listed = clients()
                 except ScrapeError as exc:
-                    problem = str(exc)
-                live.update(render(target, current, previous, problem), refresh=True)
+                    problem = str(exc)  # keep the last good figures, marked stale
+                live.update(render(target, current, previous, problem, listed), refresh=True)
     except KeyboardInterrupt:
         pass

@@ -80,6 +80,7 @@ class OrderLineState(BaseModel):
 class OrderState(BaseModel):
     id: int
     restaurant_id: int
+    number: int  # per restaurant, what the kitchen and the counter call the order
     status: OrderStatus
     table_name: str | None
     pickup_name: str | None
@@ -194,6 +195,7 @@ def ticket_body(ticket: Ticket, order: Order, lines: Iterable[OrderItem]) -> dic
         "id": ticket.id,
         "kind": ticket.kind,
         "order_id": order.id,
+        "number": order.number,
         "version": ticket.version,
         "station": ticket.station,
         "created_at": _iso(ticket.created_at),

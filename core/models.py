@@ -16,6 +16,7 @@ class Restaurant(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str
     event_seq: int = 0  # last seq handed out; bumped in the same transaction as each event
+    order_seq: int = 0  # last order number handed out (`Order.number`), under the same row lock
 
 
 class User(SQLModel, table=True):
@@ -65,9 +66,12 @@ class MenuItem(SQLModel, table=True):
 
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
+    # what the kitchen calls the order: 1, 2, 3… per restaurant; `id` stays the API's global key
+    __table_args__ = (UniqueConstraint("restaurant_id", "number", name="uq_orders_restaurant_number"),)
 
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    number: int = 0
     status: str = "pending"
     table_name: str | None = None
     pickup_name: str | None = None

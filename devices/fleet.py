@@ -28,6 +28,7 @@ from devices.fleet_setup import START_UNITS, UNIT_GRAMS, Site
 from devices.link import utc_iso
 
 log = logging.getLogger("orderbus.simulate")
+OFFLINE_TIMEOUT = 5.0  # seconds a stopping device waits for the PUBACK of its `offline`
 
 
 @dataclass
@@ -245,14 +246,28 @@ class FleetRun:
                         await client.publish(status, json.dumps(online), qos=1, retain=True)
                     for topic_filter in [*wanted, *([topics.device(rid, client_id, "commands")] if status else [])]:
                         await client.subscribe(topic_filter, qos=1)
-                    async for item in _messages(client, idle):
-                        yield client, item
+                    try:
+                        async for item in _messages(client, idle):
+                            yield client, item
+                    except asyncio.CancelledError:
+                        if status:  # a clean DISCONNECT sends no Last Will: say `offline` first, as devices.link does
+                            await _say_offline(client, status, boot_id, kind)
+                        raise
             except aiomqtt.MqttError as exc:
                 self.connect_failures[kind] += 1
                 pause = delay * random.uniform(0.5, 1.5)  # jitter: a dropped node's devices do not return in step
                 log.debug("%s: %s; reconnecting in %.1f s", client_id, exc, pause)
                 await asyncio.sleep(pause)
                 delay = min(delay * 2, 10)
+
+
+async def _say_offline(client: aiomqtt.Client, status: str, boot_id: str, kind: str) -> None:
+    """Without this, a simulated device that stopped stayed `online` (its retained status) for good."""
+    offline = {"state": topics.OFFLINE, "boot_id": boot_id, "kind": kind, "ts": utc_iso()}
+    try:
+        await asyncio.wait_for(client.publish(status, json.dumps(offline), qos=1, retain=True), OFFLINE_TIMEOUT)
+    except (aiomqtt.MqttError, TimeoutError) as exc:
+        log.debug("%s: offline status not sent: %s", status, exc)
 
 
 async def _messages(client: aiomqtt.Client, idle: float | None):

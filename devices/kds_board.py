@@ -31,11 +31,6 @@ from core.domain import BUMPS, OPEN_STATUSES, RECALLS, OrderStatus
 log = logging.getLogger("orderbus.devices.kds")
 
 Colour = Literal["normal", "warn", "late"]
-LABELS: dict[str, str] = {  # what the screen calls each open status
-    OrderStatus.PENDING: "NEW",
-    OrderStatus.PREPARING: "PREPARING",
-    OrderStatus.READY: "READY",
-}
 
 
 def utcnow() -> datetime:
@@ -81,6 +76,10 @@ class Line:
         return f"{self.quantity} x {self.name}" + (f" ({', '.join(extras)})" if extras else "")
 
 
+def _number(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
 @dataclass(frozen=True)
 class Card:
     """One open order on the screen."""
@@ -90,6 +89,7 @@ class Card:
     version: int
     created_at: datetime
     lines: tuple[Line, ...]
+    number: int | None = None  # per restaurant (`orders.number`); the id is global
     table_name: str | None = None
     pickup_name: str | None = None
     server_name: str | None = None
@@ -106,13 +106,20 @@ class Card:
 
     @property
     def label(self) -> str:
-        return LABELS.get(self.status, self.status.upper())
+        """The status as the dashboard shows it (its badge: the status name in capitals)."""
+        return self.status.upper()
+
+    @property
+    def title(self) -> str:
+        """What the kitchen calls the order: its number in the restaurant (the id only if an old event lacks it)."""
+        return f"#{self.number}" if self.number else f"id {self.order_id}"
 
     @classmethod
     def from_order(cls, order: dict[str, Any]) -> Card:
         return cls(
             order_id=int(order["id"]),
-            status=str(order["status"]),
+            number=_number(order.get("number")),
+            status=OrderStatus(order["status"]).value,  # an unknown status is a malformed message
             version=int(order.get("version", 0)),
             created_at=parse_time(order.get("created_at")) or utcnow(),
             lines=tuple(Line.from_json(item) for item in order.get("items") or []),
@@ -127,6 +134,7 @@ class Card:
         station = str(ticket.get("station") or "")
         return cls(
             order_id=int(ticket["order_id"]),
+            number=_number(ticket.get("number")),
             status=OrderStatus.PENDING,
             version=int(ticket.get("version", 0)),
             created_at=parse_time(ticket.get("created_at")) or utcnow(),
@@ -152,6 +160,7 @@ class Board:
     remembered_events: int = 5000
     cards: dict[int, Card] = field(default_factory=dict, init=False)
     recall_stack: list[int] = field(default_factory=list, init=False)  # latest accepted bump last
+    ignored: int = field(default=0, init=False)  # malformed messages dropped (the screen shows the count)
     _versions: dict[int, int] = field(default_factory=dict, init=False)  # highest version seen, kept after close
     _seen: OrderedDict[str, None] = field(default_factory=OrderedDict, init=False)
     _seq: dict[int, int] = field(default_factory=dict, init=False)  # the latest event seq each card came from
@@ -176,6 +185,7 @@ class Board:
             if found.template in (topics.OPEN_ORDER, topics.ORDERS, topics.TICKETS):
                 return self.apply_envelope(json.loads(payload))
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            self.ignored += 1
             log.warning("kds: ignored a malformed message on %s: %s", topic, exc)
         return False
 
@@ -281,6 +291,17 @@ class Board:
         """The open orders this screen shows, oldest first."""
         shown = [card for card in self.cards.values() if self.lines_of(card)]
         return sorted(shown, key=lambda card: (card.created_at, card.order_id))
+
+    def all_day(self) -> list[tuple[str, int]]:
+        """How many of each item the open orders on this screen still want (the cook's "all day"),
+        most first: ready orders are cooked, so they do not count."""
+        counts: dict[str, int] = {}
+        for card in self.orders():
+            if card.status == OrderStatus.READY:
+                continue
+            for line in self.lines_of(card):
+                counts[line.name] = counts.get(line.name, 0) + line.quantity
+        return sorted(counts.items(), key=lambda pair: (-pair[1], pair[0]))
 
     def elapsed(self, card: Card) -> timedelta:
         return max(self.clock() - card.created_at, timedelta(0))

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from config.settings import Settings
 from core.unit_of_work import UnitOfWork
 from tests.nats import NatsBus
-from tests.postgres import fresh_database
+from tests.postgres import fresh_database, fresh_engine
 from tests.support import App, Stack, Subscriber, TokenScan, sqlite_engine
 
 # Property tests judge correctness, not speed: on a shared two-core machine the first draw of a
@@ -100,6 +100,7 @@ BOTH_STACKS = {
     "tests.integration.test_largest_events",
     "tests.e2e.test_bus",
     "tests.e2e.test_dashboard",
+    "tests.e2e.test_dashboard_rush",
 }
 BACKENDS = ("embedded-sqlite", "nats-postgres")
 # The security suite's ACL and token attack files, whose `broker` (a broker alone, no database) runs on both:
@@ -169,3 +170,16 @@ def browser():
 
     with chromium() as running:
         yield running
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
+    """A SQLite file as `orderbus up` makes it, or a fresh database on the real PostgreSQL server: for
+    service tests whose locking or counting differs between the two."""
+    if request.param == "sqlite":
+        engine = sqlite_engine(Settings(data_dir=tmp_path / "data"))
+        yield engine
+        engine.dispose()
+        return
+    with fresh_engine("service") as (_url, engine):
+        yield engine

@@ -77,7 +77,7 @@ def read_client_config(request: Request) -> ClientConfig:
 
 @router.get("/restaurants/{restaurant_id}/dashboard")
 def read_dashboard(rid: StaffScope, uow: UowDep) -> Snapshot:
-    """Open orders, tracked stock, devices and recent notifications, with the seq they are current to."""
+    """Open orders, tracked stock, devices and unread notifications (newest 200), with the seq they are current to."""
     picture = dashboard.snapshot(uow, rid)
     return Snapshot(
         restaurant_id=rid,

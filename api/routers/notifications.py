@@ -1,6 +1,9 @@
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel
 
 from api.deps import Paging, StaffScope, UowDep
 from api.schemas import NotificationOut, Page, notification_out
@@ -20,3 +23,16 @@ def list_notifications(rid: StaffScope, uow: UowDep, window: Paging, unread: boo
 @router.post("/{notification_id}/read")
 def mark_notification_read(rid: StaffScope, notification_id: Id, uow: UowDep) -> NotificationOut:
     return notification_out(notifications.mark_read(uow, rid, notification_id))
+
+
+class MarkedRead(BaseModel):
+    marked: int
+
+
+@router.post("/read-all")
+def mark_all_notifications_read(
+    rid: StaffScope, uow: UowDep, up_to: Annotated[Id | None, Query()] = None
+) -> MarkedRead:
+    """Every unread notification, or those up to id `up_to` (the newest on the screen, so one that
+    arrived meanwhile stays unread). Says how many it marked."""
+    return MarkedRead(marked=notifications.mark_all_read(uow, rid, up_to))

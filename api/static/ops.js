@@ -261,10 +261,84 @@
     }
   }
 
+  // --- connected clients: needs the dashboard's sign-in (sessionStorage of this tab) -------------
+  const CLIENTS_URL = "/api/v1/ops/clients";
+
+  function sessionToken() {
+    try {
+      const session = JSON.parse(sessionStorage.getItem("orderbus.session") ?? "null");
+      return session && typeof session.token === "string" ? session.token : null;
+    } catch {
+      return null;
+    }
+  }
+
+  function clientRow(client, token) {
+    const row = document.createElement("tr");
+    const cells = [
+      client.client_id,
+      client.role,
+      client.restaurant_id ?? "–",
+      client.address ?? "–",
+      client.connected_since ? new Date(client.connected_since).toLocaleString() : "–",
+      number(client.queue_depth),
+    ];
+    cells.forEach((value, index) => {
+      const cell = document.createElement(index === 0 ? "th" : "td");
+      if (index === 0) cell.scope = "row";
+      cell.textContent = String(value);
+      row.appendChild(cell);
+    });
+    const action = document.createElement("td");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Disconnect";
+    button.setAttribute("aria-label", `Disconnect ${client.client_id}`);
+    button.addEventListener("click", () => disconnect(client.client_id, token, button));
+    action.appendChild(button);
+    row.appendChild(action);
+    return row;
+  }
+
+  async function disconnect(clientId, token, button) {
+    if (!window.confirm(`Disconnect ${clientId}? Its Last Will is published; the device may reconnect.`)) return;
+    button.disabled = true;
+    const response = await fetch(`${CLIENTS_URL}/${encodeURIComponent(clientId)}/disconnect`, {
+      method: "POST",
+      headers: { authorization: `Bearer ${token}` },
+    });
+    const body = await response.json().catch(() => ({}));
+    $("clients-status").textContent = response.ok
+      ? `Disconnected ${clientId}.`
+      : `Could not disconnect ${clientId}: ${body.detail || `HTTP ${response.status}`}`;
+    pollClients();
+  }
+
+  async function pollClients() {
+    const token = sessionToken();
+    if (!token) return;
+    try {
+      const response = await fetch(`${CLIENTS_URL}?limit=500`, { headers: { authorization: `Bearer ${token}` }, cache: "no-store" });
+      const body = await response.json().catch(() => ({}));
+      if (!response.ok) {
+        $("clients-status").textContent = `Cannot list the clients: ${body.detail || `HTTP ${response.status}`}`;
+        return;
+      }
+      $("clients").tBodies[0].replaceChildren(...body.data.map((client) => clientRow(client, token)));
+      if (!$("clients-status").textContent.startsWith("Disconnected") && !$("clients-status").textContent.startsWith("Could not")) {
+        $("clients-status").textContent = `${body.count} connected.`;
+      }
+    } catch (error) {
+      $("clients-status").textContent = `Cannot list the clients (${error.message}); retrying.`;
+    }
+  }
+
   const charts = {
     connections: buildChart($("chart-connections"), ["Connections"]),
     rates: buildChart($("chart-rates"), ["In", "Out"]),
     lag: buildChart($("chart-lag"), ["Oldest unpublished"]),
   };
   poll();
+  pollClients();
+  setInterval(pollClients, POLL_MS * 2);
 })();

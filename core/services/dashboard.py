@@ -13,7 +13,7 @@ from core.services import devices, inventory, notifications, orders
 from core.services.orders import OrderView
 from core.unit_of_work import UnitOfWork
 
-SNAPSHOT_NOTIFICATIONS = Window(0, 50)
+SNAPSHOT_NOTIFICATIONS = Window(0, 200)  # the unread ones: what the screen groups and counts
 SNAPSHOT_OPEN_ORDERS = 500
 
 
@@ -47,5 +47,5 @@ def snapshot(uow: UnitOfWork, restaurant_id: int) -> Snapshot:
         orders=[orders.view_of(uow, order) for order in open_orders],
         items=inventory.list_items(uow, restaurant_id, EVERYTHING, tracked_only=True).rows,
         devices=devices.list_devices(uow, restaurant_id, EVERYTHING).rows,
-        notifications=notifications.list_notifications(uow, restaurant_id, False, SNAPSHOT_NOTIFICATIONS).rows,
+        notifications=notifications.list_notifications(uow, restaurant_id, True, SNAPSHOT_NOTIFICATIONS).rows,
     )

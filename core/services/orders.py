@@ -6,13 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import date
 
-from sqlmodel import col, select
+from sqlmodel import col, select, update
 
 from core import domain, events
 from core.commands import OrderIn
 from core.domain import NotFound, OrderStatus
 from core.locking import locked, locked_all
-from core.models import Category, MenuItem, Order, OrderItem, Refund, utcnow
+from core.models import Category, MenuItem, Order, OrderItem, Refund, Restaurant, utcnow
 from core.paging import Page, Window, page
 from core.services import tickets
 from core.services.inventory import apply_stock, stock_of
@@ -63,6 +63,7 @@ def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date 
 
     order = Order(
         restaurant_id=restaurant_id,
+        number=next_number(uow, restaurant_id),
         table_name=data.table_name,
         pickup_name=data.pickup_name,
         server_name=data.server_name,
@@ -97,6 +98,18 @@ def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date 
         if item.enable_stock_tracking:
             apply_stock(uow, item, domain.take(stock_of(item), quantity, item.name), f"order {order.id}")
     return result
+
+
+def next_number(uow: UnitOfWork, restaurant_id: int) -> int:
+    """The restaurant's next order number (1, 2, 3…), gap-free: the `UPDATE … RETURNING` takes the
+    restaurant row that `UnitOfWork.emit` takes for seq, so it is the last lock of `core.locking`
+    (the menu items are locked before), and a refused order rolls its number back with it."""
+    return uow.session.execute(
+        update(Restaurant)
+        .where(col(Restaurant.id) == restaurant_id)
+        .values(order_seq=col(Restaurant.order_seq) + 1)
+        .returning(col(Restaurant.order_seq))
+    ).scalar_one()
 
 
 def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, str | None]:

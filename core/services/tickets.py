@@ -15,13 +15,15 @@ from sqlmodel import col, select
 from core import domain, events
 from core.domain import DomainError, NotFound
 from core.locking import locked, locked_where
-from core.metrics import TICKETS
+from core.metrics import count_ticket
 from core.models import Order, OrderItem, Ticket, utcnow
 from core.paging import Page, Window, page
 from core.services.inventory import notify
+from core.services.notifications import resolve
 from core.unit_of_work import UnitOfWork
 
 TICKET_KINDS = ("new", "void", "reprint")
+BAD_OUTCOMES = {"failed": "did not print at", "unacknowledged": "not confirmed at"}  # outcome -> title words
 
 
 def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
@@ -99,9 +101,13 @@ def record_printed(uow: UnitOfWork, ticket: Ticket, device_id: str) -> None:
     """A printer confirmed it; late confirmations (after `failed` or `unacknowledged`) still count."""
     if ticket.state == "printed":
         return  # a repeated report: the printer dedupes, so do we
+    late = ticket.state in ("failed", "unacknowledged")
     ticket.state, ticket.device_id, ticket.printed_at = "printed", device_id, utcnow()
     uow.session.add(ticket)
-    TICKETS.labels(outcome="printed").inc()
+    count_ticket("printed", ticket.restaurant_id, device_id)
+    if late:  # the problem staff were told of is gone: clear its notification on every screen
+        titles = [_notice_title(ticket, what) for what in BAD_OUTCOMES.values()]
+        resolve(uow, ticket.restaurant_id, kinds=[f"ticket_{outcome}" for outcome in BAD_OUTCOMES], titles=titles)
 
 
 def record_failed(uow: UnitOfWork, ticket: Ticket, device_id: str, reason: str, detail: str) -> None:
@@ -109,7 +115,7 @@ def record_failed(uow: UnitOfWork, ticket: Ticket, device_id: str, reason: str, 
     if ticket.state in ("printed", "failed"):
         return
     ticket.device_id, ticket.detail = device_id, f"{reason}: {detail}"[:200]
-    _went_wrong(uow, ticket, "failed", f"did not print at {ticket.station}", f"{reason}: {detail}"[:500])
+    _went_wrong(uow, ticket, "failed", f"{reason}: {detail}"[:500])
 
 
 def expire_unacknowledged(uow: UnitOfWork, deadline_seconds: float, now: datetime | None = None) -> int:
@@ -120,17 +126,23 @@ def expire_unacknowledged(uow: UnitOfWork, deadline_seconds: float, now: datetim
     late.sort(key=lambda ticket: (ticket.restaurant_id, ticket.id or 0))  # restaurant rows in ascending id
     for ticket in late:
         body = f"no printer confirmed it within {deadline_seconds:g} s; check the {ticket.station} printer"
-        _went_wrong(uow, ticket, "unacknowledged", f"not confirmed at {ticket.station}", body)
+        _went_wrong(uow, ticket, "unacknowledged", body)
     return len(late)
 
 
-def _went_wrong(uow: UnitOfWork, ticket: Ticket, outcome: str, what: str, body: str) -> None:
+def _went_wrong(uow: UnitOfWork, ticket: Ticket, outcome: str, body: str) -> None:
     """A bad outcome: recorded on the ticket, counted, and told to the restaurant once."""
     ticket.state = outcome
     uow.session.add(ticket)
-    TICKETS.labels(outcome=outcome).inc()
-    title = f"Ticket for order {ticket.order_id} {what}"
+    count_ticket(outcome, ticket.restaurant_id, ticket.device_id)
+    title = _notice_title(ticket, BAD_OUTCOMES[outcome])
     notify(uow, ticket.restaurant_id, kind=f"ticket_{outcome}", title=title, body=body)
+
+
+def _notice_title(ticket: Ticket, what: str) -> str:
+    """The notification's title says the order and station (the dashboard groups by the station);
+    a later print finds the notifications it resolves by the same title."""
+    return f"Ticket for order {ticket.order_id} {what} {ticket.station}"
 
 
 def list_tickets(

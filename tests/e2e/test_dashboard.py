@@ -185,9 +185,9 @@ def test_login_shows_open_orders_then_a_posted_order_within_a_second(stack: Stac
     assert latency < 1.0
     expect(card).to_have_attribute("data-new", "true")
     expect(card).to_contain_text("<b>no onions</b>")  # shown as text, never as markup
-    assert open_order_ids(page)[0] == new["id"], "newest first"
+    assert open_order_ids(page)[-1] == new["id"], "oldest first: the newest is last"
     expect(page.locator(f"#stock-rows tr[data-item-id='{shop['burger']}'] td").nth(1)).to_have_text("7")
-    expect(page.locator("#announcer")).to_contain_text(f"New order #{new['id']}")
+    expect(page.locator("#announcer")).to_contain_text(f"New order #{new['number']}")  # the restaurant's number
     shot(page, "01-live")
 
 
@@ -282,7 +282,7 @@ def test_an_admin_moves_an_order_along_and_refunds_it_with_the_keyboard(stack: S
     card.get_by_label("Reason").fill("cold fries")
     card.get_by_label("Reason").press("Enter")
     expect(card.locator(".money")).to_have_text("Total 24.00 · refunded 5.50")
-    expect(page.locator("#action-status")).to_contain_text(f"Refunded 5.50 on order #{placed['id']}")
+    expect(page.locator("#action-status")).to_contain_text(f"Refunded 5.50 on order #{placed['number']}")
     shot(page, "03-refunded")
 
     card.get_by_role("button", name=f"Complete: order {placed['id']}").click()
@@ -307,7 +307,7 @@ def test_a_refused_action_is_reported(stack: Stack, shop, context, watched):
     placed = place(shop)
     page = open_page(context, watched).page
     login(page, stack, shop["email"])
-    rid, order_id = shop["rid"], placed["id"]
+    rid, order_id, number = shop["rid"], placed["id"], placed["number"]
 
     def cancel_first(route):
         shop["admin"].post(f"/restaurants/{rid}/orders/{order_id}/status", json={"status": "cancelled"})
@@ -316,7 +316,7 @@ def test_a_refused_action_is_reported(stack: Stack, shop, context, watched):
     page.route(f"**/api/v1/restaurants/{rid}/orders/{order_id}/status", cancel_first)
     page.get_by_role("button", name=f"Start preparing: order {order_id}").click()
     toast = page.locator("#action-status")
-    expect(toast).to_contain_text(f"Order #{order_id} could not become preparing")
+    expect(toast).to_contain_text(f"Order #{number} could not become preparing")
     expect(toast).to_contain_text("an order that is cancelled cannot become preparing")
     expect(toast).to_have_class(re.compile("is-error"))
     expect(page.locator(f"#order-list > li[data-order-id='{order_id}']")).to_have_count(0)

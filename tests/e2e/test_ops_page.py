@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.browser import ARTIFACTS
@@ -143,5 +145,26 @@ def test_the_ops_page_says_so_when_it_cannot_read_the_figures(stack: Stack, brow
         assert "HTTP 503" in page.locator("#status").inner_text()
         page.unroute("**/api/v1/ops/summary")
         wait_for(lambda: "error" not in (page.locator("#status").get_attribute("class") or ""), timeout=10)
+    finally:
+        context.close()
+
+
+def test_an_admin_lists_their_clients_on_the_ops_page_and_disconnects_one(stack: Stack, busy, browser):
+    token = stack.api_token("user-page", "admin", busy["rid"])
+    session = json.dumps({"token": token, "expiresAt": 4102444800000})
+    context = browser.new_context(viewport={"width": 1280, "height": 1400})
+    context.add_init_script(f"sessionStorage.setItem('orderbus.session', {session!r});")
+    page = context.new_page()
+    page.on("dialog", lambda dialog: dialog.accept())
+    try:
+        page.goto(f"{stack.base_url}/ops")
+        row = page.locator("#clients tbody tr", has_text="page-printer")
+        row.wait_for(timeout=15_000)
+        assert "printer" in row.inner_text() and "127.0.0.1:" in row.inner_text()
+        assert page.locator("#clients tbody tr", has_text="page-watcher").count() == 1  # staff of the same restaurant
+        row.get_by_role("button", name="Disconnect page-printer").click()
+        page.locator("#clients-status", has_text="Disconnected page-printer").wait_for(timeout=15_000)
+        root = stack.http(stack.api_token("root", "super_admin", None))
+        wait_for(lambda: all(c["client_id"] != "page-printer" for c in root.get("/ops/clients").json()["data"]))
     finally:
         context.close()

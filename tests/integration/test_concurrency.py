@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, func
 from sqlmodel import col, select
 
@@ -36,22 +35,9 @@ from core.models import (
 from core.services import devices, inventory, orders, tickets
 from core.services import menu as menu_service
 from core.unit_of_work import UnitOfWork
-from tests.postgres import fresh_engine
-from tests.support import App, sqlite_engine
+from tests.support import App
 
 THREADS = 10
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
-    """A SQLite file as `orderbus up` makes it, or a fresh database on the real PostgreSQL server."""
-    if request.param == "sqlite":
-        engine = sqlite_engine(Settings(data_dir=tmp_path / "data"))
-        yield engine
-        engine.dispose()
-        return
-    with fresh_engine("concurrency") as (_url, engine):
-        yield engine
 
 
 def restaurant(engine: Engine) -> int:
@@ -396,3 +382,35 @@ def test_orders_naming_the_same_items_in_opposite_orders_do_not_deadlock(db: Eng
     for _ in range(3):
         assert len(won(at_once(db, work))) == THREADS
     assert stock(db, cola) == stock(db, chips) == 100 - 3 * THREADS
+
+
+def test_order_numbers_go_one_two_three_per_restaurant_without_gaps(db: Engine):
+    """Two restaurants order at once, interleaved; some orders are refused (sold out). Each restaurant's
+    numbers are 1..n with no gap or repeat (a refused order gives its number back), in the order the
+    orders were placed (id order), and every new_order event carries its order's number."""
+    first, second = restaurant(db), restaurant(db)
+    scarce = {first: item(db, first, "Pie", stock=1), second: item(db, second, "Pie", stock=1)}
+    plenty = {first: item(db, first, "Tea", stock=None), second: item(db, second, "Tea", stock=None)}
+
+    def place(uow: UnitOfWork, i: int) -> int:
+        rid = (first, second)[i % 2]
+        wanted = scarce[rid] if i % 3 == 0 else plenty[rid]
+        return orders.place_order(uow, rid, order_of(wanted, 1)).order.number
+
+    results = at_once(db, place, threads=12)
+    assert any(isinstance(result, DomainError) for result in results)  # the pie ran out somewhere
+    with UnitOfWork(db) as uow:
+        for rid in (first, second):
+            rows = uow.session.exec(select(Order).where(Order.restaurant_id == rid).order_by(col(Order.id))).all()
+            assert [row.number for row in rows] == list(range(1, len(rows) + 1))
+            assert uow.session.get(Restaurant, rid).order_seq == len(rows)  # type: ignore[union-attr]
+            events = uow.session.exec(
+                select(OutboxEvent).where(OutboxEvent.restaurant_id == rid, OutboxEvent.type == "new_order")
+            ).all()
+            by_id = {
+                event.envelope["data"]["order"]["id"]: event.envelope["data"]["order"]["number"] for event in events
+            }
+            assert by_id == {row.id: row.number for row in rows}
+        answered = sorted(won(results))
+        numbers = sorted(row.number for row in uow.session.exec(select(Order)).all())
+    assert answered == numbers  # every accepted order was answered with its own number

@@ -51,7 +51,7 @@ def revoke(stack: Stack, rid: int, device_id: str) -> None:
         uow.commit()
 
 
-def scale_link(stack: Stack, token: str) -> DeviceLink:
+def scale_link(stack: Stack, token: str, api_url: str | None = None) -> DeviceLink:
     """A scale's link to the stack's broker, with no subscriptions: what a refusal does to it is the point."""
     return DeviceLink(
         token,
@@ -60,7 +60,7 @@ def scale_link(stack: Stack, token: str) -> DeviceLink:
         subscriptions=[],
         on_message=lambda _m: None,
         persistent=False,
-        api_url=stack.base_url,
+        api_url=api_url or stack.base_url,
         expected_role="scale",
     )
 
@@ -112,16 +112,7 @@ def test_without_a_reason_the_link_backs_off_and_doubles_its_pause(stack: Stack,
     rid = stack.add_restaurant("A", "a@example.com")
     token = stack.add_device(rid, "scale-1", "scale")
     revoke(stack, rid, "scale-1")
-    link = DeviceLink(
-        token,
-        "127.0.0.1",
-        stack.settings.mqtt_port,
-        subscriptions=[],
-        on_message=lambda _m: None,
-        persistent=False,
-        api_url=f"http://127.0.0.1:{free_port()}",
-        expected_role="scale",
-    )
+    link = scale_link(stack, token, api_url=f"http://127.0.0.1:{free_port()}")
     with link:
         wait_for(lambda: link.refused_attempts >= 4, timeout=60)
         assert link.refusal is None and not link.refused.is_set()

@@ -11,7 +11,7 @@ from typing import Any
 
 from textual.widgets import Static
 
-from devices.kds import KdsApp, OrderRow
+from devices.kds import KdsApp, OrderCard
 from devices.kds_board import Board
 from devices.kds_client import KdsClient
 from tests.integration.kitchen import Kitchen, open_kitchen
@@ -45,9 +45,9 @@ def text_of(app: KdsApp, selector: str) -> str:
     return str(app.query_one(selector, Static).content)
 
 
-def row(app: KdsApp, order_id: int) -> OrderRow | None:
+def row(app: KdsApp, order_id: int) -> OrderCard | None:
     found = app.query(f"#order-{order_id}")
-    return found.first(OrderRow) if found else None
+    return found.first(OrderCard) if found else None
 
 
 def content(app: KdsApp, order_id: int) -> str:
@@ -75,16 +75,18 @@ async def scenario(app: KdsApp, kitchen: Kitchen, first: int, clock: Clock) -> N
         await until(lambda: row(app, first) is not None)  # the retained open order, placed before we connected
         await until(lambda: "● connected" in text_of(app, "#connection"))
         assert selected(app, first) and colour(app, first) == "normal"
-        assert all(part in content(app, first) for part in (f"#{first}", "T12", "NEW", "2 x Burger (no onion)"))
+        number = app.board.cards[first].number
+        assert number == 1  # the restaurant's first order, whatever its global id
+        assert all(part in content(app, first) for part in (f"#{number}", "T12", "PENDING", "2 x Burger\n  + no onion"))
 
         second = kitchen.place(table="T3")["id"]  # live, while the screen is up
         await until(lambda: row(app, second) is not None)
-        assert [child.id for child in app.query(OrderRow)] == [f"order-{first}", f"order-{second}"]
+        assert [child.id for child in app.query(OrderCard)] == [f"order-{first}", f"order-{second}"]
 
         await pilot.press("b")
         await until(lambda: kitchen.order(first) == ("preparing", 2))
         await until(lambda: "PREPARING" in content(app, first))
-        await until(lambda: f"#{first} → preparing ✓" in text_of(app, "#message"))
+        await until(lambda: f"{app.called(first)} → preparing ✓" in text_of(app, "#message"))
 
         clock.advance(minutes=5)
         await until(lambda: colour(app, first) == "warn")
@@ -122,7 +124,7 @@ async def scenario(app: KdsApp, kitchen: Kitchen, first: int, clock: Clock) -> N
         await pilot.press("r")  # then the second order's, now cancelled
         await until(lambda: app.query_one("#message").has_class("error"))
         message = text_of(app, "#message")
-        assert f"#{second} not recalled" in message and "cancelled cannot be recalled" in message, message
+        assert f"{app.called(second)} not recalled" in message and "cancelled cannot be recalled" in message, message
         assert kitchen.order(second) == ("cancelled", 4)
         await pilot.press("r")
         await until(lambda: "nothing to recall" in text_of(app, "#message"))
@@ -160,11 +162,11 @@ async def outage(app: KdsApp, stack: Stack, kitchen: Kitchen, first: int) -> Non
         # it: then the screen says there was no answer and nothing changed, and a second tap works.
         await until(lambda: "…" not in content(app, first), timeout=20)
         if kitchen.order(first) == ("pending", 1):
-            assert f"#{first}: no answer from the bus" in text_of(app, "#message")
-            assert "NEW" in content(app, first)
+            assert f"{app.called(first)}: no answer from the bus" in text_of(app, "#message")
+            assert "PENDING" in content(app, first)
             await pilot.press("b")
         await until(lambda: kitchen.order(first) == ("preparing", 2))
-        await until(lambda: f"#{first} → preparing ✓" in text_of(app, "#message"))
+        await until(lambda: f"{app.called(first)} → preparing ✓" in text_of(app, "#message"))
         await until(lambda: "PREPARING" in content(app, first))
 
 

@@ -185,3 +185,52 @@ def test_the_migrations_build_exactly_the_models_schema_on_postgresql():
             assert isinstance(columns["total_cents"], BigInteger)
         finally:
             engine.dispose()
+
+
+def backfill_numbers(engine: Engine) -> None:
+    """Orders of two restaurants placed interleaved before 0004 get 1, 2, 3… per restaurant in id order,
+    and each restaurant's counter continues after its last number."""
+    assert db.upgrade(engine, "0003") == (None, "0003")
+    with engine.begin() as connection:
+        connection.execute(text("INSERT INTO restaurant (id, name, event_seq) VALUES (1, 'A', 0), (2, 'B', 0)"))
+        connection.execute(text("INSERT INTO restaurant (id, name, event_seq) VALUES (3, 'no orders', 0)"))
+        for order_id, restaurant_id in enumerate([1, 2, 2, 1, 2, 1, 1], start=1):
+            connection.execute(
+                text(
+                    "INSERT INTO orders (id, restaurant_id, status, notes, total_cents, refunded_cents, version,"
+                    " created_at, updated_at) VALUES (:id, :rid, 'pending', '', 0, 0, 1, :now, :now)"
+                ),
+                {"id": order_id, "rid": restaurant_id, "now": "2026-12-02 12:00:00"},
+            )
+    db.upgrade(engine)
+    assert differences(engine) == []
+    with engine.connect() as connection:
+        numbered = connection.execute(text("SELECT id, restaurant_id, number FROM orders ORDER BY id")).all()
+        counters = connection.execute(text("SELECT id, order_seq FROM restaurant ORDER BY id")).all()
+    assert [tuple(row) for row in numbered] == [
+        (1, 1, 1),
+        (2, 2, 1),
+        (3, 2, 2),
+        (4, 1, 2),
+        (5, 2, 3),
+        (6, 1, 3),
+        (7, 1, 4),
+    ]
+    assert [tuple(row) for row in counters] == [(1, 4), (2, 3), (3, 0)]
+
+
+def test_order_numbers_are_backfilled_per_restaurant(tmp_path):
+    engine = sqlite_file(tmp_path / "numbers.db")
+    try:
+        backfill_numbers(engine)
+    finally:
+        engine.dispose()
+
+
+def test_order_numbers_are_backfilled_per_restaurant_on_postgresql():
+    with fresh_database("numbers") as url:
+        engine = db.make_engine(url)
+        try:
+            backfill_numbers(engine)
+        finally:
+            engine.dispose()

@@ -280,3 +280,29 @@ def _publish_with_flags(sock: socket.socket) -> tuple[int, bytes]:
     while len(body) < length:
         body += sock.recv(length - len(body))
     return first[0], body
+
+
+def test_a_device_that_spent_its_budget_on_readings_can_still_say_offline(make_broker):
+    """Presence has a bucket of its own: a simulated scale at 25 readings/s stayed `online` for good because
+    its `offline`, the last thing it sent, was dropped by the rate limit."""
+    broker = make_broker(device_publishes_per_second=5, device_publish_burst=10)
+    watcher = Subscriber(broker.port, "svc", broker.token("svc", "service", None))
+    assert watcher.connect() == 0
+    watcher.subscribe("restaurant/7/devices/+/readings")
+    watcher.subscribe("restaurant/7/devices/+/status")
+    scale = Subscriber(broker.port, "scale-1", broker.token("scale-1", "scale"))
+    assert scale.connect() == 0
+    before = count(DROPPED, cause="rate_limit")
+    for i in range(50):
+        scale.client.publish("restaurant/7/devices/scale-1/readings", str(i).encode(), qos=0)
+    scale.client.publish("restaurant/7/devices/scale-1/status", b'{"state": "offline"}', qos=1, retain=True)
+    got = watcher.drain(quiet=1.0)
+    assert count(DROPPED, cause="rate_limit") >= before + 30  # the readings were limited
+    assert [m.payload for m in got if m.topic.endswith("/status")] == [b'{"state": "offline"}']
+    flood = [b'{"state": "online"}'] * 30  # and the status bucket is bounded too
+    for payload in flood:
+        scale.client.publish("restaurant/7/devices/scale-1/status", payload, qos=0)
+    statuses = [m for m in watcher.drain(quiet=1.0) if m.topic.endswith("/status")]
+    assert 10 <= len(statuses) < 30, len(statuses)
+    for client in (watcher, scale):
+        client.close()

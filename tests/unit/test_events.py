@@ -10,12 +10,15 @@ from core.domain import OrderStatus, Stock
 from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Ticket
 
 MOMENT = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
-ORDER = Order(id=7, restaurant_id=1, status=OrderStatus.READY, table_name="T4", created_at=MOMENT, updated_at=MOMENT)
+ORDER = Order(
+    id=7, restaurant_id=1, number=3, status=OrderStatus.READY, table_name="T4", created_at=MOMENT, updated_at=MOMENT
+)
 LINE = OrderItem(id=3, order_id=7, menu_item_id=2, name="Fries", quantity=2, unit_price_cents=450, station="grill")
 ITEM = MenuItem(id=2, restaurant_id=1, menu_id=1, name="Fries", price_cents=450, stock_quantity=9, damaged_quantity=2)
 ORDER_KEYS = [
     "id",
     "restaurant_id",
+    "number",
     "status",
     "table_name",
     "pickup_name",

@@ -138,7 +138,7 @@ def test_card_fields_for_the_screen(board: Board):
     send(board, "orders", envelope("new_order", {"order": order(5, table_name=None, pickup_name="Zoe")}))
     card = board.orders()[0]
     assert card.where == "pickup Zoe"
-    assert card.label == "NEW"
+    assert card.label == "PENDING"  # the dashboard's badge
     assert [line.text() for line in board.lines_of(card)] == ["2 x Burger (no onion)"]
 
 

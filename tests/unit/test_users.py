@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
 
 import pytest
 from sqlalchemy import Engine, func, text
 from sqlmodel import select
 
-from config.settings import Settings
 from core.commands import AdminIn, NewRestaurantIn, PasswordChangeIn, UserIn, UserRole
 from core.domain import DomainError, Forbidden, NotFound, WrongPassword
 from core.models import Restaurant, User
@@ -23,21 +21,9 @@ from core.paging import Window
 from core.services import users
 from core.services.users import Actor
 from core.unit_of_work import UnitOfWork
-from tests.postgres import fresh_engine
-from tests.support import sqlite_engine, wait_for
+from tests.support import wait_for
 
 OPERATOR = Actor("super_admin", None)
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        engine = sqlite_engine(Settings(data_dir=tmp_path / "data"))
-        yield engine
-        engine.dispose()
-        return
-    with fresh_engine("users") as (_url, engine):
-        yield engine
 
 
 def restaurant_with_admin(engine: Engine, name: str, email: str) -> tuple[int, users.Invited]:

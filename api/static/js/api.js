@@ -141,4 +141,9 @@ export class Api {
   markRead(rid, notificationId) {
     return this.request("POST", `/restaurants/${rid}/notifications/${notificationId}/read`);
   }
+
+  /** Every unread notification up to `upTo` (the newest on the screen): one arriving meanwhile stays unread. */
+  markAllRead(rid, upTo) {
+    return this.request("POST", `/restaurants/${rid}/notifications/read-all?up_to=${encodeURIComponent(upTo)}`);
+  }
 }

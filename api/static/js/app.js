@@ -33,9 +33,10 @@ class App {
       advance: (id, status, button) => this.changeStatus(id, status, button),
       cancel: (id, button) => this.changeStatus(id, "cancelled", button),
       refund: (id, cents, reason, done) => this.refund(id, cents, reason, done),
-      markRead: (id, button) => this.markRead(id, button),
+      markRead: (ids, button) => this.markRead(ids, button),
+      markAllRead: (upTo, button) => this.markAllRead(upTo, button),
       seen: (id) => this.seen(id),
-    });
+    }, { debug: new URLSearchParams(location.search).get("debug") === "1" });
     this.state = null;
     this.pending = null; // a super admin's sign-in, until they choose a restaurant
     this.connection = null;
@@ -213,13 +214,19 @@ class App {
     if (changed) this.render();
   }
 
+  /** What staff call the order: its number in the restaurant (`#12`), the global id only when it has none. */
+  called(orderId) {
+    const order = this.state?.orders.get(orderId)?.order;
+    return `#${order?.number ?? orderId}`;
+  }
+
   async changeStatus(orderId, status, button) {
     button.disabled = true;
     try {
       await this.api.setStatus(this.session.restaurantId, orderId, status);
-      this.ui.toast(`Order #${orderId} is now ${status}.`);
+      this.ui.toast(`Order ${this.called(orderId)} is now ${status}.`);
     } catch (error) {
-      this.ui.toast(`Order #${orderId} could not become ${status}: ${error.message}`, { error: true });
+      this.ui.toast(`Order ${this.called(orderId)} could not become ${status}: ${error.message}`, { error: true });
     } finally {
       button.disabled = false;
     }
@@ -228,24 +235,42 @@ class App {
   async refund(orderId, cents, reason, done) {
     try {
       await this.api.refund(this.session.restaurantId, orderId, cents, reason);
-      this.ui.toast(`Refunded ${(cents / 100).toFixed(2)} on order #${orderId}.`);
+      this.ui.toast(`Refunded ${(cents / 100).toFixed(2)} on order ${this.called(orderId)}.`);
       done();
     } catch (error) {
-      this.ui.toast(`Refund on order #${orderId} failed: ${error.message}`, { error: true });
+      this.ui.toast(`Refund on order ${this.called(orderId)} failed: ${error.message}`, { error: true });
     }
   }
 
-  async markRead(id, button) {
+  /** Mark a group's notifications read (each by id: the group is what this screen shows). */
+  async markRead(ids, button) {
     button.disabled = true;
     try {
-      await this.api.markRead(this.session.restaurantId, id);
-      const note = this.state.notifications.get(id);
-      if (note) note.read = true;
-      this.render();
+      for (const id of ids) {
+        await this.api.markRead(this.session.restaurantId, id);
+        const note = this.state?.notifications.get(id);
+        if (note) note.read = true;
+      }
     } catch (error) {
       this.ui.toast(`Could not mark the notification read: ${error.message}`, { error: true });
     } finally {
       button.disabled = false;
+      this.render();
+    }
+  }
+
+  /** Everything up to the newest notification shown, in one request; a newer one stays unread. */
+  async markAllRead(upTo, button) {
+    button.disabled = true;
+    try {
+      const answer = await this.api.markAllRead(this.session.restaurantId, upTo);
+      for (const note of this.state?.notifications.values() ?? []) if (note.id <= upTo) note.read = true;
+      this.ui.toast(`Marked ${answer?.marked ?? 0} notification${answer?.marked === 1 ? "" : "s"} read.`);
+    } catch (error) {
+      this.ui.toast(`Could not mark the notifications read: ${error.message}`, { error: true });
+    } finally {
+      button.disabled = false;
+      this.render();
     }
   }
 

@@ -8,8 +8,7 @@ export const OPEN_STATUSES = new Set(["pending", "preparing", "ready"]);
 export const NEXT_STATUS = { pending: "preparing", preparing: "ready", ready: "completed" };
 export const PRESENCE_STATES = new Set(["online", "offline", "lost"]);
 const MAX_ACTIVITY = 200;
-const MAX_ALERTS = 20;
-const MAX_NOTIFICATIONS = 100;
+const MAX_NOTIFICATIONS = 200; // the snapshot's unread ones; read ones are dropped first
 const MAX_CLOSED = 30;
 const MAX_ORDERS = 400; // closed orders beyond this are forgotten (oldest first)
 
@@ -32,6 +31,7 @@ export function sanitizeOrder(value) {
   const items = Array.isArray(value.items) ? value.items.filter(isObject).slice(0, 100) : [];
   return {
     id: value.id,
+    number: Number.isInteger(value.number) && value.number > 0 ? value.number : null, // per restaurant, when the server sends it
     status: value.status,
     table_name: optText(value.table_name, 40),
     pickup_name: optText(value.pickup_name, 80),
@@ -98,7 +98,74 @@ export function sanitizeDevice(value) {
 
 export function orderLabel(order) {
   const where = order.table_name ? `table ${order.table_name}` : order.pickup_name ? `pickup ${order.pickup_name}` : "";
-  return `#${order.id}${where ? ` (${where})` : ""}`;
+  return `#${order.number ?? order.id}${where ? ` (${where})` : ""}`;
+}
+
+/** "4:05" under an hour, "1 h 05" past it: how long an order has waited, from milliseconds. */
+export function elapsedLabel(ms) {
+  const seconds = Math.max(0, Math.floor((Number.isFinite(ms) ? ms : 0) / 1000));
+  const minutes = Math.floor(seconds / 60);
+  if (minutes >= 60) return `${Math.floor(minutes / 60)} h ${String(minutes % 60).padStart(2, "0")}`;
+  return `${minutes}:${String(seconds % 60).padStart(2, "0")}`;
+}
+
+/** Milliseconds since an ISO time from the server (naive times are UTC); null when unreadable. */
+export function sinceMs(iso, now = Date.now()) {
+  if (typeof iso !== "string" || !iso) return null;
+  const time = Date.parse(iso.endsWith("Z") || /[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`);
+  return Number.isNaN(time) ? null : now - time;
+}
+
+/** The orders a status chip (`all` or a status) and a search (table, number, id, pickup, server, item names) let through. */
+export function filterOrders(entries, { status = "all", query = "" } = {}) {
+  const words = String(query).toLowerCase().split(/\s+/).filter(Boolean);
+  return entries.filter(({ order }) => {
+    if (status !== "all" && order.status !== status) return false;
+    if (!words.length) return true;
+    const haystack = [
+      `#${order.number ?? order.id}`,
+      `#${order.id}`,
+      order.table_name,
+      order.pickup_name,
+      order.server_name,
+      ...order.items.map((item) => item.name),
+    ]
+      .filter(Boolean)
+      .join(" ")
+      .toLowerCase();
+    return words.every((word) => haystack.includes(word));
+  });
+}
+
+const GROUP_WORDS = { ticket_unacknowledged: "not confirmed at", ticket_failed: "did not print at" };
+
+/**
+ * Unread notifications in groups of one kind and station, newest group first: a rush of late tickets
+ * at the grill is one line ("3 tickets not confirmed at grill"), not one per ticket. The station is
+ * the title's last word for ticket notifications (core.services.tickets words them so).
+ */
+export function groupNotifications(notes) {
+  const groups = new Map();
+  for (const note of [...notes].sort((a, b) => b.id - a.id)) {
+    if (note.read) continue;
+    const words = GROUP_WORDS[note.kind];
+    const station = words ? (note.title.match(/ at (\S+)$/)?.[1] ?? null) : null;
+    const key = words && station ? `${note.kind}:${station}` : `${note.kind}:${note.title}`;
+    let group = groups.get(key);
+    if (!group) {
+      group = { key, kind: note.kind, station, notes: [], label: "" };
+      groups.set(key, group);
+    }
+    group.notes.push(note);
+  }
+  for (const group of groups.values()) {
+    const n = group.notes.length;
+    const words = GROUP_WORDS[group.kind];
+    if (n === 1) group.label = group.notes[0].title;
+    else if (words && group.station) group.label = `${n} tickets ${words} ${group.station}`;
+    else group.label = `${group.notes[0].title} (${n} times)`;
+  }
+  return [...groups.values()];
 }
 
 export class DashboardState {
@@ -108,7 +175,6 @@ export class DashboardState {
     this.items = new Map(); // id -> {item, seq}
     this.devices = new Map(); // id -> {device, presence, presenceKnown}
     this.notifications = new Map(); // id -> notification
-    this.alerts = []; // newest first
     this.activity = []; // newest first: {seq, type, summary, ts, source}
     this.ignored = { total: 0, reasons: {} };
     this.changes = 0;
@@ -173,9 +239,9 @@ export class DashboardState {
           summary = `New order ${orderLabel(order)}, ${order.items.length} item${order.items.length === 1 ? "" : "s"}`;
         } else if (data.change === "refund") {
           const amount = int(data.refund?.amount_cents);
-          summary = `Order #${order.id} refunded ${formatCents(amount)}`;
+          summary = `Order #${order.number ?? order.id} refunded ${formatCents(amount)}`;
         } else {
-          summary = `Order #${order.id} is ${order.status}`;
+          summary = `Order #${order.number ?? order.id} is ${order.status}`;
         }
       }
     } else if (type === "inventory_updated" || type === "low_stock") {
@@ -187,10 +253,7 @@ export class DashboardState {
         if (type === "low_stock") {
           const available = Number.isInteger(data.available_quantity) ? data.available_quantity : item.available_quantity;
           const threshold = Number.isInteger(data.low_stock_threshold) ? data.low_stock_threshold : item.low_stock_threshold;
-          const alert = { key: envelope.id, seq, itemId: item.id, name: item.name, available, threshold, ts: envelope.ts };
-          this.alerts.unshift(alert);
-          this.alerts.length = Math.min(this.alerts.length, MAX_ALERTS);
-          result.lowStock = alert;
+          result.lowStock = { itemId: item.id, name: item.name, available, threshold };
           summary = `Low stock: ${item.name}, ${available} left`;
         } else {
           summary = `Stock: ${item.name}, ${item.available_quantity} available`;
@@ -281,7 +344,7 @@ export class DashboardState {
   openOrders() {
     return [...this.orders.values()]
       .filter((entry) => OPEN_STATUSES.has(entry.order.status) && !entry.cleared)
-      .sort((a, b) => b.order.id - a.order.id);
+      .sort((a, b) => a.order.id - b.order.id); // oldest first: the one waiting longest leads
   }
 
   closedOrders() {
@@ -296,6 +359,11 @@ export class DashboardState {
       .map((entry) => entry.item)
       .filter((item) => item.enable_stock_tracking)
       .sort((a, b) => a.name.localeCompare(b.name) || a.id - b.id);
+  }
+
+  /** Tracked items at or below their threshold, from the state itself: a reload shows them again. */
+  lowStockItems() {
+    return this.stockItems().filter(isLow);
   }
 
   deviceList() {
@@ -340,7 +408,9 @@ export class DashboardState {
 
   _trimNotifications() {
     if (this.notifications.size <= MAX_NOTIFICATIONS) return;
-    const keep = this.notificationList().slice(0, MAX_NOTIFICATIONS);
+    const keep = this.notificationList()
+      .sort((a, b) => Number(a.read) - Number(b.read) || b.id - a.id)
+      .slice(0, MAX_NOTIFICATIONS);
     this.notifications = new Map(keep.map((note) => [note.id, note]));
   }
 }

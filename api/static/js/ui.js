@@ -1,8 +1,20 @@
 // Rendering of the dashboard. Text goes in through textContent only (order notes and names are user
 // input). Lists are updated in place by key, so a button keeps its focus while events arrive.
 
-import { NEXT_STATUS, OPEN_STATUSES, formatCents, isLow, orderLabel } from "./state.js";
+import {
+  NEXT_STATUS,
+  OPEN_STATUSES,
+  elapsedLabel,
+  filterOrders,
+  formatCents,
+  groupNotifications,
+  isLow,
+  orderLabel,
+  sinceMs,
+} from "./state.js";
 
+const WAITING_MS = 10 * 60_000; // an order older than this is marked waiting, twice this late
+const BUTTON_TEXT = { preparing: "Start", ready: "Ready", completed: "Complete" }; // short: a compact card; NEXT_LABEL is its name
 const NEXT_LABEL = { preparing: "Start preparing", ready: "Mark ready", completed: "Complete" };
 const STATE_LABEL = {
   "signed-out": "Signed out",
@@ -45,6 +57,12 @@ function timeOf(iso) {
   return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
 }
 
+/** A card's title: "#12 · T4", "#13 · Ana" (the full label is its tooltip and in announcements). */
+function shortLabel(order) {
+  const where = order.table_name ?? order.pickup_name;
+  return `#${order.number ?? order.id}${where ? ` · ${where}` : ""}`;
+}
+
 /** Put `elements` into `list` in this order, moving only what is out of place; remove the rest. */
 function arrange(list, elements) {
   const wanted = new Set(elements);
@@ -60,17 +78,42 @@ function arrange(list, elements) {
 }
 
 export class DashboardUi {
-  /** `actions`: advance(orderId, status), cancel(orderId), refund(orderId, cents, reason), markRead(id), seen(orderId), dismissAlert(key). */
-  constructor(doc, actions) {
+  /**
+   * `actions`: advance(orderId, status), cancel(orderId), refund(orderId, cents, reason), markRead(ids),
+   * markAllRead(upTo), seen(orderId). `debug` shows event numbers and the Debug link (`?debug=1`).
+   */
+  constructor(doc, actions, { debug = false } = {}) {
     this.doc = doc;
     this.actions = actions;
+    this.debug = debug;
+    doc.body.classList.toggle("debugging", debug);
     this.$ = (id) => doc.getElementById(id);
     this.cards = new Map(); // order id -> card
-    this.alertKeys = new Set();
-    this.dismissed = new Set();
+    this.dismissed = new Map(); // item id -> the quantity it was dismissed at (shown again when it changes)
+    this.filter = { status: "all", query: "" };
+    this.state = null;
     this.role = "staff";
     this.connection = null;
-    this.ticker = setInterval(() => this._renderConnectionDetail(), 1000);
+    this.ticker = setInterval(() => {
+      this._renderConnectionDetail();
+      this._tickElapsed();
+    }, 1000);
+    for (const chip of this.$("status-filter").querySelectorAll("button")) {
+      chip.addEventListener("click", () => this._setFilter({ status: chip.dataset.status }));
+    }
+    this.$("order-search").addEventListener("input", (event) => this._setFilter({ query: event.target.value }));
+    this.$("mark-all-read").addEventListener("click", (event) => {
+      const upTo = Number(event.currentTarget.dataset.upTo);
+      if (Number.isInteger(upTo) && upTo > 0) this.actions.markAllRead(upTo, event.currentTarget);
+    });
+  }
+
+  _setFilter(change) {
+    this.filter = { ...this.filter, ...change };
+    for (const chip of this.$("status-filter").querySelectorAll("button")) {
+      chip.setAttribute("aria-pressed", String(chip.dataset.status === this.filter.status));
+    }
+    if (this.state) this._renderOrders(this.state);
   }
 
   /** Forget everything shown (sign-out). */
@@ -80,7 +123,8 @@ export class DashboardUi {
     }
     delete this.$("activity-list").dataset.lastSeq;
     this.cards.clear();
-    this.alertKeys.clear();
+    this.dismissed.clear();
+    this.state = null;
     this._noteEls?.clear();
     this.$("refused-banner").hidden = true;
   }
@@ -170,7 +214,7 @@ export class DashboardUi {
       if (info.state === "offline") parts.push("the server cannot be reached");
     }
     if (info.state === "refused") parts.push("checking the API every few seconds");
-    if (Number.isInteger(info.lastSeq) && info.state !== "signed-out") parts.push(`event #${info.lastSeq}`);
+    if (this.debug && Number.isInteger(info.lastSeq) && info.state !== "signed-out") parts.push(`event #${info.lastSeq}`);
     setText(detail, parts.join(" · "));
     detail.title = info.lastError ?? "";
     detail.dataset.clientId = info.clientId ?? "";
@@ -179,6 +223,7 @@ export class DashboardUi {
   // --- state --------------------------------------------------------------------------------------
 
   render(state, lastSeq = null) {
+    this.state = state;
     if (this.connection && Number.isInteger(lastSeq) && lastSeq !== this.connection.lastSeq) {
       this.connection = { ...this.connection, lastSeq };
       this._renderConnectionDetail();
@@ -198,17 +243,22 @@ export class DashboardUi {
 
   _renderOrders(state) {
     const open = state.openOrders();
+    const shown = filterOrders(open, this.filter);
     const list = this.$("order-list");
     const focused = this.doc.activeElement;
-    const cards = open.map((entry) => {
+    for (const chip of this.$("status-filter").querySelectorAll("button")) {
+      const n = chip.dataset.status === "all" ? open.length : open.filter((e) => e.order.status === chip.dataset.status).length;
+      setText(chip.querySelector(".n"), n);
+    }
+    for (const entry of open) {
       let card = this.cards.get(entry.order.id);
       if (!card) {
         card = this._createCard(entry.order.id);
         this.cards.set(entry.order.id, card);
       }
       this._updateCard(card, entry);
-      return card.root;
-    });
+    }
+    const cards = shown.map((entry) => this.cards.get(entry.order.id).root);
     const openIds = new Set(open.map((entry) => entry.order.id));
     for (const [id, card] of this.cards) {
       if (!openIds.has(id)) {
@@ -217,8 +267,11 @@ export class DashboardUi {
       }
     }
     arrange(list, cards);
+    list.dataset.shown = String(cards.length);
     setText(this.$("open-count"), open.length);
     this.$("orders-empty").hidden = open.length > 0;
+    this.$("orders-none-match").hidden = open.length === 0 || cards.length > 0;
+    this._tickElapsed();
 
     const closed = state.closedOrders();
     setText(this.$("closed-count"), closed.length);
@@ -242,12 +295,13 @@ export class DashboardUi {
     const title = h("h3", { id: titleId });
     const newBadge = h("span", { class: "badge badge-new" }, "New");
     const status = h("span", { class: "badge status" });
+    const elapsed = h("span", { class: "elapsed", role: "timer", "aria-label": "waiting" });
     const meta = h("p", { class: "meta" });
     const lines = h("ul", { class: "lines", "aria-label": "Items" });
     const notes = h("p", { class: "order-notes" });
     const money = h("p", { class: "money" });
     const advance = h("button", { type: "button", class: "primary", dataset: { action: "advance" } });
-    const cancel = h("button", { type: "button", class: "danger", dataset: { action: "cancel" } }, "Cancel order");
+    const cancel = h("button", { type: "button", class: "danger", dataset: { action: "cancel" } }, "Cancel");
     const amount = h("input", { type: "number", name: "amount", min: "0.01", step: "0.01", inputmode: "decimal", required: true });
     const reason = h("input", { type: "text", name: "reason", maxlength: "200" });
     const refundForm = h(
@@ -260,9 +314,10 @@ export class DashboardUi {
     const refund = h("details", { class: "refund" }, h("summary", {}, "Refund…"), refundForm);
     const actions = h("div", { class: "actions" }, advance, cancel, refund);
     const article = h("article", { "aria-labelledby": titleId },
-      h("div", { class: "order-head" }, title, newBadge, status), meta, lines, notes, money, actions);
+      h("div", { class: "order-head" }, title, newBadge, status, elapsed), lines, notes,
+      h("div", { class: "order-foot" }, money, meta), actions);
     const root = h("li", { class: "order-card", dataset: { orderId } }, article);
-    const card = { root, title, newBadge, status, meta, lines, notes, money, advance, cancel, refund, amount, reason, key: "" };
+    const card = { root, title, newBadge, status, elapsed, meta, lines, notes, money, advance, cancel, refund, amount, reason, key: "", createdAt: "" };
 
     advance.addEventListener("click", () => {
       const next = advance.dataset.next;
@@ -271,7 +326,7 @@ export class DashboardUi {
     cancel.addEventListener("click", () => {
       if (cancel.dataset.confirm === "true") {
         cancel.dataset.confirm = "false";
-        setText(cancel, "Cancel order");
+        setText(cancel, "Cancel");
         this.actions.cancel(orderId, cancel);
         return;
       }
@@ -279,7 +334,7 @@ export class DashboardUi {
       setText(cancel, "Confirm cancel");
       setTimeout(() => {
         cancel.dataset.confirm = "false";
-        setText(cancel, "Cancel order");
+        setText(cancel, "Cancel");
       }, 5000);
     });
     refundForm.addEventListener("submit", (event) => {
@@ -310,14 +365,14 @@ export class DashboardUi {
     card.key = key;
     card.root.dataset.status = order.status;
     card.root.dataset.seq = String(entry.seq);
-    setText(card.title, `Order ${orderLabel(order)}`);
+    setText(card.title, shortLabel(order));
+    card.title.title = `Order ${orderLabel(order)}`;
+    card.createdAt = order.created_at;
     card.status.className = `badge status status-${order.status}`;
     setText(card.status, order.status);
-    const meta = [
-      order.server_name ? `server ${order.server_name}` : "",
-      timeOf(order.created_at) ? `placed ${timeOf(order.created_at)}` : "",
-    ].filter(Boolean);
-    setText(card.meta, meta.join(" · "));
+    setText(card.meta, order.server_name ? order.server_name : "");
+    card.meta.hidden = !order.server_name;
+    card.elapsed.title = timeOf(order.created_at) ? `placed ${timeOf(order.created_at)}` : "";
     card.lines.replaceChildren(
       ...order.items.map((item) =>
         h(
@@ -337,13 +392,24 @@ export class DashboardUi {
     const next = NEXT_STATUS[order.status];
     card.advance.hidden = !next;
     card.advance.dataset.next = next ?? "";
-    setText(card.advance, NEXT_LABEL[next] ?? "");
+    setText(card.advance, BUTTON_TEXT[next] ?? "");
     card.advance.setAttribute("aria-label", next ? `${NEXT_LABEL[next]}: order ${order.id}` : "");
     card.cancel.setAttribute("aria-label", `Cancel order ${order.id}`);
     const mayRefund = (this.role === "admin" || this.role === "super_admin") && left > 0;
     card.refund.hidden = !mayRefund;
     card.amount.max = (left / 100).toFixed(2);
     card.amount.setAttribute("aria-label", `Refund amount for order ${order.id}, up to ${formatCents(left)}`);
+  }
+
+  /** Each card's waiting time, every second: minutes and seconds, marked waiting past 10 min and late past 20. */
+  _tickElapsed() {
+    const now = Date.now();
+    for (const card of this.cards.values()) {
+      const ms = sinceMs(card.createdAt, now);
+      setText(card.elapsed, ms === null ? "" : elapsedLabel(ms));
+      const age = ms === null || ms < WAITING_MS ? "fresh" : ms < 2 * WAITING_MS ? "waiting" : "late";
+      if (card.root.dataset.age !== age) card.root.dataset.age = age;
+    }
   }
 
   _renderStock(state) {
@@ -380,51 +446,75 @@ export class DashboardUi {
 
   _renderNotifications(state) {
     const notes = state.notificationList();
+    const groups = groupNotifications(notes);
     const list = this.$("notification-list");
-    this.$("notifications-empty").hidden = notes.length > 0;
-    setText(this.$("unread-count"), notes.filter((n) => !n.read).length);
+    const unread = notes.filter((n) => !n.read);
+    this.$("notifications-empty").hidden = groups.length > 0;
+    setText(this.$("unread-count"), unread.length);
+    const markAll = this.$("mark-all-read");
+    markAll.hidden = unread.length === 0;
+    markAll.dataset.upTo = String(Math.max(0, ...notes.map((n) => n.id)));
     this._noteEls ??= new Map();
-    const els = notes.map((note) => {
-      let el = this._noteEls.get(note.id);
+    const els = groups.map((group) => {
+      let el = this._noteEls.get(group.key);
       if (!el) {
-        const button = h("button", { type: "button", "aria-label": `Mark "${note.title}" as read` }, "Mark read");
-        button.addEventListener("click", () => this.actions.markRead(note.id, button));
-        el = {
-          root: h("li", { class: "notification", dataset: { notificationId: note.id } },
-            h("div", {}, h("p", { class: "title" }, note.title), h("p", { class: "meta" }, [note.body, timeOf(note.created_at)].filter(Boolean).join(" · "))),
-            button),
-          button,
-        };
-        this._noteEls.set(note.id, el);
+        const button = h("button", { type: "button" }, "Mark read");
+        const title = h("p", { class: "title" });
+        const meta = h("p", { class: "meta" });
+        const more = h("ul", { class: "group-notes" });
+        const details = h("details", { class: "group-more" }, h("summary", {}, "Show each"), more);
+        el = { root: h("li", { class: "notification", dataset: { group: group.key } }, h("div", {}, title, meta, details), button), button, title, meta, more, details, ids: [] };
+        button.addEventListener("click", () => this.actions.markRead(el.ids, button));
+        this._noteEls.set(group.key, el);
       }
-      el.root.dataset.read = String(note.read);
-      el.button.hidden = note.read;
+      const newest = group.notes[0];
+      el.ids = group.notes.map((n) => n.id);
+      el.root.dataset.count = String(group.notes.length);
+      el.root.dataset.notificationId = String(newest.id);
+      el.root.dataset.read = "false";
+      setText(el.title, group.label);
+      setText(el.meta, [group.notes.length === 1 ? newest.body : "", timeOf(newest.created_at)].filter(Boolean).join(" · "));
+      el.button.setAttribute("aria-label", `Mark "${group.label}" as read`);
+      el.details.hidden = group.notes.length === 1;
+      if (group.notes.length > 1) el.more.replaceChildren(...group.notes.map((n) => h("li", {}, n.title)));
       return el.root;
     });
-    const ids = new Set(notes.map((n) => n.id));
-    for (const id of [...this._noteEls.keys()]) if (!ids.has(id)) this._noteEls.delete(id);
+    const keys = new Set(groups.map((g) => g.key));
+    for (const key of [...this._noteEls.keys()]) if (!keys.has(key)) this._noteEls.delete(key);
     arrange(list, els);
   }
 
+  /** One banner per tracked item at or below its threshold, from the state: it survives a reload. */
   _renderAlerts(state) {
     const list = this.$("alert-list");
-    for (const alert of [...state.alerts].reverse()) {
-      if (this.alertKeys.has(alert.key)) continue;
-      this.alertKeys.add(alert.key);
-      const dismiss = h("button", { type: "button", "aria-label": `Dismiss low stock alert for ${alert.name}` }, "Dismiss");
-      const li = h(
-        "li",
-        { class: "alert", role: "alert", dataset: { itemId: alert.itemId, seq: alert.seq } },
-        h("span", {}, h("strong", {}, "Low stock: "), `${alert.name}, ${alert.available} left`,
-          alert.threshold !== null && alert.threshold !== undefined ? ` (alert at ${alert.threshold})` : ""),
-        dismiss,
-      );
-      dismiss.addEventListener("click", () => {
-        li.remove();
-        this.$("orders-heading").focus();
-      });
-      list.prepend(li);
+    this._alertEls ??= new Map();
+    const els = [];
+    for (const item of state.lowStockItems()) {
+      if (this.dismissed.get(item.id) === item.available_quantity) continue;
+      this.dismissed.delete(item.id);
+      let el = this._alertEls.get(item.id);
+      if (!el) {
+        const text = h("span", {});
+        const dismiss = h("button", { type: "button", "aria-label": `Dismiss low stock alert for ${item.name}` }, "Dismiss");
+        el = { root: h("li", { class: "alert", role: "alert", dataset: { itemId: item.id } }, text, dismiss), text, quantity: item.available_quantity };
+        dismiss.addEventListener("click", () => {
+          this.dismissed.set(item.id, el.quantity); // until its stock changes
+          el.root.remove();
+          this.$("orders-heading").focus();
+        });
+        this._alertEls.set(item.id, el);
+      }
+      el.quantity = item.available_quantity;
+      const words = `${item.name}, ${item.available_quantity} left${item.low_stock_threshold !== null ? ` (alert at ${item.low_stock_threshold})` : ""}`;
+      if (el.words !== words) {
+        el.words = words; // changed text only: a screen reader hears the alert again only when it changes
+        el.text.replaceChildren(h("strong", {}, "Low stock: "), words);
+      }
+      els.push(el.root);
     }
+    const ids = new Set(els.map((el) => Number(el.dataset.itemId)));
+    for (const id of [...this._alertEls.keys()]) if (!ids.has(id)) this._alertEls.delete(id);
+    arrange(list, els);
   }
 
   _renderActivity(state) {

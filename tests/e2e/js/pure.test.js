@@ -3,7 +3,17 @@
 
 import { BoundedSet, Sequencer, classifyTopic, parseJson, validateEnvelope } from "/static/js/events.js";
 import { BASE_MS, CAP_MS, backoffCeiling, backoffDelay, jittered } from "/static/js/backoff.js";
-import { DashboardState, formatCents, isLow, sanitizeOrder } from "/static/js/state.js";
+import {
+  DashboardState,
+  elapsedLabel,
+  filterOrders,
+  formatCents,
+  groupNotifications,
+  isLow,
+  orderLabel,
+  sanitizeOrder,
+  sinceMs,
+} from "/static/js/state.js";
 import { LiveConnection, grantedCodes, subscriptionFilters, websocketUrl } from "/static/js/connection.js";
 import { Api, ApiError, newIdempotencyKey } from "/static/js/api.js";
 
@@ -323,8 +333,71 @@ test("low stock raises an alert and marks the item", () => {
   const item = { id: 2, name: "Burger", available_quantity: 1, low_stock_threshold: 2, stock_quantity: 1, damaged_quantity: 0 };
   const result = state.applyEvent({ ...env(8, { type: "low_stock" }), data: { item, available_quantity: 1, low_stock_threshold: 2 } }, "live");
   eq(result.lowStock.name, "Burger");
-  eq(state.alerts.length, 1);
+  eq(state.lowStockItems().map((i) => i.id), [2]);
   ok(isLow(state.stockItems()[0]));
+});
+
+test("the low-stock banner comes from the state: a snapshot alone shows it, a refill clears it", () => {
+  const state = new DashboardState(RID);
+  const low = { id: 2, name: "Burger", available_quantity: 1, low_stock_threshold: 2 };
+  const fine = { id: 3, name: "Fries", available_quantity: 9, low_stock_threshold: 2 };
+  state.applySnapshot({ seq: 5, orders: [], items: [low, fine, { id: "x" }], devices: [], notifications: [] });
+  eq(state.lowStockItems().map((i) => i.name), ["Burger"]);
+  state.applyEvent({ ...env(6, { type: "inventory_updated" }), data: { item: { ...low, available_quantity: 8 } } }, "live");
+  eq(state.lowStockItems(), []);
+});
+
+test("open orders are oldest first and show the per-restaurant number when there is one", () => {
+  const state = new DashboardState(RID);
+  state.applySnapshot({ seq: 9, orders: [order(5), order(2), { ...order(7), number: 3, table_name: "T4" }] });
+  eq(state.openOrders().map((e) => e.order.id), [2, 5, 7]);
+  eq(orderLabel(state.openOrders()[2].order), "#3 (table T4)");
+  eq(orderLabel(state.openOrders()[0].order), "#2");
+  eq(sanitizeOrder({ ...order(1), number: -4 }).number, null);
+});
+
+test("filter by status chip and search by table, number, id or item", () => {
+  const entries = [
+    { order: sanitizeOrder({ ...order(1), table_name: "T12", items: [{ name: "Fish tacos", quantity: 1 }] }) },
+    { order: sanitizeOrder({ ...order(2, "ready"), number: 41, items: [{ name: "Burger", quantity: 2 }] }) },
+    { order: sanitizeOrder({ ...order(3, "preparing"), pickup_name: "Ana" }) },
+  ];
+  const ids = (opts) => filterOrders(entries, opts).map((e) => e.order.id);
+  eq(ids({}), [1, 2, 3]);
+  eq(ids({ status: "ready" }), [2]);
+  eq(ids({ query: "t12" }), [1]);
+  eq(ids({ query: "#41" }), [2]);
+  eq(ids({ query: "burger" }), [2, 3]); // order(3)'s default item is a Burger too
+  eq(ids({ query: "burger", status: "preparing" }), [3]);
+  eq(ids({ query: "fish tacos" }), [1]);
+  eq(ids({ query: "nothing-like-it" }), []);
+});
+
+test("notifications group by kind and station; read ones drop out", () => {
+  const note = (id, kind, title, read = false) => ({ id, kind, title, body: "", read, created_at: "" });
+  const groups = groupNotifications([
+    note(1, "ticket_unacknowledged", "Ticket for order 4 not confirmed at grill"),
+    note(2, "ticket_unacknowledged", "Ticket for order 5 not confirmed at grill"),
+    note(3, "ticket_unacknowledged", "Ticket for order 5 not confirmed at bar"),
+    note(4, "ticket_unacknowledged", "Ticket for order 6 not confirmed at grill"),
+    note(5, "ticket_failed", "Ticket for order 6 did not print at grill", true),
+    note(6, "low_stock", "Low stock: Burger"),
+    note(7, "low_stock", "Low stock: Burger"),
+  ]);
+  eq(groups.map((g) => g.label), ["Low stock: Burger (2 times)", "3 tickets not confirmed at grill", "Ticket for order 5 not confirmed at bar"]);
+  eq(groups[1].notes.map((n) => n.id), [4, 2, 1]);
+  eq(groupNotifications([]), []);
+});
+
+test("elapsed time reads as minutes and seconds, hours past the hour; junk times are null", () => {
+  eq(elapsedLabel(0), "0:00");
+  eq(elapsedLabel(65_000), "1:05");
+  eq(elapsedLabel(3_725_000), "1 h 02");
+  eq(elapsedLabel(-5), "0:00");
+  eq(elapsedLabel(NaN), "0:00");
+  eq(sinceMs("2026-01-01T00:00:00", Date.parse("2026-01-01T00:01:00Z")), 60_000);
+  eq(sinceMs("not a time"), null);
+  eq(sinceMs(null), null);
 });
 
 test("presence: online, lost, cleared", () => {
