@@ -46,6 +46,7 @@ class Ticket:
     station: str
     created_at: datetime
     items: tuple[Item, ...]
+    number: int | None = None  # the restaurant's order number, which the kitchen calls out (older buses send none)
     table_name: str | None = None
     pickup_name: str | None = None
     server_name: str | None = None
@@ -62,6 +63,7 @@ class Ticket:
             "id": self.id,
             "kind": self.kind,
             "order_id": self.order_id,
+            "number": self.number,
             "version": self.version,
             "station": self.station,
             "created_at": self.created_at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -118,6 +120,7 @@ def parse_ticket(raw: dict[str, Any]) -> Ticket:
             id=known_id,
             kind=kind,
             order_id=_int(raw, "order_id", 1, 2**53),
+            number=None if raw.get("number") is None else _int(raw, "number", 1, 2**31),
             version=_int(raw, "version", 1, 2**31),
             station=_text(raw, "station", 64, required=True) or "",
             created_at=_moment(raw.get("created_at")),

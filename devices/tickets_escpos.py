@@ -67,9 +67,9 @@ def _header(out: Dummy, ticket: Ticket, tz: tzinfo | None) -> None:
     moment = ticket.created_at.astimezone(tz)
     out.set(align="center", bold=True, double_width=True, double_height=True)
     out.textln(clean(ticket.station).upper()[: COLUMNS // 2])
-    out.textln(f"ORDER #{ticket.order_id}")
+    out.textln(f"ORDER #{ticket.number or ticket.order_id}")
     out.set(align="left", bold=False, normal_textsize=True)
-    out.textln(_columns(moment.strftime("%H:%M  %Y-%m-%d"), f"ticket {ticket.id}"))
+    out.textln(_columns(moment.strftime("%H:%M  %Y-%m-%d"), _reference(ticket)))
     out.set(bold=True, double_height=True)
     if ticket.table_name:
         out.textln(f"TABLE {clean(ticket.table_name)}")
@@ -79,6 +79,11 @@ def _header(out: Dummy, ticket: Ticket, tz: tzinfo | None) -> None:
     if ticket.server_name:
         out.textln(f"Server: {clean(ticket.server_name)}")
     out.textln(RULE)
+
+
+def _reference(ticket: Ticket) -> str:
+    """The ids a manager looks up in the API; the number above is what the kitchen calls out."""
+    return f"ticket {ticket.id}" if ticket.number is None else f"order {ticket.order_id} ticket {ticket.id}"
 
 
 def _items(out: Dummy, items: tuple[Item, ...]) -> None:

@@ -162,3 +162,12 @@ def ticket_text(data: bytes) -> str:
     """ESC/POS → the readable text: commands (with their one argument byte) dropped."""
     text = re.sub(rb"\x1b[!EatdM].|\x1b@|\x1d[!BV].", b"", data, flags=re.DOTALL)
     return text.decode("cp437")
+
+
+REFERENCE = re.compile(r"\border (\d+) ticket \d+$")
+
+
+def printed_order_ids(texts: list[str]) -> list[int]:
+    """The order ids on the paper, in the order they came out (the reference line under the header; the
+    big "ORDER #n" is the restaurant's own number, which the kitchen calls out)."""
+    return [int(m.group(1)) for text in texts for line in text.splitlines() if (m := REFERENCE.search(line))]

@@ -53,7 +53,7 @@ from devices.link import DeviceLink
 from tests.e2e.test_bridges_ha import Bus, Watch, active_and_standby
 from tests.nats import NatsBus
 from tests.postgres import fresh_database
-from tests.printer_emulator import PrinterEmulator
+from tests.printer_emulator import PrinterEmulator, printed_order_ids
 from tests.support import Proc, Site, Stack, Subscriber, free_port, nats_subscribed, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -133,8 +133,7 @@ class PrinterProcess:
             self.process = subprocess.Popen(command, env=env, stdout=sink, stderr=subprocess.STDOUT, text=True)
 
     def order_ids(self) -> list[int]:
-        lines = (line for text in self.emulator.texts() for line in text.splitlines())
-        return [int(line.removeprefix("ORDER #")) for line in lines if line.startswith("ORDER #")]
+        return printed_order_ids(self.emulator.texts())
 
     def close(self) -> None:
         self.process.terminate()

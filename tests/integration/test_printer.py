@@ -22,7 +22,7 @@ from devices.journal import Journal
 from devices.printer import PrinterAgent
 from devices.printer_io import open_printer
 from devices.ticket import parse_envelope
-from tests.printer_emulator import PrinterEmulator
+from tests.printer_emulator import PrinterEmulator, printed_order_ids
 from tests.support import Received, ShiftedClock, Stack, Subscriber, wait_for
 
 PRINTER_ID = "grill-printer"
@@ -109,9 +109,8 @@ def tickets(stack: Stack, rid: int) -> list[Ticket]:
 
 
 def printed_orders(printer: PrinterEmulator) -> list[int]:
-    """The order numbers on the paper, in the order they came out."""
-    lines = (line for text in printer.texts() for line in text.splitlines())
-    return [int(line.removeprefix("ORDER #")) for line in lines if line.startswith("ORDER #")]
+    """The order ids on the paper, in the order they came out."""
+    return printed_order_ids(printer.texts())
 
 
 def watcher(stack: Stack, subscribers: list[Subscriber], rid: int, topic: str, name: str = "watcher") -> Subscriber:
@@ -154,7 +153,7 @@ def test_paper_out_fails_over_to_the_backup_which_prints_backup_from(
     wait_for(lambda: backup.tickets, timeout=20)
     [text] = backup.texts()
     assert text.splitlines()[0] == " BACKUP FROM GRILL "
-    assert f"ORDER #{order['id']}" in text
+    assert f"ORDER #{order['number']}" in text
     assert primary.tickets == [] and b"ORDER" not in bytes(primary.lost)  # nothing was sent to it
     wait_for(lambda: tickets(stack, rid)[0].state == "printed")
 
@@ -171,7 +170,7 @@ def test_paper_out_fails_over_to_the_backup_which_prints_backup_from(
     )
     second = place(grill, table="T8")
     wait_for(lambda: primary.tickets, timeout=20)
-    assert primary.texts()[0].splitlines()[:2] == ["GRILL", f"ORDER #{second['id']}"]
+    assert primary.texts()[0].splitlines()[:2] == ["GRILL", f"ORDER #{second['number']}"]
     assert len(backup.tickets) == 1
 
 
@@ -221,7 +220,7 @@ def test_a_ticket_journaled_as_printing_reprints_after_a_restart_and_a_printed_o
     wait_for(lambda: printer.tickets)
     wait_for(lambda: tickets(stack, rid)[0].state == "printed")
     [text] = printer.texts()
-    assert text.splitlines()[:3] == [" REPRINT ", "GRILL", f"ORDER #{interrupted['id']}"]
+    assert text.splitlines()[:3] == [" REPRINT ", "GRILL", f"ORDER #{interrupted['number']}"]
 
     # the broker delivers the printed one again (a redelivery after a lost PUBACK): acknowledged, not printed
     service = Subscriber(stack.settings.mqtt_port, "svc-test", stack.mqtt_token("svc-test", "service", None))

@@ -25,6 +25,7 @@ TICKET = {
     "id": 17,
     "kind": "new",
     "order_id": 311,
+    "number": 12,
     "version": 1,
     "station": "grill",
     "created_at": "2026-11-28T19:42:00.123Z",
@@ -51,6 +52,7 @@ CASES = {
     "maybe_printed": lambda: render(ticket(), reprint=True, tz=UTC),
     "backup": lambda: render(ticket(), backup_from="grill", tz=UTC),
     "pickup": lambda: render(ticket(table_name=None, pickup_name="Maria", server_name=None, notes=""), tz=UTC),
+    "no_number": lambda: render(ticket(number=None), tz=UTC),  # from a bus older than order numbers
 }
 
 
@@ -74,7 +76,7 @@ def test_a_ticket_starts_with_a_printer_reset_and_ends_with_a_feed_and_full_cut(
 def test_the_layout_has_what_the_kitchen_reads():
     text = ticket_text(render(ticket(), tz=UTC))
     lines = text.splitlines()
-    assert lines[:3] == ["GRILL", "ORDER #311", "19:42  2026-11-28                ticket 17"]
+    assert lines[:3] == ["GRILL", "ORDER #12", "19:42  2026-11-28      order 311 ticket 17"]  # the number is called out
     assert "TABLE T12" in lines and "Server: Ana" in lines
     # grouped by course in order of first appearance, modifiers and notes indented under their item
     assert lines.index("-- MAINS --") < lines.index("2 x Burger") < lines.index("    + no onion")

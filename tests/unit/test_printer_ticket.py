@@ -66,6 +66,9 @@ def test_envelopes_that_are_not_tickets_are_refused(payload, message):
     ("changes", "message"),
     [
         ({"kind": "urgent"}, "kind"),
+        ({"number": 0}, "number"),
+        ({"number": "12"}, "number"),
+        ({"number": True}, "number"),
         ({"order_id": "311"}, "order_id"),
         ({"order_id": True}, "order_id"),
         ({"version": None}, "version"),
@@ -99,6 +102,12 @@ def test_a_ticket_without_a_usable_id_is_refused_without_one(ticket_id):
     with pytest.raises(BadTicket, match="id") as refused:
         parse_envelope(envelope({**TICKET, "id": ticket_id}))
     assert refused.value.ticket_id is None
+
+
+def test_the_restaurants_order_number_is_read_and_a_bus_without_it_gives_none():
+    assert parse_ticket({**TICKET, "number": 12}).number == 12
+    assert parse_ticket({k: v for k, v in TICKET.items() if k != "number"}).number is None
+    assert parse_ticket(json.loads(parse_ticket({**TICKET, "number": 12}).to_json())).number == 12  # the journal
 
 
 def test_the_fingerprint_tells_a_redelivery_from_a_reused_id():
