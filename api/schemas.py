@@ -75,6 +75,12 @@ class InvitedUserOut(UserOut):
     password: str
 
 
+class ArchivedOut(RestaurantOut):
+    archived_at: datetime
+    devices_revoked: int  # by this request; 0 when it was archived already
+    users_removed: int
+
+
 class RestaurantCreatedOut(RestaurantOut):
     admin: InvitedUserOut | None  # the first admin, when one was asked for
 

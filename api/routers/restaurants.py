@@ -1,4 +1,5 @@
-"""Restaurants: a super_admin (the chain's operator) adds them, each with its first admin; admins read their own."""
+"""Restaurants: a super_admin (the chain's operator) adds them, each with its first admin, and archives
+them; admins read their own."""
 
 from __future__ import annotations
 
@@ -6,9 +7,9 @@ from fastapi import APIRouter, Response, status
 
 from api.deps import CurrentUser, Paging, UowDep
 from api.openapi import errors
-from api.schemas import Page, RestaurantCreatedOut, RestaurantOut, invited_out, restaurant_out
-from core.commands import NewRestaurantIn
-from core.services import restaurants, users
+from api.schemas import ArchivedOut, Page, RestaurantCreatedOut, RestaurantOut, invited_out, restaurant_out
+from core.commands import Id, NewRestaurantIn
+from core.services import archive, restaurants, users
 from core.services.users import Actor
 
 router = APIRouter(prefix="/restaurants", tags=["restaurants"])
@@ -39,3 +40,17 @@ def list_restaurants(caller: CurrentUser, uow: UowDep, window: Paging) -> Page[R
     only = None if caller.role == "super_admin" else own
     found = restaurants.list_restaurants(uow, window, only)
     return Page(data=[restaurant_out(row) for row in found.rows], count=found.count)
+
+
+@router.post("/{restaurant_id}/archive", responses=errors(403, 404, why=None))
+def archive_restaurant(caller: CurrentUser, restaurant_id: Id, uow: UowDep) -> ArchivedOut:
+    """Close a restaurant for good: its devices revoked, its staff removed, out of the lists; its orders and
+    events stay (`core.services.archive`). A super_admin's; archiving again answers the same with zero counts."""
+    done = archive.archive_restaurant(uow, Actor.from_claims(caller.claims), restaurant_id)
+    assert done.restaurant.archived_at is not None
+    return ArchivedOut(
+        **restaurant_out(done.restaurant).model_dump(),
+        archived_at=done.restaurant.archived_at,
+        devices_revoked=done.devices_revoked,
+        users_removed=done.users_removed,
+    )

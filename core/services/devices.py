@@ -15,8 +15,9 @@ from core import domain, events
 from core.commands import DeviceIn
 from core.domain import DomainError, NotFound
 from core.locking import locked
-from core.models import Device, MenuItem, Restaurant, utcnow
+from core.models import Device, MenuItem, utcnow
 from core.paging import Page, Window, page
+from core.services import restaurants
 from core.tokens import TokenError, TokenService
 from core.topics import DEVICE_ROLES, PRESENCE_STATES
 from core.unit_of_work import UnitOfWork
@@ -47,8 +48,7 @@ def get_device(uow: UnitOfWork, restaurant_id: int, device_id: str, *, lock: boo
 
 def create_device(uow: UnitOfWork, tokens: TokenService, restaurant_id: int, data: DeviceIn) -> IssuedDevice:
     """Register a device and issue its first broker token, which is returned here and nowhere else."""
-    if uow.session.get(Restaurant, restaurant_id) is None:  # only a super_admin can name an unknown one
-        raise NotFound(f"restaurant {restaurant_id} not found")
+    restaurants.open_restaurant(uow, restaurant_id)  # only a super_admin can name an unknown one
     if uow.session.get(Device, data.id) is not None:
         # Ids are MQTT client ids, so they are unique across restaurants; say nothing about whose it is.
         raise DomainError(f"device id {data.id} is already taken; choose another")

@@ -7,6 +7,7 @@ from collections.abc import Collection
 from sqlmodel import col, select
 
 from core.commands import RestaurantIn
+from core.domain import DomainError, NotFound
 from core.models import Restaurant
 from core.paging import Page, Window, page
 from core.unit_of_work import UnitOfWork
@@ -19,9 +20,20 @@ def create_restaurant(uow: UnitOfWork, data: RestaurantIn) -> Restaurant:
     return restaurant
 
 
+def open_restaurant(uow: UnitOfWork, rid: int) -> Restaurant:
+    """The restaurant, for a use case that adds to it (a device, a user): NotFound, or a conflict when
+    it is archived (`core.services.archive`)."""
+    restaurant = uow.session.get(Restaurant, rid)
+    if restaurant is None:
+        raise NotFound(f"restaurant {rid} not found")
+    if restaurant.archived_at is not None:
+        raise DomainError(f"restaurant {rid} is archived; nothing can be added to it")
+    return restaurant
+
+
 def list_restaurants(uow: UnitOfWork, window: Window, only: Collection[int] | None = None) -> Page[Restaurant]:
-    """All restaurants, or those of `only` (an admin's own; empty for a caller of none)."""
-    query = select(Restaurant).order_by(col(Restaurant.id))
+    """The restaurants not archived, all of them or those of `only` (an admin's own; empty for a caller of none)."""
+    query = select(Restaurant).where(col(Restaurant.archived_at).is_(None)).order_by(col(Restaurant.id))
     if only is not None:
         query = query.where(col(Restaurant.id).in_(only))
     return page(uow, query, window)

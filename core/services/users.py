@@ -105,8 +105,6 @@ def create_user(uow: UnitOfWork, rid: int, email: str, name: str, role: str, pas
     API's rules do not bind (whoever runs it holds the database)."""
     if role not in (ADMIN, STAFF):
         raise DomainError(f"role must be {ADMIN} or {STAFF}")
-    if uow.session.get(Restaurant, rid) is None:
-        raise NotFound(f"restaurant {rid} not found")
     return _add(uow, rid, email, name, role, password)
 
 
@@ -207,6 +205,8 @@ def _invite(uow: UnitOfWork, rid: int, data: UserIn | AdminIn, role: str) -> Inv
 
 
 def _add(uow: UnitOfWork, rid: int | None, email: str, name: str, role: str, password: str) -> User:
+    if rid is not None:
+        restaurants.open_restaurant(uow, rid)
     if _by_email(uow, email) is not None:
         raise DomainError(f"a user with email {email.lower()} exists already")
     user = User(restaurant_id=rid, email=email.lower(), name=name, role=role, password_hash=hash_password(password))
