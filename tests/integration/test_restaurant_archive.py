@@ -28,8 +28,8 @@ def state(engine: Engine, rid: int) -> tuple[Any, list[tuple[str, bool]], list[s
     with UnitOfWork(engine) as uow:
         restaurant = uow.session.get(Restaurant, rid)
         assert restaurant is not None
-        found = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id))  # type: ignore[arg-type]
-        people = uow.session.exec(select(User.email).where(User.restaurant_id == rid).order_by(User.email))  # type: ignore[arg-type]
+        found = uow.session.exec(select(Device).where(Device.restaurant_id == rid).order_by(Device.id))
+        people = uow.session.exec(select(User.email).where(User.restaurant_id == rid).order_by(User.email))
         events = uow.session.exec(select(OutboxEvent).where(OutboxEvent.restaurant_id == rid)).all()
         return restaurant.archived_at, [(d.id, d.revoked) for d in found], list(people), len(events)
 
@@ -99,7 +99,7 @@ def test_archiving_on_both_databases_revokes_every_device_once_even_twice_at_onc
         assert rid is not None
         for n in range(3):
             tablet = DeviceIn(id=f"tab-{n}", kind="tablet", name=f"tab-{n}")
-            devices.create_device(uow, TokenService("k" * 32), rid, tablet)
+            devices.create_device(uow, TokenService(b"k" * 32), rid, tablet)
         uow.commit()
     events_before = state(db, rid)[3]
     results: list[Any] = []
@@ -127,8 +127,9 @@ def test_only_a_super_admin_archives_and_an_unknown_restaurant_is_not_found(db: 
     with UnitOfWork(db) as uow:
         rid = users.create_restaurant(uow, Actor("super_admin", None), NewRestaurantIn(name="Diner"))[0].id
         uow.commit()
+    assert rid is not None
     with UnitOfWork(db) as uow, pytest.raises(Forbidden):
         archive.archive_restaurant(uow, Actor("admin", rid), rid)
     with UnitOfWork(db) as uow, pytest.raises(DomainError, match="not found"):
         archive.archive_restaurant(uow, Actor("super_admin", None), 424242)
-    assert state(db, rid or 0)[0] is None
+    assert state(db, rid)[0] is None
