@@ -60,7 +60,10 @@ def simulate(
     data_dir: DataDir = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Also write the report here as JSON.")] = None,
     keep: Annotated[
-        bool, typer.Option("--keep", help="Keep the simulated devices afterwards (default: revoke them).")
+        bool,
+        typer.Option(
+            "--keep", help="Keep the simulated restaurants afterwards (default: archive them, revoking their devices)."
+        ),
     ] = False,
     progress_every: Annotated[float, typer.Option(min=0.5, help="Seconds between progress lines.")] = 5.0,
 ) -> None:
@@ -146,12 +149,12 @@ async def _simulate(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)  # devices say `offline` as they stop
         drops_after = await _broker_drops(http, url)
-        removed = 0 if keep else await _revoke(http, sites)
+        archived = {"restaurants": 0, "devices_revoked": 0} if keep else await _archive(http, sites)
     report = summary(run)
     report["broker_drops"] = {
         cause: drops_after.get(cause, 0) - drops_before.get(cause, 0) for cause in sorted(set(drops_after))
     }
-    report["devices_revoked"] = removed
+    report["archived"] = archived
     report["fleet"] = {"restaurants": shape.restaurants, **per_kind(sites)}
     report["orders_per_minute"], report["duration_s"] = orders_per_minute, duration
     return report
@@ -190,19 +193,22 @@ async def _broker_drops(http: httpx.AsyncClient, url: str) -> dict[str, float]:
     return drops
 
 
-async def _revoke(http: httpx.AsyncClient, sites: list) -> int:
-    """Revoke the devices this run registered, so they leave the device counts (`--keep` keeps them).
-    The restaurants stay (the API has no restaurant delete; their orders are history): named `sim <run> #n`."""
-    revoked = 0
+async def _archive(http: httpx.AsyncClient, sites: list) -> dict[str, int]:
+    """Archive the restaurants this run made (`sim <run> #n`): their devices revoked, out of the lists and
+    the device counts; their orders stay as history (`core.services.archive`). `--keep` keeps them."""
+    archived = {"restaurants": 0, "devices_revoked": 0}
     for site in sites:
-        for device_id in [*site.printers, *site.tablets, *site.scales]:
-            response = await http.delete(f"/restaurants/{site.rid}/devices/{device_id}")
-            if response.status_code == 204:
-                revoked += 1
-            else:
-                console.print(f"could not revoke {device_id}: {response.status_code} {response.text[:200]}")
-    console.print(f"revoked the {revoked} simulated devices (--keep keeps them)")
-    return revoked
+        response = await http.post(f"/restaurants/{site.rid}/archive")
+        if response.status_code == 200:
+            archived["restaurants"] += 1
+            archived["devices_revoked"] += response.json()["devices_revoked"]
+        else:
+            console.print(f"could not archive restaurant {site.rid}: {response.status_code} {response.text[:200]}")
+    console.print(
+        f"archived the {archived['restaurants']} simulated restaurants, {archived['devices_revoked']} devices revoked"
+        " (--keep keeps them)"
+    )
+    return archived
 
 
 def _fleet_tasks(run: FleetRun, readings_per_second: float) -> list[asyncio.Task]:
@@ -238,6 +244,6 @@ def _print(report: dict) -> None:
         "connect_failures",
         "simulator_loop_lag_ms",
         "broker_drops",
-        "devices_revoked",
+        "archived",
     ):
         out.print(f"{name}: {report[name]}")

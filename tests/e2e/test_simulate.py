@@ -93,7 +93,7 @@ def test_with_keep_the_devices_stay_registered_and_none_reads_online_once_it_end
     assert result.returncode == 0, result.stdout + result.stderr
     assert "orders " in result.stderr and "printed " in result.stderr  # a progress line
     report = json.loads(report_file.read_text())
-    assert report["devices_revoked"] == 0
+    assert report["archived"] == {"restaurants": 0, "devices_revoked": 0}
     assert set(report["broker_drops"]) >= {"rate_limit", "queue_full"}  # read from /metrics before and after
     rows = simulated_devices(stack)
     assert len(rows) == 3
@@ -131,7 +131,7 @@ def test_a_killed_simulator_leaves_its_devices_lost_not_online(stack: Stack, tmp
     assert device_counts(stack) == (0, 0)
 
 
-def test_without_keep_the_simulated_devices_are_revoked(stack: Stack, tmp_path: Path):
+def test_without_keep_the_simulated_restaurants_are_archived_and_their_devices_revoked(stack: Stack, tmp_path: Path):
     report_file = tmp_path / "report.json"
     result = simulate(
         stack,
@@ -139,9 +139,15 @@ def test_without_keep_the_simulated_devices_are_revoked(stack: Stack, tmp_path: 
         *("--orders-per-minute", "120", "--duration", "2", "--drain", "10", "--json", str(report_file)),
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert json.loads(report_file.read_text())["devices_revoked"] == 2
+    assert json.loads(report_file.read_text())["archived"] == {"restaurants": 1, "devices_revoked": 2}
     rows = simulated_devices(stack)
     assert len(rows) == 2 and all(row.revoked for row in rows)
+    with stack.http(stack.api_token("ops", "super_admin", None)) as http:
+        listed = http.get("/restaurants").json()["data"]
+    assert not [r for r in listed if r["name"].startswith("sim ")], listed  # out of the lists (the picker)
+    with stack.engine.connect() as connection:
+        sims = connection.execute(text("SELECT archived_at FROM restaurant WHERE name LIKE 'sim %'")).all()
+    assert len(sims) == 1 and sims[0][0] is not None  # archived, not deleted: its orders stay history
     metrics = httpx.get(f"{stack.base_url}/metrics").text
     online = [
         line for line in metrics.splitlines() if line.startswith("orderbus_devices{") and 'presence="online"' in line
