@@ -296,8 +296,8 @@ class Runtime:
                 self.settings, self.parts.engine, self.parts.tokens, self.wake_relay, self.parts.device_grants
             )
             app.state.collectors = self.collectors  # for /metrics; the API adds its own database
-            if self.with_broker and not self.on_nats:  # the client list and disconnect (api.routers.ops_clients)
-                app.state.clients = BrokerClients(lambda: self.broker)
+            if self.with_broker:  # the client list and disconnect (api.routers.ops_clients)
+                app.state.clients = self.clients()
             app.state.ready_checks = self.ready_checks()
             await self._serve_http(app, self.settings.http_port, "--http-port")
         elif port := self.settings.metrics_port:  # no API in this process: /metrics, /readyz on a port of their own
@@ -361,6 +361,18 @@ class Runtime:
         from cli.callout import start_responder  # the `nats` extra; cli/callout.py imports this module
 
         self.responder = await start_responder(self.parts, self.settings.nats_urls)
+
+    def clients(self) -> Any:
+        """The connected MQTT clients as this process's broker sees them: the embedded broker's tables, or on
+        NATS the cluster's CONNZ through the responder (`broker.nats.clients`)."""
+        if not self.on_nats:
+            return BrokerClients(lambda: self.broker)
+        from broker.nats.clients import NatsClients  # the `nats` extra
+
+        def system() -> Any:
+            return self.responder[0].system if self.responder is not None else None
+
+        return NatsClients(system, self.responder[0].decider.account, asyncio.get_running_loop())
 
     def responder_connected(self) -> bool:
         callout = getattr(self.responder[0], "_callout", None) if self.responder is not None else None

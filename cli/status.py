@@ -202,7 +202,7 @@ def clients_table(clients: list[dict[str, Any]] | str) -> Any:
             str(client.get("restaurant_id") if client.get("restaurant_id") is not None else "-"),
             str(client.get("address") or "-"),
             str(client.get("connected_since") or "-")[:19],
-            f"{client.get('queue_depth', 0):,}",
+            "-" if client.get("queue_depth") is None else f"{client['queue_depth']:,}",  # NATS does not say
         )
     return table
 

@@ -101,6 +101,7 @@ BOTH_STACKS = {
     "tests.e2e.test_bus",
     "tests.e2e.test_dashboard",
     "tests.e2e.test_dashboard_rush",
+    "tests.integration.test_ops_clients",
 }
 BACKENDS = ("embedded-sqlite", "nats-postgres")
 # The security suite's ACL and token attack files, whose `broker` (a broker alone, no database) runs on both:

@@ -7,8 +7,10 @@
   restaurant's clients: another restaurant's is 403 and nothing happens; a client that is not
   connected is 404. Every attempt is logged (who, which client, the outcome) and counted.
 
-The clients come from `app.state.clients` (the composition root wires the embedded broker's tables,
-`broker.clients.BrokerClients`); a process without the embedded broker answers 503 and says why.
+The clients come from `app.state.clients`, which the composition root wires to the broker this process
+runs: the embedded broker's tables (`broker.clients.BrokerClients`), or on NATS the cluster's CONNZ
+through the responder (`broker.nats.clients.NatsClients`). A process that runs no broker (a separate
+`orderbus api`) answers 503 and says where to look.
 """
 
 from __future__ import annotations
@@ -47,11 +49,11 @@ class ClientOut(BaseModel):
     role: str
     restaurant_id: int | None
     address: str | None
-    listener: str
+    listener: str | None  # tcp, ws, tls, wss; None on NATS, whose CONNZ shows both as MQTT
     connected_since: str | None
-    queue_depth: int
-    inflight: int
-    persistent: bool
+    queue_depth: int | None  # None where the broker does not say (NATS: the session's JetStream consumer)
+    inflight: int | None
+    persistent: bool | None
 
 
 class Clients(Protocol):
@@ -64,8 +66,8 @@ def _clients(request: Request) -> Clients:
     if clients is None:
         raise HTTPException(
             status.HTTP_503_SERVICE_UNAVAILABLE,
-            "the client list is read from the embedded broker, which this process does not run "
-            "(on NATS: the nodes' /connz?mqtt monitoring endpoint)",
+            "the client list is read from the broker this process runs, and it runs none: ask the process that "
+            "runs the broker or the responder (orderbus up), or the NATS nodes' /connz monitoring endpoint",
         )
     return clients
 

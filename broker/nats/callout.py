@@ -178,13 +178,19 @@ class Credentials:
 
 
 def user_name(claims: dict[str, Any]) -> str:
-    """The NATS user name of a connection (`authorized_user` in CONNZ): `sub/role/jti`, what the denylist
-    needs, so a responder that did not admit a connection (restarted, or another one) can still judge it."""
-    return f"{claims['sub']}/{claims.get('role')}/{claims.get('jti')}"
+    """The NATS user name of a connection (`authorized_user` in CONNZ): `sub/role/rid/jti` (`-` for no
+    restaurant), what the denylist and the operators' client list need, so a responder that did not admit
+    a connection (restarted, or another one) can still judge it and say whose it is."""
+    rid = claims.get("rid")
+    return f"{claims['sub']}/{claims.get('role')}/{rid if isinstance(rid, int) else '-'}/{claims.get('jti')}"
 
 
 def claims_of_user(name: str) -> dict[str, Any] | None:
-    """The claims `user_name` wrote, or None for a name that is not one of ours."""
+    """The claims `user_name` wrote, or None for a name that is not one of ours. A name of the form
+    before restaurants were in it (`sub/role/jti`, a connection older than this responder) has no `rid`."""
+    parts = name.rsplit("/", 3)
+    if len(parts) == 4 and all(parts) and (parts[2] == "-" or parts[2].isdigit()):
+        return {"sub": parts[0], "role": parts[1], "rid": None if parts[2] == "-" else int(parts[2]), "jti": parts[3]}
     parts = name.rsplit("/", 2)
     if len(parts) != 3 or not all(parts):
         return None

@@ -43,14 +43,11 @@ from broker.nats.callout import (
     claims_of_user,
     system_user_of,
 )
+from broker.nats.connections import cluster_connections, kick
 from broker.nats.retained_consumers import RetainedConsumers
 
 log = logging.getLogger("orderbus.callout")
 
-KICK_SUBJECT = "$SYS.REQ.SERVER.{server_id}.KICK"
-CONNZ_ALL = "$SYS.REQ.SERVER.PING.CONNZ"
-CONNZ_ONE = "$SYS.REQ.SERVER.{server_id}.CONNZ"
-CONNZ_PAGE = 1024
 DISCONNECT_EVENTS = "$SYS.ACCOUNT.{account}.DISCONNECT"
 QUEUE_GROUP = "orderbus-callout"
 
@@ -223,9 +220,8 @@ class Responder:
             return 0
         doomed = [entry for entry in self.admitted.values() if self.decider.refuses(entry.claims)]
         for entry in doomed:
-            subject = KICK_SUBJECT.format(server_id=entry.server_id)
             try:
-                await self._system.request(subject, json.dumps({"cid": entry.cid}).encode(), timeout=1)
+                await kick(self._system, entry.server_id, entry.cid)
                 result = "ok"
                 self.admitted.pop((entry.server_id, entry.cid), None)
             except Exception as exc:  # kept: the next refresh tries again
@@ -240,42 +236,20 @@ class Responder:
         from every server's CONNZ, so that a revocation kicks them too; the number learned."""
         if self._system is None:
             return 0
-        inbox = self._system.new_inbox()
-        replies = await self._system.subscribe(inbox)
-        query = {"acc": self.decider.account, "auth": True, "limit": CONNZ_PAGE}
-        await self._system.publish(CONNZ_ALL, json.dumps(query).encode(), reply=inbox)
-        pages: list[dict[str, Any]] = []
-        deadline = asyncio.get_running_loop().time() + wait_seconds
-        while (left := deadline - asyncio.get_running_loop().time()) > 0:
-            try:
-                pages.append(json.loads((await replies.next_msg(timeout=left)).data))
-            except TimeoutError:
-                break
-            except ValueError:
-                log.warning("callout: unreadable CONNZ reply")
-        await replies.unsubscribe()
         learned = 0
-        for page in pages:
-            data = page.get("data") or {}
-            server_id, connections = data.get("server_id"), list(data.get("connections") or [])
-            offset = len(connections)
-            while server_id and offset < int(data.get("total", 0)):  # the rest of a big server, page by page
-                more = await self._system.request(
-                    CONNZ_ONE.format(server_id=server_id), json.dumps(query | {"offset": offset}).encode(), timeout=2
-                )
-                batch = (json.loads(more.data).get("data") or {}).get("connections") or []
-                if not batch:
-                    break
-                connections += batch
-                offset += len(batch)
-            for connection in connections:
-                claims = claims_of_user(str(connection.get("authorized_user", "")))
-                cid = connection.get("cid")
-                if server_id and claims is not None and isinstance(cid, int):
-                    self.admitted.setdefault((server_id, cid), Admitted(server_id, cid, claims | {"exp": 2**62}))
-                    learned += 1
-        log.info("callout: recalled %d connections from %d servers", learned, len(pages))
+        for server_id, connection in await cluster_connections(self._system, self.decider.account, wait_seconds):
+            claims = claims_of_user(str(connection.get("authorized_user", "")))
+            cid = connection.get("cid")
+            if claims is not None and isinstance(cid, int):
+                self.admitted.setdefault((server_id, cid), Admitted(server_id, cid, claims | {"exp": 2**62}))
+                learned += 1
+        log.info("callout: recalled %d connections", learned)
         return learned
+
+    @property
+    def system(self) -> Any:
+        """The connection in the system account (CONNZ, KICK), for `broker.nats.clients`; None when stopped."""
+        return self._system
 
     def on_denylist_change(self) -> None:
         """For `RevocationWatch.on_refresh` (called on the loop): sweep in the background."""

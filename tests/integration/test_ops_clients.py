@@ -1,5 +1,6 @@
 """Connected clients for operators (`GET /ops/clients`, `POST /ops/clients/{id}/disconnect`), and presence
-that follows the connection: a device an admin disconnects reads `lost` (its Last Will)."""
+that follows the connection: a device an admin disconnects reads `lost` (its Last Will). On both stacks:
+the embedded broker's tables, and the NATS cluster's CONNZ through the responder (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY
 
+from core.topics import every_device
 from scripts import raw_mqtt as raw
 from tests.support import App, Stack, free_port, wait_for
 
@@ -27,6 +29,8 @@ def two_sites(stack: Stack):
     a = stack.add_restaurant("Clients A", "clients-a@example.com")
     b = stack.add_restaurant("Clients B", "clients-b@example.com")
     token = stack.add_device(a, "printer-cl-1", "printer", station="grill")
+    # NATS: the ingest's SUBACK can come before its consumer delivers (tests.support.nats_subscribed)
+    wait_for(lambda: stack.subscribed(every_device("status"), "orderbus-ingest"), timeout=60)
     status_topic = f"restaurant/{a}/devices/printer-cl-1/status"
     sock = raw.open_socket(stack.settings.mqtt_port)
     sock.sendall(raw.connect("printer-cl-1", token, keepalive=30, will=(status_topic, b'{"state": "lost"}', True)))
@@ -61,8 +65,10 @@ def test_clients_are_listed_per_restaurant_and_another_restaurants_disconnect_is
     a = two_sites["a"]
     mine = listed(two_sites["admin_a"], "printer-cl-1")
     assert mine is not None
-    assert (mine["role"], mine["restaurant_id"], mine["listener"]) == ("printer", a, "tcp")
-    assert mine["address"].startswith("127.0.0.1:") and mine["queue_depth"] == 0
+    assert (mine["role"], mine["restaurant_id"]) == ("printer", a)
+    assert mine["address"].startswith("127.0.0.1:")
+    # what NATS does not say is None (broker/nats/clients.py), not a made-up 0
+    assert (mine["listener"], mine["queue_depth"]) == ((None, None) if stack.on_nats else ("tcp", 0))
     assert datetime.fromisoformat(mine["connected_since"]).tzinfo is not None
     assert listed(two_sites["root"], "printer-cl-1") is not None  # super_admin sees every client
     assert listed(two_sites["admin_b"], "printer-cl-1") is None  # B's admin does not see A's printer
@@ -105,7 +111,7 @@ def test_an_admin_disconnects_their_printer_and_its_presence_becomes_lost(stack:
     assert done.status_code == 200, done.text
     assert outcomes("done") == before + 1
     assert any("printer-cl-1" in r.getMessage() and "by=admin-a" in r.getMessage() for r in caplog.records)
-    assert listed(two_sites["root"], "printer-cl-1") is None
+    wait_for(lambda: listed(two_sites["root"], "printer-cl-1") is None)
     wait_for(lambda: stack.device("printer-cl-1").presence == "lost")
     sock: socket.socket = two_sites["sock"]
     sock.settimeout(5)
@@ -167,6 +173,7 @@ class _Metrics(BaseHTTPRequestHandler):
 
 def test_status_marks_the_figures_stale_when_the_server_stops_answering(stack: Stack):
     _Metrics.body = httpx.get(f"{stack.base_url}/metrics").content
+    _Metrics.served = _Metrics.hung_up = 0  # class-wide: a run on the other stack counted too
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Metrics)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_address[1]}"
