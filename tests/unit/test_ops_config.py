@@ -69,6 +69,9 @@ def test_the_alert_rules_parse_and_cover_what_the_issue_asks(exposed):
         "OrderbusLoginsLimited",
     ):
         assert needed in alerts
+    # a single unconfirmed ticket is the kitchen's notification, not a page: a threshold and a delay
+    unacknowledged = alerts["OrderbusTicketsUnacknowledged"]
+    assert unacknowledged["for"] and unacknowledged["expr"].rstrip().endswith(">= 3"), unacknowledged
     for name, rule in alerts.items():
         assert rule["labels"]["severity"] in ("warning", "critical"), name
         assert rule["annotations"]["summary"], name
@@ -83,6 +86,13 @@ def test_the_grafana_dashboard_is_json_and_every_panel_queries_exposed_metrics(e
     assert len(queries) >= 20
     used = {metric for expr in queries for metric in METRIC.findall(expr)}
     assert used - exposed == set()
+    # every import input it declares is used, and every variable it uses is declared (the picker `datasource`)
+    text = (CONFIG / "grafana-dashboard.json").read_text()
+    declared = {entry["name"] for entry in dashboard.get("__inputs", [])}
+    variables = {entry["name"] for entry in dashboard["templating"]["list"]}
+    referenced = set(re.findall(r"\$\{(\w+)", text))
+    assert {name for name in declared if f"${{{name}}}" not in text} == set()
+    assert referenced - variables - declared == set(), referenced
     # every figure the ops page shows has a panel
     for family in (
         "orderbus_broker_connections",

@@ -17,6 +17,15 @@ const int = (v, fallback = 0) => (Number.isInteger(v) ? v : fallback);
 const text = (v, max = 500) => (typeof v === "string" ? v.slice(0, max) : "");
 const optText = (v, max = 120) => (typeof v === "string" ? v.slice(0, max) : null);
 
+/** A kitchen ticket in the staff's words: "Void ticket for order #12 sent to grill" (never the event's name). */
+export function ticketSummary(ticket, resent = false) {
+  const kinds = { new: "Ticket", void: "Void ticket", reprint: "Reprint" };
+  const number = int(ticket.number) || int(ticket.order_id);
+  const order = number ? ` for order #${number}` : "";
+  const station = text(ticket.station, 40);
+  return `${kinds[ticket.kind] ?? "Kitchen ticket"}${order} sent to ${station || "the kitchen"}${resent ? " again" : ""}`;
+}
+
 export function formatCents(cents) {
   const value = int(cents);
   const sign = value < 0 ? "-" : "";
@@ -283,6 +292,8 @@ export class DashboardState {
       summary = `Menu ${text(data.action, 40) || "updated"}`;
     } else if (type === "category_updated") {
       summary = `Category ${text(data.action, 40) || "updated"}`;
+    } else if (type === "kitchen_ticket") {
+      summary = ticketSummary(isObject(data.ticket) ? data.ticket : {}, data.resent === true);
     }
     this.activity.unshift({ seq, type, summary, ts: typeof envelope.ts === "string" ? envelope.ts : "", source });
     this.activity.length = Math.min(this.activity.length, MAX_ACTIVITY);

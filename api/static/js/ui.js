@@ -54,7 +54,9 @@ function setText(el, value) {
 function timeOf(iso) {
   if (!iso) return "";
   const date = new Date(iso.endsWith("Z") || /[+-]\d\d:\d\d$/.test(iso) ? iso : `${iso}Z`);
-  return Number.isNaN(date.getTime()) ? "" : date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+  if (Number.isNaN(date.getTime())) return "";
+  // no-break spaces: "07:42 PM" never wraps between the time and its AM/PM (some locales put a space in it)
+  return date.toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" }).replace(/\s/g, "\u00a0");
 }
 
 /** A card's title: "#12 · T4", "#13 · Ana" (the full label is its tooltip and in announcements). */

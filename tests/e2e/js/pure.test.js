@@ -13,6 +13,7 @@ import {
   orderLabel,
   sanitizeOrder,
   sinceMs,
+  ticketSummary,
 } from "/static/js/state.js";
 import { LiveConnection, grantedCodes, subscriptionFilters, websocketUrl } from "/static/js/connection.js";
 import { Api, ApiError, newIdempotencyKey } from "/static/js/api.js";
@@ -276,6 +277,17 @@ test("an event and the retained state repeating it count once", () => {
   state.applyOrderState(5, e);
   eq(state.openOrders().length, 1);
   eq(state.activity.length, 1);
+});
+
+test("a kitchen ticket reads as a sentence in the activity log, never the event's name", () => {
+  const state = new DashboardState(RID);
+  const ticket = { id: 4, kind: "void", order_id: 311, number: 12, station: "grill" };
+  state.applyEvent({ ...env(7, { type: "kitchen_ticket" }), data: { ticket } }, "live");
+  eq(state.activity[0].summary, "Void ticket for order #12 sent to grill");
+  eq(ticketSummary({ kind: "new", order_id: 9, station: "bar" }, true), "Ticket for order #9 sent to bar again");
+  eq(ticketSummary({ kind: "<b>", number: "x", station: 5 }), "Kitchen ticket sent to the kitchen"); // junk: still words
+  state.applyEvent({ ...env(8, { type: "kitchen_ticket" }), data: { ticket: "junk" } }, "live");
+  ok(!state.activity[0].summary.includes("kitchen_ticket"), state.activity[0].summary);
 });
 
 test("state is applied by seq: an older retained message does not undo a newer event", () => {
