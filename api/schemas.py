@@ -59,6 +59,7 @@ class MqttTokenOut(BaseModel):
 class RestaurantOut(BaseModel):
     id: int
     name: str
+    currency: str  # ISO 4217; every `*_cents` of the restaurant is in hundredths of it
 
 
 class UserOut(BaseModel):

@@ -76,8 +76,13 @@ class Patch(Strict):
         return self
 
 
+# ISO 4217 code: amounts stay in hundredths (`*_cents`); the code says which money they are
+Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
+
+
 class RestaurantIn(Strict):
     name: Name
+    currency: Currency = "EUR"
 
 
 # A password as typed: at least 8 characters (argon2 hashes any length; 200 bounds the work per login)

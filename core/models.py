@@ -17,6 +17,7 @@ class Restaurant(SQLModel, table=True):
     name: str
     event_seq: int = 0  # last seq handed out; bumped in the same transaction as each event
     order_seq: int = 0  # last order number handed out (`Order.number`), under the same row lock
+    currency: str = "EUR"  # ISO 4217; amounts are in hundredths of it
     archived_at: datetime | None = None  # closed: out of the lists, no devices, no staff (core.services.archive)
 
 

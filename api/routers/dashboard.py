@@ -59,6 +59,7 @@ class Snapshot(BaseModel):
 
     restaurant_id: int
     restaurant_name: str
+    restaurant_currency: str
     seq: int
     orders: list[OrderOut]
     items: list[MenuItemOut]
@@ -82,6 +83,7 @@ def read_dashboard(rid: StaffScope, uow: UowDep) -> Snapshot:
     return Snapshot(
         restaurant_id=rid,
         restaurant_name=picture.restaurant.name,
+        restaurant_currency=picture.restaurant.currency,
         seq=picture.seq,
         orders=[order_out(view) for view in picture.orders],
         items=[item_out(item) for item in picture.items],

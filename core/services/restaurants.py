@@ -14,7 +14,7 @@ from core.unit_of_work import UnitOfWork
 
 
 def create_restaurant(uow: UnitOfWork, data: RestaurantIn) -> Restaurant:
-    restaurant = Restaurant(name=data.name)
+    restaurant = Restaurant(name=data.name, currency=data.currency)
     uow.session.add(restaurant)
     uow.session.flush()  # its id, for the answer
     return restaurant

@@ -278,7 +278,9 @@ def test_an_admin_moves_an_order_along_and_refunds_it_with_the_keyboard(stack: S
     expect(card).to_have_attribute("data-status", "ready")
 
     card.locator("summary", has_text="Refund").click()
-    card.get_by_label(re.compile(f"Refund amount for order {placed['id']}")).fill("5.50")
+    expect(card.locator(".amount-label")).to_have_text("Amount (EUR)")  # the restaurant's currency
+    amount = card.get_by_label(re.compile(f"Refund amount for order {placed['id']} in EUR, up to 24.00 EUR"))
+    amount.fill("5.50")
     card.get_by_label("Reason").fill("cold fries")
     card.get_by_label("Reason").press("Enter")
     expect(card.locator(".money")).to_have_text("Total 24.00 · refunded 5.50")

@@ -242,6 +242,16 @@ def test_cors_origins_answer_preflights_for_those_origins_only(tmp_path, engine:
     assert "access-control-allow-origin" not in http.get("/config", headers={"origin": "https://evil.example"}).headers
 
 
+def test_a_restaurant_has_a_currency_eur_unless_given_and_the_dashboard_says_it(app: App, chain):
+    boss = chain["boss"]
+    made = boss.post("/restaurants", json={"name": "Diner", "currency": "USD"})
+    assert made.status_code == 201 and made.json()["currency"] == "USD", made.text
+    assert boss.get(f"/restaurants/{made.json()['id']}/dashboard").json()["restaurant_currency"] == "USD"
+    bistro = chain["Bistro"]["rid"]
+    assert {r["name"]: r["currency"] for r in boss.get("/restaurants").json()["data"]}["Bistro"] == "EUR"
+    assert boss.get(f"/restaurants/{bistro}/dashboard").json()["restaurant_currency"] == "EUR"
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -250,6 +260,10 @@ def test_cors_origins_answer_preflights_for_those_origins_only(tmp_path, engine:
         {"name": "Third", "admin": {"email": "x@third.example", "name": "Ann", "role": "super_admin"}},
         {"name": "Third", "admin": "x@third.example"},
         {"name": "", "admin": {"email": "x@third.example", "name": "Ann"}},
+        {"name": "Third", "currency": "eur"},
+        {"name": "Third", "currency": "EURO"},
+        {"name": "Third", "currency": ""},
+        {"name": "Third", "currency": 978},
     ],
 )
 def test_bad_restaurants_with_an_admin_are_422_and_make_nothing(app: App, chain, body):

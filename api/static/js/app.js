@@ -145,7 +145,7 @@ class App {
     };
     const sink = {
       snapshot: current((snapshot, options) => {
-        if (typeof snapshot?.restaurant_name === "string") this.ui.setRestaurant(snapshot.restaurant_name);
+        if (typeof snapshot?.restaurant_name === "string") this.ui.setRestaurant(snapshot.restaurant_name, snapshot.restaurant_currency);
         state.applySnapshot(snapshot, options);
         this.render();
       }),

@@ -88,6 +88,7 @@ export class DashboardUi {
     this.doc = doc;
     this.actions = actions;
     this.debug = debug;
+    this.currency = ""; // the restaurant's ISO 4217 code once its snapshot is in (setRestaurant)
     doc.body.classList.toggle("debugging", debug);
     this.$ = (id) => doc.getElementById(id);
     this.cards = new Map(); // order id -> card
@@ -162,7 +163,9 @@ export class DashboardUi {
     this.$("session-controls").hidden = false;
   }
 
-  setRestaurant(label) {
+  /** `currency`: the restaurant's ISO 4217 code, shown where staff type an amount (the refund form). */
+  setRestaurant(label, currency) {
+    this.currency = typeof currency === "string" && /^[A-Z]{3}$/.test(currency) ? currency : "";
     setText(this.$("restaurant-name"), label);
     this.doc.title = `${label} · orderbus`;
   }
@@ -309,7 +312,7 @@ export class DashboardUi {
     const refundForm = h(
       "form",
       { class: "refund-form" },
-      h("label", {}, "Amount", amount),
+      h("label", {}, h("span", { class: "amount-label" }, "Amount"), amount),
       h("label", {}, "Reason", reason),
       h("button", { type: "submit" }, "Refund"),
     );
@@ -400,7 +403,10 @@ export class DashboardUi {
     const mayRefund = (this.role === "admin" || this.role === "super_admin") && left > 0;
     card.refund.hidden = !mayRefund;
     card.amount.max = (left / 100).toFixed(2);
-    card.amount.setAttribute("aria-label", `Refund amount for order ${order.id}, up to ${formatCents(left)}`);
+    const currency = this.currency ? ` ${this.currency}` : "";
+    setText(card.root.querySelector(".amount-label"), this.currency ? `Amount (${this.currency})` : "Amount");
+    const inCurrency = this.currency ? ` in ${this.currency}` : "";
+    card.amount.setAttribute("aria-label", `Refund amount for order ${order.id}${inCurrency}, up to ${formatCents(left)}${currency}`);
   }
 
   /** Each card's waiting time, every second: minutes and seconds, marked waiting past 10 min and late past 20. */
