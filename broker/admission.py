@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from broker.policy import Grants, Policy
-from core.tokens import Audience, TokenError, TokenService
+from core.tokens import PROBE_CLIENT_PREFIX, Audience, TokenError, TokenService
 
 
 class Refused(ValueError):
@@ -45,6 +45,8 @@ def admit(
     audience: Audience = "mqtt",
 ) -> Admission:
     """The claims and grants of an accepted CONNECT, or `Refused` saying why not."""
+    if client_id.startswith(PROBE_CLIENT_PREFIX):  # a device agent asking whether we let anyone in: we do not
+        raise Refused("probe")
     if not password:
         raise Refused("no_token")
     token = password.decode("utf-8", "replace") if isinstance(password, bytes) else str(password)

@@ -62,7 +62,8 @@ class JwtAclPlugin(BaseAuthPlugin, BaseTopicPlugin):
         if reason is None:
             return True
         AUTH_FAILURES.labels(reason=reason).inc()
-        log.warning("connect refused client_id=%r reason=%s", session.client_id, reason)
+        level = logging.INFO if reason == "probe" else logging.WARNING  # every agent's start: not a warning
+        log.log(level, "connect refused client_id=%r reason=%s", session.client_id, reason)
         return False
 
     def _refusal(self, session: Session) -> str | None:

@@ -20,6 +20,9 @@ Audience = Literal["api", "mqtt"]
 UNSCOPED_ROLES = frozenset({SUPER_ADMIN, OPS, SERVICE})
 REQUIRED_CLAIMS = ["sub", "role", "exp", "iat", "jti", "aud"]
 KEY_FILE = "jwt.key"
+# A device agent's first CONNECT, sent with no token to see whether the broker lets anyone in (then it is not
+# orderbus's: devices/refusal.py). Our brokers refuse it as `probe`, counted apart from real bad logins.
+PROBE_CLIENT_PREFIX = "orderbus-probe-"
 
 
 class TokenError(ValueError):

@@ -27,6 +27,7 @@ import httpx
 import jwt
 
 from core.endpoints import parse_endpoints
+from core.tokens import PROBE_CLIENT_PREFIX
 from core.topics import DEVICE_ROLES
 
 STATUS_PATH = "/api/v1/devices/me/status"
@@ -170,7 +171,7 @@ def _connect_packet(client_id: str, username: str, password: str) -> bytes:
 def accepts_anyone(host: str, port: int, tls: ssl.SSLContext | None = None, timeout: float = 3.0) -> bool | None:
     """True when the broker at host:port accepts a CONNECT whose password is no token (so it is not orderbus's),
     False when it refuses it, None when it cannot be asked (not reachable, TLS failing: the link says why)."""
-    packet = _connect_packet(f"orderbus-probe-{uuid.uuid4().hex[:12]}", "orderbus-probe", "not-a-token")
+    packet = _connect_packet(f"{PROBE_CLIENT_PREFIX}{uuid.uuid4().hex[:12]}", "orderbus-probe", "not-a-token")
     try:
         with socket.create_connection((host, port), timeout=timeout) as raw:
             sock = tls.wrap_socket(raw, server_hostname=host) if tls is not None else raw

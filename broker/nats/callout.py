@@ -324,7 +324,8 @@ class Decider:
 
     def _refuse(self, user_nkey: str, server_id: str, reason: str, client_id: object) -> Decision:
         DECISIONS.labels(result=reason).inc()
-        log.warning("callout refused client_id=%r reason=%s", client_id, reason)
+        level = logging.INFO if reason == "probe" else logging.WARNING  # every device agent's start: not a warning
+        log.log(level, "callout refused client_id=%r reason=%s", client_id, reason)
         return Decision(reason, self._response(user_nkey, server_id, error=reason))
 
     def _response(self, user_nkey: str, server_id: str, *, jwt: str = "", error: str = "") -> bytes:

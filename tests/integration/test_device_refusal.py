@@ -14,6 +14,7 @@ from pathlib import Path
 
 import jwt
 import pytest
+from prometheus_client import REGISTRY
 
 from core.commands import DeviceKind
 from core.services import devices
@@ -21,6 +22,7 @@ from core.tokens import ALGORITHM
 from core.unit_of_work import UnitOfWork
 from devices import link as link_module
 from devices.link import DeviceLink
+from devices.refusal import accepts_anyone
 from tests.support import Stack, free_port, wait_for
 
 ORDERBUS = str(Path(sys.executable).parent / "orderbus")
@@ -232,3 +234,24 @@ def test_a_token_expiring_while_connected_is_said_once_and_the_link_stays_down(s
         assert "token expired at" in link.refusal_line() and "orderbus token --sub scale-1" in link.refusal_line()
         assert link.refused_attempts == 1
         wait_for(lambda: link._client._thread is None)
+
+
+def refusals(stack: Stack, reason: str) -> float:
+    """The broker's count of CONNECTs refused for `reason`: the embedded broker's, or the NATS responder's."""
+    name, label = (
+        ("orderbus_callout_decisions_total", "result")
+        if stack.on_nats
+        else ("orderbus_broker_auth_failures_total", "reason")
+    )
+    return REGISTRY.get_sample_value(name, {label: reason}) or 0.0
+
+
+def test_our_broker_refuses_the_agents_probe_and_counts_it_apart_from_bad_logins(stack: Stack):
+    """Each agent starts by asking whether the broker lets anyone in (a CONNECT with no token, client id
+    `orderbus-probe-…`). Ours refuse it, and count it as `probe`, so a fleet restarting does not read as a
+    burst of forged tokens (`OrderbusAuthFailureBurst` leaves `probe` out)."""
+    probes, malformed = refusals(stack, "probe"), refusals(stack, "malformed")
+    assert accepts_anyone("127.0.0.1", stack.settings.mqtt_port) is False
+    assert accepts_anyone("127.0.0.1", stack.settings.mqtt_port) is False
+    assert refusals(stack, "probe") == probes + 2
+    assert refusals(stack, "malformed") == malformed
