@@ -39,7 +39,14 @@ def simulate(
     dashboards: Annotated[int, typer.Option(min=0, max=20, help="Dashboards (WebSocket) per restaurant.")] = 1,
     orders_per_minute: Annotated[float, typer.Option(min=0.1, max=60_000, help="Orders across the chain.")] = 60.0,
     duration: Annotated[float, typer.Option(min=1, help="Seconds of ordering.")] = 30.0,
-    readings_per_second: Annotated[float, typer.Option(min=0, help="Scale readings across the chain.")] = 100.0,
+    readings_per_second: Annotated[
+        float,
+        typer.Option(
+            min=0,
+            help="Scale readings across the chain, spread over the scales (the broker allows a device 20 messages/s; "
+            "more per scale is dropped and reported as rate_limit).",
+        ),
+    ] = 40.0,
     drain: Annotated[float, typer.Option(min=0, help="Seconds to wait for the last deliveries.")] = 20.0,
     url: Annotated[
         str | None,
