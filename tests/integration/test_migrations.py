@@ -72,6 +72,8 @@ def test_up_upgrades_a_release_data_dir_in_place_and_keeps_its_rows(tmp_path):
     assert differences(parts.engine) == []
     with Session(parts.engine) as session:
         assert session.execute(text("SELECT name, event_seq FROM restaurant")).all() == [("Demo Bistro", 15)]
+        # 0005: a restaurant made before currencies reads EUR, and is not archived
+        assert session.execute(text("SELECT currency, archived_at FROM restaurant")).all() == [("EUR", None)]
         assert session.execute(text("SELECT status, version FROM orders")).all() == [("preparing", 2)]
         assert session.execute(text("SELECT count(*) FROM outbox_event")).scalar_one() == 15
     parts.engine.dispose()
