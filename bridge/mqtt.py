@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.metrics import CONNECT_FAILURES
+from bridge.paho_poll import use_poll
 from core.endpoints import Endpoint, Failover
 from core.tls import failure_reason
 
@@ -31,6 +32,7 @@ def service_client(
 ) -> mqtt.Client:
     """A paho client that reconnects by itself with a fresh token each time, rotating through `endpoints`
     (core.endpoints.Failover) when there are several; the caller connects it to `endpoints[0]`."""
+    use_poll()  # this process may hold the embedded broker's thousands of connections (bridge/paho_poll.py)
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
