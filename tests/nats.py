@@ -30,7 +30,7 @@ import httpx
 from broker.nats.cluster import Cluster
 from broker.nats.layout import DEV_USER, Node
 from scripts.ports import free_port
-from tests.support import Stack, Subscriber, wait_for
+from tests.support import Stack, Subscriber, end_loop, wait_for
 
 
 @contextlib.contextmanager
@@ -197,9 +197,7 @@ class NatsBrokerUnderTest:
         if self.responder is not None:
             self.call(self.responder.stop())
             self.call(cancel_the_rest())  # nats-py's leftover tasks, before their loop goes
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+        end_loop(self.loop, self._thread)
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

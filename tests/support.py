@@ -52,6 +52,20 @@ from scripts.ports import free_port
 T = TypeVar("T")
 
 
+def end_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
+    """Stop a loop that runs forever in `thread`, then close it.
+
+    Closing is what gives back its epoll descriptor, its self-pipe's two sockets and its default executor's
+    threads. Left open, every Stack and broker under test kept them, and a third of the way through a full
+    run the process held over 1,024 descriptors: paho's `select()` cannot watch a socket numbered past
+    1,023, so every later paho client (ours and the bus's own relay) connected and got no CONNACK."""
+    if loop.is_running():
+        loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    if not loop.is_running() and not loop.is_closed():
+        loop.close()
+
+
 def wait_for(condition: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02) -> Any:
     """Poll until `condition()` is truthy; fail loudly with the timeout."""
     deadline = time.monotonic() + timeout
@@ -213,8 +227,8 @@ class Stack(Site):
 
     def stop(self) -> None:
         self.call(self.runtime.stop())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+        end_loop(self.loop, self._thread)
+        self.engine.dispose()  # its pooled connections: SQLite's file descriptors, PostgreSQL's sockets
 
     def call(self, coro: Coroutine[Any, Any, Any], timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)

@@ -26,7 +26,7 @@ from core.services import devices
 from core.unit_of_work import UnitOfWork
 from scripts.ports import free_port
 from tests.nats import cancel_the_rest
-from tests.support import Site, Subscriber, fresh_database, wait_for
+from tests.support import Site, Subscriber, end_loop, fresh_database, wait_for
 
 
 def nats_server_binary() -> str:
@@ -177,9 +177,7 @@ class NatsCallout(Site):
         self.call(cancel_the_rest())  # nats-py's leftover tasks, before their loop goes
         for node in self.nodes:
             node.stop()
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
+        end_loop(self.loop, self._thread)
         self.parts.engine.dispose()
         for node in self.nodes:
             shutil.rmtree(node.directory / "js", ignore_errors=True)

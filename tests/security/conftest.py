@@ -23,7 +23,7 @@ from broker.policy import Policy
 from broker.server import Listeners, OrderbusBroker, start_broker
 from config import DEFAULT_ACL_POLICY
 from core.tokens import TokenService
-from tests.support import free_port
+from tests.support import end_loop, free_port
 
 SECURITY_KEY = b"security-test-key-0123456789abcdef"
 
@@ -76,8 +76,7 @@ class BrokerUnderTest:
     def stop(self) -> None:
         if self.broker is not None:
             self.call(self.broker.shutdown())
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
+        end_loop(self.loop, self._thread)
 
     def call(self, coro: Any, timeout: float = 30) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
