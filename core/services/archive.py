@@ -8,7 +8,9 @@ transaction:
 - every device is revoked, as `DELETE …/devices/{id}` does (the broker's denylist refuses its token
   and disconnects it; a `device_updated` event each);
 - every staff account and admin of it is removed (their logins end: `users.session_is_current`);
-- `archived_at` is set, and it leaves `GET /restaurants` and the dashboard's restaurant picker.
+- `archived_at` is set, and it leaves `GET /restaurants` and the dashboard's restaurant picker;
+- it has no live state any more (`retained_state`): the relay's next retained rebuild (at its next
+  connection to the broker) clears its order and stock topics.
 
 Archiving again changes nothing. Only a super_admin archives (the chain's operator; an admin
 cannot close their own restaurant). `orderbus simulate` archives the restaurants it made.

@@ -16,7 +16,7 @@ from sqlmodel import col
 
 from core import events
 from core.domain import OPEN_STATUSES, is_open
-from core.models import Device, MenuItem, Order, OutboxEvent
+from core.models import Device, MenuItem, Order, OutboxEvent, Restaurant
 from core.topics import PRESENCE_STATES
 from core.unit_of_work import UnitOfWork
 
@@ -66,14 +66,21 @@ def _latest_published(uow: UnitOfWork, types: tuple[str, ...], path: tuple[str, 
 def _open_orders(uow: UnitOfWork) -> list[dict[str, Any]]:
     # An order open now whose last published event says closed is being reopened by an event not
     # yet published: it has no state as of the snapshot, and gets one when that event goes out.
-    open_now = select(col(Order.id)).where(col(Order.status).in_([str(status) for status in OPEN_STATUSES]))
+    open_now = select(col(Order.id)).where(
+        col(Order.status).in_([str(status) for status in OPEN_STATUSES]), col(Order.restaurant_id).in_(_live())
+    )
     found = _latest_published(uow, ORDER_EVENTS, ("data", "order", "id"), open_now)
     return [envelope for envelope in found if is_open(envelope["data"]["order"]["status"])]
 
 
 def _items(uow: UnitOfWork) -> list[dict[str, Any]]:
-    existing = select(col(MenuItem.id))
+    existing = select(col(MenuItem.id)).where(col(MenuItem.restaurant_id).in_(_live()))
     return _latest_published(uow, (events.INVENTORY_UPDATED,), ("data", "item", "id"), existing)
+
+
+def _live() -> Any:
+    """The restaurants not archived: an archived one has no live state, so a rebuild clears its topics."""
+    return select(col(Restaurant.id)).where(col(Restaurant.archived_at).is_(None))
 
 
 def _presence(uow: UnitOfWork) -> list[Presence]:

@@ -8,17 +8,17 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 from sqlmodel import select
 
 from core.commands import DeviceIn, NewRestaurantIn
 from core.domain import DomainError, Forbidden
 from core.models import Device, OutboxEvent, Restaurant, User
-from core.services import archive, devices, users
+from core.services import archive, devices, retained_state, users
 from core.services.users import Actor
 from core.tokens import TokenService
 from core.unit_of_work import UnitOfWork
-from tests.support import App
+from tests.support import App, add_burger_and_fries
 
 PRINTER = {"id": "printer-arch-1", "kind": "printer", "name": "Grill printer", "station": "grill"}
 
@@ -55,6 +55,33 @@ def test_an_archived_restaurant_loses_its_devices_and_staff_and_leaves_the_lists
     again = boss.post(f"/restaurants/{bistro}/archive")  # idempotent: the same answer, nothing more done
     assert again.status_code == 200 and (again.json()["devices_revoked"], again.json()["users_removed"]) == (0, 0)
     assert again.json()["archived_at"] == body["archived_at"]
+
+
+def test_an_archived_restaurant_has_no_retained_state_so_the_next_rebuild_clears_its_topics(app: App, chain):
+    """The relay's rebuild republishes what `retained_state.read` lists and clears every other state topic
+    the broker holds: an archived restaurant's open orders and stock leave the broker with it."""
+    boss = chain["boss"]
+    for name in ("Bistro", "Cafe"):
+        rid, admin = chain[name]["rid"], chain[name]["admin"]
+        burger, _fries = add_burger_and_fries(admin, rid, stock=10, low_stock=3)
+        order = admin.post(
+            f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": burger["id"], "quantity": 1}]}
+        )
+        assert order.status_code == 201, order.text
+    with app.engine.begin() as connection:  # as if the relay had published them all
+        connection.execute(text("UPDATE outbox_event SET published_at = CURRENT_TIMESTAMP"))
+
+    def restaurants_in_state() -> set[int]:
+        with UnitOfWork(app.engine) as uow:
+            state = retained_state.read(uow)
+        return {e["data"]["order"]["restaurant_id"] for e in state.orders} | {
+            e["data"]["item"]["restaurant_id"] for e in state.items
+        }
+
+    bistro, cafe = chain["Bistro"]["rid"], chain["Cafe"]["rid"]
+    assert restaurants_in_state() == {bistro, cafe}
+    assert boss.post(f"/restaurants/{bistro}/archive").status_code == 200
+    assert restaurants_in_state() == {cafe}
 
 
 def test_nothing_can_be_added_to_an_archived_restaurant(app: App, chain):
