@@ -182,6 +182,7 @@ class RevocationWatch:
         self._task = asyncio.create_task(self._run(), name="orderbus-revocation-watch")
 
     async def stop(self) -> None:
+        self._loop = self._poked = None  # a commit after the stop pokes nothing (its loop may be closed by then)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -189,13 +190,14 @@ class RevocationWatch:
             self._task = None
 
     async def _run(self) -> None:
-        assert self._loop is not None and self._poked is not None
+        loop, poked = self._loop, self._poked  # its own: `stop` lets go of them before it cancels this
+        assert loop is not None and poked is not None
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._poked.wait(), self._interval)
-            self._poked.clear()
+                await asyncio.wait_for(poked.wait(), self._interval)
+            poked.clear()
             try:
-                if await self._loop.run_in_executor(None, self.refresh):
+                if await loop.run_in_executor(None, self.refresh):
                     self.on_refresh()
             except Exception:
                 log.exception("could not refresh the device denylist; keeping the previous one")

@@ -63,9 +63,8 @@ def test_writers_on_many_threads_take_turns_without_errors(engine: Engine):
     def add(n: int) -> None:
         try:
             with Session(engine) as session:
-                session.execute(
-                    text("INSERT INTO restaurant (name, event_seq, order_seq) VALUES (:n, 0, 0)"), {"n": f"r{n}"}
-                )
+                insert = "INSERT INTO restaurant (name, event_seq, order_seq, currency) VALUES (:n, 0, 0, 'EUR')"
+                session.execute(text(insert), {"n": f"r{n}"})
                 session.commit()
         except BaseException as exc:  # collected and asserted below
             errors.append(exc)
