@@ -12,11 +12,12 @@ from typing import Annotated, Generic, TypeVar
 from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
 from pydantic import Strict as StrictType
 
-from core.commands import Quantity, ShortText, Strict, TokenDays
-from core.domain import OrderStatus
-from core.models import Device, MenuItem, Notification, Restaurant, Ticket, User
+from core import sizes
+from core.commands import TEXT, Quantity, ShortText, Strict, TokenDays
+from core.domain import MovementKind, OrderStatus
+from core.events import available_quantity
+from core.models import Device, MenuItem, Notification, Restaurant, StockMovement, Ticket, User
 from core.services.devices import IssuedDevice
-from core.services.inventory import stock_of
 from core.services.orders import OrderView
 from core.services.users import Invited
 
@@ -103,7 +104,7 @@ class MenuItemOut(BaseModel):
     low_stock_clear_level: int | None = None
     low_stock_alerted: bool = False
     unit_weight_grams: float | None = None
-    available_quantity: int
+    available_quantity: int | None = Field(description="stock minus damaged; null when stock is not tracked")
 
 
 class StockAdjustIn(Strict):
@@ -114,6 +115,13 @@ class StockAdjustIn(Strict):
 class DamageIn(Strict):
     quantity: Quantity
     reason: ShortText = ""
+
+
+class WriteOffIn(Strict):
+    """Damaged units to remove from stock for good; why is required (binned, back to the supplier…)."""
+
+    quantity: Quantity
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=sizes.REASON_CHARS), TEXT]
 
 
 class ThresholdIn(Strict):
@@ -217,6 +225,22 @@ class TicketOut(BaseModel):
     printed_at: UtcDatetime | None
 
 
+class StockMovementOut(BaseModel):
+    """One line of an item's stock ledger: the change, the figures after it, who and why."""
+
+    id: int
+    item_id: int
+    kind: MovementKind
+    stock_delta: int
+    damaged_delta: int
+    stock_after: int
+    damaged_after: int
+    reason: str
+    actor: str | None = Field(description="the API token's subject (user-<id> for a login) or device:<id>")
+    order_id: int | None
+    created_at: UtcDatetime
+
+
 # --- from what the services return to what the API answers ---------------------------------------
 
 
@@ -226,7 +250,11 @@ def order_out(view: OrderView) -> OrderOut:
 
 
 def item_out(item: MenuItem) -> MenuItemOut:
-    return MenuItemOut(**item.model_dump(), available_quantity=stock_of(item).available)
+    return MenuItemOut(**item.model_dump(), available_quantity=available_quantity(item))
+
+
+def movement_out(line: StockMovement) -> StockMovementOut:
+    return StockMovementOut.model_validate(line, from_attributes=True)
 
 
 def device_out(device: Device) -> DeviceOut:

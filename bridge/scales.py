@@ -142,7 +142,9 @@ class ScaleReadings:
                     body=f"It weighs {reading.grams:g} g of {item.name} ({count} units).",
                 )
             if action is not Action.NONE:
-                inventory.count_stock(uow, device.restaurant_id, item.id, count, action.value)
+                inventory.count_stock(
+                    uow, device.restaurant_id, item.id, count, action.value, actor=f"device:{device.id}"
+                )
                 log.info("scale %s counted %d of item %d (%s)", device.id, count, item.id, action.value)
             if state.stale:
                 state.stale = False

@@ -165,6 +165,49 @@ def adjust(stock: Stock, delta: int, item_name: str) -> Stock:
     return Stock(new_quantity, stock.damaged_quantity, stock.low_stock_threshold)
 
 
+def write_off(stock: Stock, quantity: int, item_name: str) -> Stock:
+    """Damaged units thrown away: they leave `stock_quantity` and `damaged_quantity` together, so
+    available stock is unchanged and damaged stops growing forever; only what is damaged can go."""
+    _positive(quantity)
+    if quantity > stock.damaged_quantity:
+        raise DomainError(f"cannot write off {quantity} {item_name}: only {stock.damaged_quantity} damaged")
+    return Stock(stock.stock_quantity - quantity, stock.damaged_quantity - quantity, stock.low_stock_threshold)
+
+
+class MovementKind(StrEnum):
+    """Why stock moved: one line of the stock ledger (`core.models.StockMovement`) each."""
+
+    RECEIVED = "received"  # a delivery (no route yet: adjustments are `adjusted`)
+    SOLD = "sold"  # taken by an order
+    RETURNED = "returned"  # given back by a cancelled order
+    DAMAGED = "damaged"
+    WRITTEN_OFF = "written_off"
+    COUNTED = "counted"  # a physical count: a scale, or the opening figures of a new item
+    ADJUSTED = "adjusted"  # a correction by hand
+
+
+@dataclass(frozen=True)
+class Movement:
+    """One ledger line: the change and the figures after it. The deltas of an item's lines, summed
+    from its first, are its current stock and damaged quantities."""
+
+    kind: MovementKind
+    stock_delta: int
+    damaged_delta: int
+    stock_after: int
+    damaged_after: int
+
+
+def movement(kind: MovementKind, before: Stock, after: Stock) -> Movement | None:
+    """The ledger line for a change from `before` to `after`, or None when neither figure moved
+    (a threshold change is no movement)."""
+    stock_delta = after.stock_quantity - before.stock_quantity
+    damaged_delta = after.damaged_quantity - before.damaged_quantity
+    if stock_delta == 0 and damaged_delta == 0:
+        return None
+    return Movement(kind, stock_delta, damaged_delta, after.stock_quantity, after.damaged_quantity)
+
+
 def available_on(available_days: list[int], day: date) -> bool:
     """`available_days` holds ISO weekdays (1 = Monday … 7 = Sunday); empty means every day."""
     return not available_days or day.isoweekday() in available_days

@@ -111,7 +111,7 @@ class ItemState(BaseModel):
     low_stock_clear_level: int | None
     low_stock_alerted: bool
     unit_weight_grams: float | None
-    available_quantity: int
+    available_quantity: int | None  # None: the item's stock is not tracked (not "none left")
 
 
 class NotificationState(BaseModel):
@@ -146,9 +146,16 @@ def order_state(order: Order, lines: Iterable[OrderItem]) -> dict[str, Any]:
     return state.model_dump(mode="json")
 
 
+def available_quantity(item: MenuItem) -> int | None:
+    """What can be sold, or None for an item whose stock is not tracked: it is never short, and 0
+    would read as sold out."""
+    if not item.enable_stock_tracking:
+        return None
+    return Stock(item.stock_quantity, item.damaged_quantity, item.low_stock_threshold).available
+
+
 def item_state(item: MenuItem) -> dict[str, Any]:
-    available = Stock(item.stock_quantity, item.damaged_quantity, item.low_stock_threshold).available
-    return ItemState(**item.model_dump(), available_quantity=available).model_dump(mode="json")
+    return ItemState(**item.model_dump(), available_quantity=available_quantity(item)).model_dump(mode="json")
 
 
 # --- one builder per event type ------------------------------------------------------------------
@@ -168,8 +175,9 @@ def order_updated(
     return Event(ORDER_UPDATED, data)
 
 
-def inventory_updated(item: MenuItem, reason: str) -> Event:
-    return Event(INVENTORY_UPDATED, {"item": item_state(item), "reason": reason})
+def inventory_updated(item: MenuItem, reason: str, kind: str) -> Event:
+    """`kind`: the stock ledger's kind of the change (`core.domain.MovementKind`), beside the free-text reason."""
+    return Event(INVENTORY_UPDATED, {"item": item_state(item), "reason": reason, "kind": str(kind)})
 
 
 def low_stock(item: MenuItem, after: Stock) -> Event:

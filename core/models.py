@@ -12,7 +12,15 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+# SQLite reuses the id of a deleted last row unless the table is AUTOINCREMENT; events, retained topics
+# and tokens name rows by id, so every table with an integer key carries this (PostgreSQL's sequences
+# never reuse). A new table adds it too: tests/integration/test_stable_ids.py checks every one.
+STABLE_IDS = {"sqlite_autoincrement": True}
+
+
 class Restaurant(SQLModel, table=True):
+    __table_args__ = STABLE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     name: str
     event_seq: int = 0  # last seq handed out; bumped in the same transaction as each event
@@ -22,6 +30,8 @@ class Restaurant(SQLModel, table=True):
 
 
 class User(SQLModel, table=True):
+    __table_args__ = STABLE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int | None = Field(default=None, foreign_key="restaurant.id", index=True)
     email: str = Field(unique=True, index=True)
@@ -31,6 +41,8 @@ class User(SQLModel, table=True):
 
 
 class Category(SQLModel, table=True):
+    __table_args__ = STABLE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
     name: str
@@ -39,6 +51,8 @@ class Category(SQLModel, table=True):
 
 
 class Menu(SQLModel, table=True):
+    __table_args__ = STABLE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
     name: str
@@ -47,6 +61,7 @@ class Menu(SQLModel, table=True):
 
 class MenuItem(SQLModel, table=True):
     __tablename__ = "menu_item"
+    __table_args__ = STABLE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
@@ -69,7 +84,7 @@ class MenuItem(SQLModel, table=True):
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
     # what the kitchen calls the order: 1, 2, 3… per restaurant; `id` stays the API's global key
-    __table_args__ = (UniqueConstraint("restaurant_id", "number", name="uq_orders_restaurant_number"),)
+    __table_args__ = (UniqueConstraint("restaurant_id", "number", name="uq_orders_restaurant_number"), STABLE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
@@ -90,6 +105,7 @@ class Order(SQLModel, table=True):
 
 class OrderItem(SQLModel, table=True):
     __tablename__ = "order_item"
+    __table_args__ = STABLE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
     order_id: int = Field(foreign_key="orders.id", index=True)
@@ -104,6 +120,8 @@ class OrderItem(SQLModel, table=True):
 
 
 class Refund(SQLModel, table=True):
+    __table_args__ = STABLE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     order_id: int = Field(foreign_key="orders.id", index=True)
     amount_cents: int = Field(sa_type=BigInteger)  # at most the order's total (BIGINT)
@@ -120,7 +138,7 @@ class IdempotencyRecord(SQLModel, table=True):
     """
 
     __tablename__ = "idempotency_record"
-    __table_args__ = (UniqueConstraint("scope", "key"),)
+    __table_args__ = (UniqueConstraint("scope", "key"), STABLE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     scope: str
@@ -132,6 +150,8 @@ class IdempotencyRecord(SQLModel, table=True):
 
 
 class Notification(SQLModel, table=True):
+    __table_args__ = STABLE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
     kind: str
@@ -162,6 +182,8 @@ class Device(SQLModel, table=True):
 class Ticket(SQLModel, table=True):
     """One kitchen ticket for one station; its id is what printers dedupe by."""
 
+    __table_args__ = STABLE_IDS
+
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
     order_id: int = Field(foreign_key="orders.id", index=True)
@@ -185,7 +207,7 @@ class OutboxEvent(SQLModel, table=True):
     """
 
     __tablename__ = "outbox_event"
-    __table_args__ = (UniqueConstraint("restaurant_id", "seq"),)
+    __table_args__ = (UniqueConstraint("restaurant_id", "seq"), STABLE_IDS)
 
     id: int | None = Field(default=None, primary_key=True)
     event_id: str = Field(unique=True)
@@ -198,3 +220,28 @@ class OutboxEvent(SQLModel, table=True):
     attempts: int | None = None  # broker disconnects while this event was in flight (None: none)
     dead_letter_at: datetime | None = None
     dead_letter_reason: str | None = None
+
+
+class StockMovement(SQLModel, table=True):
+    """One line of an item's stock ledger, written by `core.services.inventory.apply_stock` with the
+    change itself: its deltas summed from the item's first line are the item's stock and damaged now.
+
+    `item_id` has no foreign key: a deleted item's history stays, and its id is never reused.
+    `actor` is who moved it: the API token's subject (`user-<id>` for a login) or `device:<id>`;
+    None when no caller is known (the demo, the upgrade's opening balance)."""
+
+    __tablename__ = "stock_movement"
+    __table_args__ = STABLE_IDS
+
+    id: int | None = Field(default=None, primary_key=True)
+    restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
+    item_id: int = Field(index=True)
+    kind: str  # core.domain.MovementKind
+    stock_delta: int
+    damaged_delta: int
+    stock_after: int
+    damaged_after: int
+    reason: str = ""
+    actor: str | None = None
+    order_id: int | None = Field(default=None, foreign_key="orders.id")  # a sale or a return
+    created_at: datetime = Field(default_factory=utcnow)

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import AdminScope, Paging, StaffScope, UowDep
+from api.deps import AdminScope, CurrentUser, Paging, StaffScope, UowDep
 from api.schemas import MenuItemOut, Page, item_out
 from core.commands import Id, MenuItemIn, MenuItemUpdate
 from core.services import inventory, menu
@@ -17,8 +17,8 @@ def list_menu_items(rid: StaffScope, uow: UowDep, window: Paging) -> Page[MenuIt
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_menu_item(rid: AdminScope, body: MenuItemIn, uow: UowDep) -> MenuItemOut:
-    return item_out(menu.create_item(uow, rid, body))
+def create_menu_item(rid: AdminScope, body: MenuItemIn, caller: CurrentUser, uow: UowDep) -> MenuItemOut:
+    return item_out(menu.create_item(uow, rid, body, actor=caller.sub))
 
 
 @router.get("/{item_id}")

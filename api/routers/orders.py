@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import AdminScope, Paging, StaffScope, UowDep
+from api.deps import AdminScope, CurrentUser, Paging, StaffScope, UowDep
 from api.idempotency import Idempotent
 from api.schemas import OrderOut, Page, RefundIn, StatusIn, TicketOut, order_out, ticket_out
 from core.commands import Id, OrderIn
@@ -13,8 +13,8 @@ router = APIRouter(prefix="/restaurants/{restaurant_id}/orders", tags=["orders"]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED)
-def create_order(rid: StaffScope, body: OrderIn, uow: UowDep, once: Idempotent) -> OrderOut:
-    return once.keep(order_out(orders.place_order(uow, rid, body)))
+def create_order(rid: StaffScope, body: OrderIn, caller: CurrentUser, uow: UowDep, once: Idempotent) -> OrderOut:
+    return once.keep(order_out(orders.place_order(uow, rid, body, actor=caller.sub)))
 
 
 @router.get("")
@@ -30,8 +30,10 @@ def get_order(rid: StaffScope, order_id: Id, uow: UowDep) -> OrderOut:
 
 
 @router.post("/{order_id}/status")
-def change_order_status(rid: StaffScope, order_id: Id, body: StatusIn, uow: UowDep, once: Idempotent) -> OrderOut:
-    return once.keep(order_out(orders.change_status(uow, rid, order_id, body.status)))
+def change_order_status(
+    rid: StaffScope, order_id: Id, body: StatusIn, caller: CurrentUser, uow: UowDep, once: Idempotent
+) -> OrderOut:
+    return once.keep(order_out(orders.change_status(uow, rid, order_id, body.status, actor=caller.sub)))
 
 
 @router.post("/{order_id}/reprint")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from sqlmodel import col, select
 
 from core import domain, events
-from core.domain import NotFound, Stock
+from core.domain import MovementKind, NotFound, Stock
 from core.locking import locked
-from core.models import MenuItem
+from core.models import MenuItem, StockMovement
 from core.paging import Page, Window, page
 from core.services.notifications import notify
 from core.unit_of_work import UnitOfWork
@@ -25,18 +25,32 @@ def get_item(uow: UnitOfWork, restaurant_id: int, item_id: int, *, lock: bool = 
     return item
 
 
-def apply_stock(uow: UnitOfWork, item: MenuItem, after: Stock, reason: str) -> None:
-    """Store new stock figures and emit `inventory_updated`, plus `low_stock` when the alarm fires.
+def apply_stock(
+    uow: UnitOfWork,
+    item: MenuItem,
+    after: Stock,
+    reason: str,
+    *,
+    kind: MovementKind,
+    actor: str | None = None,
+    order_id: int | None = None,
+    before: Stock | None = None,
+) -> None:
+    """Store new stock figures, write their ledger line, and emit `inventory_updated`, plus `low_stock`
+    when the alarm fires.
 
-    The caller read `item` locked (`get_item(..., lock=True)`, `core.locking`) and has locked every
-    other item it changes: the emit here takes the restaurant row, which comes last."""
+    `kind` says why stock moved (the caller knows; the reason is free text); `before` is the item's
+    figures unless said otherwise (a new item starts from nothing). The caller read `item` locked
+    (`get_item(..., lock=True)`, `core.locking`) and has locked every other item it changes: the
+    emit here takes the restaurant row, which comes last."""
+    record(uow, item, kind, stock_of(item) if before is None else before, after, reason, actor, order_id)
     alarm = domain.low_stock_alarm(after, item.low_stock_alerted, item.low_stock_clear_level)
     item.low_stock_alerted = alarm.alerted and item.enable_stock_tracking
     item.stock_quantity = after.stock_quantity
     item.damaged_quantity = after.damaged_quantity
     item.low_stock_threshold = after.low_stock_threshold
     uow.session.add(item)
-    uow.emit(item.restaurant_id, events.inventory_updated(item, reason))
+    uow.emit(item.restaurant_id, events.inventory_updated(item, reason, kind))
     if item.enable_stock_tracking and alarm.fire:
         uow.emit(item.restaurant_id, events.low_stock(item, after))
         notify(
@@ -48,6 +62,38 @@ def apply_stock(uow: UnitOfWork, item: MenuItem, after: Stock, reason: str) -> N
         )
 
 
+def record(
+    uow: UnitOfWork,
+    item: MenuItem,
+    kind: MovementKind,
+    before: Stock,
+    after: Stock,
+    reason: str,
+    actor: str | None,
+    order_id: int | None,
+) -> None:
+    """The ledger line of a change, if a figure moved. Only `apply_stock` and a new untracked item
+    (whose opening stock has no event) call it."""
+    line = domain.movement(kind, before, after)
+    if line is None:
+        return
+    assert item.id is not None  # flushed by whoever made it
+    uow.session.add(
+        StockMovement(
+            restaurant_id=item.restaurant_id,
+            item_id=item.id,
+            kind=line.kind,
+            stock_delta=line.stock_delta,
+            damaged_delta=line.damaged_delta,
+            stock_after=line.stock_after,
+            damaged_after=line.damaged_after,
+            reason=reason,
+            actor=actor,
+            order_id=order_id,
+        )
+    )
+
+
 def _tracked(uow: UnitOfWork, restaurant_id: int, item_id: int) -> MenuItem:
     """The item, locked: every caller changes its stock from what it reads here."""
     item = get_item(uow, restaurant_id, item_id, lock=True)
@@ -56,31 +102,63 @@ def _tracked(uow: UnitOfWork, restaurant_id: int, item_id: int) -> MenuItem:
     return item
 
 
-def adjust_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, delta: int, reason: str) -> MenuItem:
+def adjust_stock(
+    uow: UnitOfWork, restaurant_id: int, item_id: int, delta: int, reason: str, actor: str | None = None
+) -> MenuItem:
     item = _tracked(uow, restaurant_id, item_id)
-    apply_stock(uow, item, domain.adjust(stock_of(item), delta, item.name), reason or "adjusted")
+    after = domain.adjust(stock_of(item), delta, item.name)
+    apply_stock(uow, item, after, reason or "adjusted", kind=MovementKind.ADJUSTED, actor=actor)
     return item
 
 
-def count_stock(uow: UnitOfWork, restaurant_id: int, item_id: int, counted: int, reason: str) -> MenuItem:
+def count_stock(
+    uow: UnitOfWork, restaurant_id: int, item_id: int, counted: int, reason: str, actor: str | None = None
+) -> MenuItem:
     """A physical count (a scale): `stock_quantity` becomes what was counted."""
     item = _tracked(uow, restaurant_id, item_id)
     if counted != item.stock_quantity:
-        apply_stock(uow, item, domain.adjust(stock_of(item), counted - item.stock_quantity, item.name), reason)
+        after = domain.adjust(stock_of(item), counted - item.stock_quantity, item.name)
+        apply_stock(uow, item, after, reason, kind=MovementKind.COUNTED, actor=actor)
     return item
 
 
-def mark_damaged(uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str) -> MenuItem:
+def mark_damaged(
+    uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str, actor: str | None = None
+) -> MenuItem:
     item = _tracked(uow, restaurant_id, item_id)
-    apply_stock(uow, item, domain.mark_damaged(stock_of(item), quantity, item.name), reason or "damaged")
+    after = domain.mark_damaged(stock_of(item), quantity, item.name)
+    apply_stock(uow, item, after, reason or "damaged", kind=MovementKind.DAMAGED, actor=actor)
+    return item
+
+
+def write_off(
+    uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str, actor: str | None = None
+) -> MenuItem:
+    """Damaged units leave the stock for good (binned, returned to the supplier)."""
+    item = _tracked(uow, restaurant_id, item_id)
+    after = domain.write_off(stock_of(item), quantity, item.name)
+    apply_stock(uow, item, after, reason or "written off", kind=MovementKind.WRITTEN_OFF, actor=actor)
     return item
 
 
 def set_threshold(uow: UnitOfWork, restaurant_id: int, item_id: int, threshold: int | None) -> MenuItem:
+    """No ledger line: neither figure moves."""
     item = _tracked(uow, restaurant_id, item_id)
     current = stock_of(item)
-    apply_stock(uow, item, Stock(current.stock_quantity, current.damaged_quantity, threshold), "threshold")
+    after = Stock(current.stock_quantity, current.damaged_quantity, threshold)
+    apply_stock(uow, item, after, "threshold", kind=MovementKind.ADJUSTED)
     return item
+
+
+def movements(
+    uow: UnitOfWork, restaurant_id: int, item_id: int, window: Window, kind: MovementKind | None = None
+) -> Page[StockMovement]:
+    """The item's ledger, newest first: where its stock went, who moved it, and why."""
+    get_item(uow, restaurant_id, item_id)
+    query = select(StockMovement).where(StockMovement.restaurant_id == restaurant_id, StockMovement.item_id == item_id)
+    if kind is not None:
+        query = query.where(StockMovement.kind == kind)
+    return page(uow, query.order_by(col(StockMovement.id).desc()), window)
 
 
 def list_items(uow: UnitOfWork, restaurant_id: int, window: Window, tracked_only: bool = False) -> Page[MenuItem]:

@@ -9,11 +9,11 @@ from sqlmodel import col, select
 
 from core import domain, events
 from core.commands import CategoryIn, CategoryUpdate, MenuIn, MenuItemIn, MenuItemUpdate, MenuUpdate
-from core.domain import NotFound
+from core.domain import MovementKind, NotFound, Stock
 from core.locking import locked
 from core.models import Category, Menu, MenuItem, OrderItem
 from core.paging import Page, Window, page
-from core.services.inventory import apply_stock, get_item, stock_of
+from core.services.inventory import apply_stock, get_item, record, stock_of
 from core.unit_of_work import UnitOfWork
 
 T = TypeVar("T", bound=Category | Menu)
@@ -79,15 +79,20 @@ def _check_refs(uow: UnitOfWork, restaurant_id: int, fields: dict[str, Any]) -> 
         _owned(uow, Category, restaurant_id, fields["category_id"])
 
 
-def create_item(uow: UnitOfWork, restaurant_id: int, data: MenuItemIn) -> MenuItem:
+def create_item(uow: UnitOfWork, restaurant_id: int, data: MenuItemIn, actor: str | None = None) -> MenuItem:
+    """Its opening stock is the ledger's first line (`counted`, from nothing), tracked or not: turning
+    tracking on later moves no figure, and the ledger still sums to the item's stock."""
     fields = data.model_dump()
     _check_refs(uow, restaurant_id, fields)
     item = MenuItem(restaurant_id=restaurant_id, **fields)
     uow.session.add(item)
     uow.session.flush()
     uow.emit(restaurant_id, events.menu_item_changed("created", item))
+    nothing = Stock(0, 0, item.low_stock_threshold)
     if item.enable_stock_tracking:
-        apply_stock(uow, item, stock_of(item), "created")
+        apply_stock(uow, item, stock_of(item), "created", kind=MovementKind.COUNTED, actor=actor, before=nothing)
+    else:
+        record(uow, item, MovementKind.COUNTED, nothing, stock_of(item), "created", actor, None)
     return item
 
 
@@ -102,7 +107,7 @@ def update_item(uow: UnitOfWork, restaurant_id: int, item_id: int, data: MenuIte
     uow.session.add(item)
     uow.emit(restaurant_id, events.menu_item_changed("updated", item))
     if "enable_stock_tracking" in fields:
-        apply_stock(uow, item, stock_of(item), "tracking changed")
+        apply_stock(uow, item, stock_of(item), "tracking changed", kind=MovementKind.ADJUSTED)  # no figure moves
     return item
 
 

@@ -10,7 +10,7 @@ from sqlmodel import col, select, update
 
 from core import domain, events
 from core.commands import OrderIn
-from core.domain import NotFound, OrderStatus
+from core.domain import MovementKind, NotFound, OrderStatus
 from core.locking import locked, locked_all
 from core.models import Category, MenuItem, Order, OrderItem, Refund, Restaurant, utcnow
 from core.paging import Page, Window, page
@@ -40,8 +40,11 @@ def get_order(uow: UnitOfWork, restaurant_id: int, order_id: int, *, lock: bool 
     return order
 
 
-def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date | None = None) -> OrderView:
-    """Create an order and take its stock; one item short refuses the whole order.
+def place_order(
+    uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date | None = None, *, actor: str | None = None
+) -> OrderView:
+    """Create an order and take its stock; one item short refuses the whole order. `actor`: who placed
+    it, for the stock ledger (`core.models.StockMovement`).
 
     Its menu items are locked (ascending id) before anything is decided or emitted: two orders for the
     last burger take turns, and the second sees the stock the first left."""
@@ -96,7 +99,8 @@ def place_order(uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date 
     for item_id, quantity in wanted.items():
         item = items[item_id]
         if item.enable_stock_tracking:
-            apply_stock(uow, item, domain.take(stock_of(item), quantity, item.name), f"order {order.id}")
+            after = domain.take(stock_of(item), quantity, item.name)
+            apply_stock(uow, item, after, f"order {order.id}", kind=MovementKind.SOLD, actor=actor, order_id=order.id)
     return result
 
 
@@ -120,24 +124,27 @@ def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, st
     return {row.id: row.station for row in rows}
 
 
-def change_status(uow: UnitOfWork, restaurant_id: int, order_id: int, status: OrderStatus) -> OrderView:
+def change_status(
+    uow: UnitOfWork, restaurant_id: int, order_id: int, status: OrderStatus, *, actor: str | None = None
+) -> OrderView:
+    """`actor`: who moved it, for the stock ledger's lines of a cancel's restock."""
     order = get_order(uow, restaurant_id, order_id, lock=True)
-    return _move(uow, order, domain.check_transition(order.status, status), "status")
+    return _move(uow, order, domain.check_transition(order.status, status), "status", actor)
 
 
 def recall(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:
     """A kitchen screen takes back its last bump: the order goes one step back."""
     order = get_order(uow, restaurant_id, order_id, lock=True)
-    return _move(uow, order, domain.check_recall(order.status), "recall")
+    return _move(uow, order, domain.check_recall(order.status), "recall", None)
 
 
-def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str) -> OrderView:
+def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str, actor: str | None) -> OrderView:
     restaurant_id = order.restaurant_id
     order.status = target
     _touch(order)
     uow.session.add(order)
     if target == OrderStatus.CANCELLED:
-        _restock(uow, order)
+        _restock(uow, order, actor)
     result = view_of(uow, order)
     uow.emit(restaurant_id, events.order_updated(order, result.lines, change))
     if target == OrderStatus.CANCELLED:
@@ -145,7 +152,7 @@ def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str) -> Or
     return result
 
 
-def _restock(uow: UnitOfWork, order: Order) -> None:
+def _restock(uow: UnitOfWork, order: Order, actor: str | None) -> None:
     """A cancelled order gives back the stock it took. Every item is locked before the first
     `apply_stock` emits (which takes the restaurant row): the order of `core.locking`."""
     lines = list(uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id)))
@@ -154,7 +161,8 @@ def _restock(uow: UnitOfWork, order: Order) -> None:
         item = items.get(line.menu_item_id)
         if item is not None and item.enable_stock_tracking:
             restocked = domain.adjust(stock_of(item), line.quantity, item.name)
-            apply_stock(uow, item, restocked, f"order {order.id} cancelled")
+            reason = f"order {order.id} cancelled"
+            apply_stock(uow, item, restocked, reason, kind=MovementKind.RETURNED, actor=actor, order_id=order.id)
 
 
 def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderView:

@@ -203,6 +203,11 @@ def test_a_reading_through_the_bus_changes_stock_and_an_inventory_updated_event_
     assert update["data"]["item"]["id"] == item and update["data"]["item"]["stock_quantity"] == 7
     assert [e["data"]["item"]["stock_quantity"] for e in bench.events("inventory_updated")] == [10, 7]
     assert bench.stack.device("scale-1").last_seen is not None
+    ledger = bench.admin().get(f"/restaurants/{bench.rid}/inventory/{item}/movements").json()
+    assert [(m["kind"], m["stock_delta"], m["stock_after"], m["actor"]) for m in ledger["data"]] == [
+        ("counted", -3, 7, "device:scale-1"),  # the scale, named by its device id
+        ("counted", 10, 10, f"admin-{bench.rid}"),  # the opening stock, by the token that created the item
+    ]
 
 
 def test_a_restock_jump_is_applied_at_once(bus):

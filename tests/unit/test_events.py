@@ -14,7 +14,16 @@ ORDER = Order(
     id=7, restaurant_id=1, number=3, status=OrderStatus.READY, table_name="T4", created_at=MOMENT, updated_at=MOMENT
 )
 LINE = OrderItem(id=3, order_id=7, menu_item_id=2, name="Fries", quantity=2, unit_price_cents=450, station="grill")
-ITEM = MenuItem(id=2, restaurant_id=1, menu_id=1, name="Fries", price_cents=450, stock_quantity=9, damaged_quantity=2)
+ITEM = MenuItem(
+    id=2,
+    restaurant_id=1,
+    menu_id=1,
+    name="Fries",
+    price_cents=450,
+    enable_stock_tracking=True,
+    stock_quantity=9,
+    damaged_quantity=2,
+)
 ORDER_KEYS = [
     "id",
     "restaurant_id",
@@ -78,12 +87,20 @@ def test_order_events_carry_the_order_with_its_lines():
 
 
 def test_stock_events_carry_the_item_and_what_is_available():
-    updated = events.inventory_updated(ITEM, "adjusted")
-    assert updated.type == "inventory_updated" and list(updated.data) == ["item", "reason"]
+    updated = events.inventory_updated(ITEM, "dropped", "written_off")
+    assert updated.type == "inventory_updated" and list(updated.data) == ["item", "reason", "kind"]
+    assert (updated.data["reason"], updated.data["kind"]) == ("dropped", "written_off")
     assert list(updated.data["item"]) == ITEM_KEYS and updated.data["item"]["available_quantity"] == 7
     low = events.low_stock(ITEM, Stock(9, 2, 8))
     assert low.type == "low_stock"
     assert low.data == {"item": updated.data["item"], "available_quantity": 7, "low_stock_threshold": 8}
+
+
+def test_an_untracked_item_has_no_available_quantity_rather_than_none_left():
+    """0 would read as sold out on every screen; an item whose stock is not counted is never short."""
+    untracked = MenuItem(id=3, restaurant_id=1, menu_id=1, name="Water", price_cents=0, stock_quantity=5)
+    assert events.item_state(untracked)["available_quantity"] is None
+    assert events.item_state(ITEM)["available_quantity"] == 7
 
 
 def test_menu_and_category_events_say_what_happened_to_which_row():

@@ -69,7 +69,7 @@ export function sanitizeItem(value) {
   return {
     id: value.id,
     name: text(value.name, 120) || `item ${value.id}`,
-    available_quantity: int(value.available_quantity),
+    available_quantity: Number.isInteger(value.available_quantity) ? value.available_quantity : null, // null: not tracked
     stock_quantity: int(value.stock_quantity),
     damaged_quantity: int(value.damaged_quantity),
     low_stock_threshold: Number.isInteger(threshold) ? threshold : null,
@@ -78,7 +78,7 @@ export function sanitizeItem(value) {
 }
 
 export function isLow(item) {
-  return item.low_stock_threshold !== null && item.available_quantity <= item.low_stock_threshold;
+  return item.low_stock_threshold !== null && item.available_quantity !== null && item.available_quantity <= item.low_stock_threshold;
 }
 
 export function sanitizeNotification(value) {
@@ -265,7 +265,7 @@ export class DashboardState {
           result.lowStock = { itemId: item.id, name: item.name, available, threshold };
           summary = `Low stock: ${item.name}, ${available} left`;
         } else {
-          summary = `Stock: ${item.name}, ${item.available_quantity} available`;
+          summary = `Stock: ${item.name}, ${item.available_quantity ?? "not tracked, none"} available`;
         }
       }
     } else if (type === "notification") {

@@ -430,7 +430,7 @@ export class DashboardUi {
           "tr",
           { dataset: { itemId: item.id, low: String(isLow(item)) } },
           h("td", {}, item.name),
-          h("td", { class: "num" }, item.available_quantity),
+          h("td", { class: "num" }, item.available_quantity ?? "–"),
           h("td", { class: "num" }, item.low_stock_threshold ?? "–"),
         ),
       ),

@@ -11,6 +11,7 @@ import {
   groupNotifications,
   isLow,
   orderLabel,
+  sanitizeItem,
   sanitizeOrder,
   sinceMs,
   ticketSummary,
@@ -347,6 +348,13 @@ test("low stock raises an alert and marks the item", () => {
   eq(result.lowStock.name, "Burger");
   eq(state.lowStockItems().map((i) => i.id), [2]);
   ok(isLow(state.stockItems()[0]));
+});
+
+test("an untracked item's available quantity stays null (not 0) and is never low", () => {
+  const untracked = sanitizeItem({ id: 4, name: "Water", available_quantity: null, low_stock_threshold: 2, enable_stock_tracking: false });
+  eq(untracked.available_quantity, null);
+  ok(!isLow(untracked));
+  eq(sanitizeItem({ id: 5, name: "Burger", available_quantity: 0, low_stock_threshold: 2 }).available_quantity, 0);
 });
 
 test("the low-stock banner comes from the state: a snapshot alone shows it, a refill clears it", () => {
