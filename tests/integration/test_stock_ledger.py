@@ -164,6 +164,11 @@ def test_a_write_off_breaking_a_rule_is_409_and_writes_nothing(shop):
     assert more.status_code == 409 and "only 2 damaged" in more.json()["detail"]
     untracked = admin.post(f"{base}/{shop['fries']}/write-off", json={"quantity": 1, "reason": "binned"})
     assert untracked.status_code == 409 and "tracking is off" in untracked.json()["detail"]
+    # the neighbours' refusals write no ledger line either
+    assert admin.post(f"{base}/{shop['burger']}/adjust", json={"delta": -9}).status_code == 409
+    assert admin.post(f"{base}/{shop['burger']}/damage", json={"quantity": 9}).status_code == 409
+    over = {"items": [{"menu_item_id": shop["burger"], "quantity": 9}]}
+    assert admin.post(f"/restaurants/{rid}/orders", json=over).status_code == 409
     missing = admin.post(f"{base}/999999/write-off", json={"quantity": 1, "reason": "binned"})
     assert missing.status_code == 404
     staff_token = shop["app"].api_token("staff-1", "staff", rid)
