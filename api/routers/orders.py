@@ -5,7 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, status
 from fastapi.exceptions import RequestValidationError
-from pydantic import ValidationError
+from pydantic import BeforeValidator, ValidationError
 
 from api.deps import AdminScope, Paging, StaffScope, UowDep
 from api.idempotency import Idempotent
@@ -28,6 +28,16 @@ from core.services.order_list import OrderQuery, OrderSort
 router = APIRouter(prefix="/restaurants/{restaurant_id}/orders", tags=["orders"])
 
 
+def _plain_date(value: object) -> object:
+    """A business date is a day: `2026-06-01`, not a datetime that happens to be midnight."""
+    if isinstance(value, str) and not (len(value) == 10 and value[4] == "-" and value[7] == "-"):
+        raise ValueError("a date as YYYY-MM-DD")
+    return value
+
+
+BusinessDate = Annotated[date, BeforeValidator(_plain_date)]
+
+
 @router.post("", status_code=status.HTTP_201_CREATED)
 def create_order(rid: StaffScope, body: OrderIn, uow: UowDep, once: Idempotent) -> OrderOut:
     return once.keep(order_out(orders.place_order(uow, rid, body)))
@@ -35,8 +45,8 @@ def create_order(rid: StaffScope, body: OrderIn, uow: UowDep, once: Idempotent) 
 
 def order_query(
     status: Annotated[list[OrderStatus] | None, Query(max_length=len(OrderStatus), description="any of these")] = None,
-    date_from: Annotated[date | None, Query(alias="from", description="business date, included")] = None,
-    date_to: Annotated[date | None, Query(alias="to", description="business date, included")] = None,
+    date_from: Annotated[BusinessDate | None, Query(alias="from", description="business date, included")] = None,
+    date_to: Annotated[BusinessDate | None, Query(alias="to", description="business date, included")] = None,
     table: Annotated[str | None, Query(max_length=40, description="the table, whole, any case")] = None,
     q: Annotated[
         str | None, Query(max_length=100, description="in table, pickup, server, notes or item names, any case")
@@ -68,7 +78,7 @@ def list_orders(
 def day_summary(
     rid: StaffScope,
     uow: UowDep,
-    day: Annotated[date | None, Query(alias="date", description="a business date; today's by default")] = None,
+    day: Annotated[BusinessDate | None, Query(alias="date", description="a business date; today's by default")] = None,
 ) -> DaySummaryOut:
     """One business day's totals: orders by status, revenue (orders not cancelled), refunds, net."""
     return summary_out(order_list.day_summary(uow, rid, day))

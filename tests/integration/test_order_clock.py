@@ -22,8 +22,8 @@ from core.unit_of_work import UnitOfWork
 PARIS = "Europe/Paris"
 
 
-def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
 
 
 def make_restaurant(engine: Engine, timezone: str = PARIS, day_starts_at: int = 4) -> int:
