@@ -24,6 +24,8 @@ from functools import lru_cache
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from core.domain import available_on  # ISO weekdays, empty = every day
+
 DEFAULT_TIMEZONE = "UTC"
 DEFAULT_DAY_STARTS_AT = 4  # a business day runs 04:00 to 04:00 local: late orders count with the evening
 
@@ -72,17 +74,12 @@ def business_date(instant: datetime, timezone: str, day_starts_at: int = DEFAULT
     return local.date() - timedelta(days=1) if local.hour < day_starts_at else local.date()
 
 
-def available_on(available_days: Collection[int], day: date) -> bool:
-    """`available_days` holds ISO weekdays (1 = Monday … 7 = Sunday); empty means every day."""
-    return not available_days or day.isoweekday() in available_days
-
-
 def availability(available: bool, available_days: Collection[int], local_day: date) -> Availability:
     """Why an item can or cannot be ordered on `local_day`: `off` (switched off by the staff) wins over
     `not_today` (its `available_days` leave this weekday out), which tells a guest to come back another day.
     Stock is another matter: an item sold out is still `available` here (its quantity says the rest)."""
     if not available:
         return "off"
-    if not available_on(available_days, local_day):
+    if not available_on(list(available_days), local_day):
         return "not_today"
     return "available"

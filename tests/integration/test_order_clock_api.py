@@ -71,6 +71,13 @@ def test_an_admin_sets_the_clock_and_bad_input_changes_nothing(app: App, chain: 
     staff = app.http(app.api_token("user-staff", "staff", rid)).patch(f"/restaurants/{rid}", json={"timezone": "UTC"})
     assert staff.status_code == 403
     assert restaurant_row(app, rid) == (TOKYO, 6)
+    boss = chain["boss"]
+    assert boss.patch(f"/restaurants/{rid}", json={"day_starts_at": 5}).status_code == 200  # a super_admin may
+    assert boss.post(f"/restaurants/{rid}/archive").status_code == 200
+    archived = boss.patch(f"/restaurants/{rid}", json={"timezone": "UTC"})
+    assert archived.status_code == 409 and "archived" in archived.json()["detail"]
+    assert restaurant_row(app, rid) == (TOKYO, 5)
+    assert boss.patch("/restaurants/999999", json={"timezone": "UTC"}).status_code == 404
 
 
 def test_items_say_whether_they_sell_today_and_an_order_for_one_that_does_not_is_409(app: App, chain: dict[str, Any]):
