@@ -75,6 +75,10 @@ def test_up_upgrades_a_release_data_dir_in_place_and_keeps_its_rows(tmp_path):
         # 0005: a restaurant made before currencies reads EUR, and is not archived
         assert session.execute(text("SELECT currency, archived_at FROM restaurant")).all() == [("EUR", None)]
         assert session.execute(text("SELECT status, version FROM orders")).all() == [("preparing", 2)]
+        # 0009: placed 06:33 UTC on 2 December, the 2nd's service under the defaults (UTC, day from 04:00)
+        dated = session.execute(text("SELECT number, business_date FROM orders")).all()
+        assert [(number, str(day)) for number, day in dated] == [(1, "2026-12-02")]
+        assert session.execute(text("SELECT timezone, day_starts_at FROM restaurant")).all() == [("UTC", 4)]
         assert session.execute(text("SELECT count(*) FROM outbox_event")).scalar_one() == 15
     parts.engine.dispose()
 

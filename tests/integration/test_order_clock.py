@@ -18,6 +18,7 @@ from core.services import menu as menu_service
 from core.services import order_list, orders, restaurants
 from core.services.order_list import OrderQuery
 from core.unit_of_work import UnitOfWork
+from tests.integration.test_concurrency import at_once
 
 PARIS = "Europe/Paris"
 
@@ -217,3 +218,20 @@ def test_orders_of_one_day_share_no_number(db: Engine):
     with UnitOfWork(db) as uow:
         numbers = uow.session.exec(select(Order.number).order_by(col(Order.id))).all()
     assert numbers == [1, 2, 3, 4, 5]
+
+
+def test_orders_at_once_on_a_new_day_get_one_number_each(db: Engine):
+    """Ten orders released together across the day start: the counter restarts once, and each order gets
+    its own number, gap-free (on PostgreSQL the row lock of the `UPDATE … RETURNING` serialises them)."""
+    rid = make_restaurant(db, "UTC")
+    soup = make_item(db, rid, "Soup")
+    place(db, rid, soup, utc(2026, 6, 2, 22, 0))  # the 2nd's service
+    morning = utc(2026, 6, 3, 4, 0)
+    body = OrderIn(items=[OrderItemIn(menu_item_id=soup, quantity=1)])
+    results = at_once(
+        db, lambda uow, i: orders.place_order(uow, rid, body, now=morning + timedelta(seconds=i)).order.number
+    )
+    assert sorted(results) == list(range(1, 11))
+    with UnitOfWork(db) as uow:
+        restaurant = uow.session.get(Restaurant, rid)
+        assert restaurant is not None and (restaurant.order_seq, restaurant.order_day) == (10, date(2026, 6, 3))
