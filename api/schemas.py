@@ -6,18 +6,19 @@ The commands the services take are in `core/commands.py`; the payloads the bus p
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
 from pydantic import Strict as StrictType
 
-from core import sizes
+from core import clock, sizes
 from core.commands import TEXT, Quantity, ShortText, Strict, TokenDays
 from core.domain import MovementKind, OrderStatus
 from core.events import available_quantity
 from core.models import Device, MenuItem, Notification, Restaurant, StockMovement, Ticket, User
 from core.services.devices import IssuedDevice
+from core.services.order_list import DaySummary
 from core.services.orders import OrderView
 from core.services.users import Invited
 
@@ -61,6 +62,8 @@ class RestaurantOut(BaseModel):
     id: int
     name: str
     currency: str  # ISO 4217; every `*_cents` of the restaurant is in hundredths of it
+    timezone: str = clock.DEFAULT_TIMEZONE  # IANA name: its local date and business day
+    day_starts_at: int = clock.DEFAULT_DAY_STARTS_AT  # local hour its business day (and order numbers) start
 
 
 class UserOut(BaseModel):
@@ -105,6 +108,13 @@ class MenuItemOut(BaseModel):
     low_stock_alerted: bool = False
     unit_weight_grams: float | None = None
     available_quantity: int | None = Field(description="stock minus damaged; null when stock is not tracked")
+    available_now: bool | None = Field(
+        default=None, description="orderable today on the restaurant's clock (stock aside); in the menu-items routes"
+    )
+    availability: clock.Availability | None = Field(
+        default=None,
+        description="`available`, `off` (switched off) or `not_today` (its `available_days` leave today out)",
+    )
 
 
 class StockAdjustIn(Strict):
@@ -143,7 +153,8 @@ class OrderItemOut(BaseModel):
 class OrderOut(BaseModel):
     id: int
     restaurant_id: int
-    number: int  # per restaurant, what the kitchen and the counter call the order
+    number: int  # per restaurant and business day: what the kitchen and the counter call the order
+    business_date: date  # the restaurant's service it belongs to (`core.clock.business_date`)
     status: OrderStatus
     table_name: str | None
     pickup_name: str | None
@@ -155,6 +166,17 @@ class OrderOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     items: list[OrderItemOut]
+
+
+class DaySummaryOut(BaseModel):
+    """One business day's totals, in hundredths of the restaurant's currency (`core.services.order_list`)."""
+
+    business_date: date
+    orders: int
+    by_status: dict[str, int]
+    revenue_cents: int = Field(description="the total of the day's orders that were not cancelled")
+    refunds_cents: int = Field(description="what was refunded of those orders")
+    net_cents: int
 
 
 class StatusIn(Strict):
@@ -249,12 +271,28 @@ def order_out(view: OrderView) -> OrderOut:
     return OrderOut(**view.order.model_dump(), items=lines)
 
 
-def item_out(item: MenuItem) -> MenuItemOut:
-    return MenuItemOut(**item.model_dump(), available_quantity=available_quantity(item))
-
-
 def movement_out(line: StockMovement) -> StockMovementOut:
     return StockMovementOut.model_validate(line, from_attributes=True)
+
+
+def item_out(item: MenuItem, local_day: date | None = None) -> MenuItemOut:
+    """`local_day`: the restaurant's local date, for `available_now` and `availability` (left out without it)."""
+    out = MenuItemOut(**item.model_dump(), available_quantity=available_quantity(item))
+    if local_day is not None:
+        out.availability = clock.availability(item.available, item.available_days, local_day)
+        out.available_now = out.availability == "available"
+    return out
+
+
+def summary_out(summary: DaySummary) -> DaySummaryOut:
+    return DaySummaryOut(
+        business_date=summary.business_date,
+        orders=summary.orders,
+        by_status=summary.by_status,
+        revenue_cents=summary.revenue_cents,
+        refunds_cents=summary.refunds_cents,
+        net_cents=summary.net_cents,
+    )
 
 
 def device_out(device: Device) -> DeviceOut:

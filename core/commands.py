@@ -19,7 +19,7 @@ from pydantic import (
     model_validator,
 )
 
-from core import sizes
+from core import clock, sizes
 
 
 def _printable(value: str) -> str:
@@ -80,9 +80,26 @@ class Patch(Strict):
 Currency = Annotated[str, StringConstraints(pattern=r"^[A-Z]{3}$")]
 
 
+# An IANA zone name the system knows (`Europe/Paris`); its local date drives `available_days` and order numbers
+TimeZone = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(clock.valid_timezone)]
+# The local hour a restaurant's business day starts (`core.clock.business_date`)
+DayStart = Annotated[int, Field(ge=0, le=23)]
+
+
 class RestaurantIn(Strict):
     name: Name
     currency: Currency = "EUR"
+    timezone: TimeZone = clock.DEFAULT_TIMEZONE
+    day_starts_at: DayStart = clock.DEFAULT_DAY_STARTS_AT
+
+
+class RestaurantUpdate(Patch):
+    """What a restaurant's admin may change about it. A new zone or day start applies to orders placed
+    from then on: numbers already given keep their business date."""
+
+    name: Name | None = None
+    timezone: TimeZone | None = None
+    day_starts_at: DayStart | None = None
 
 
 # A password as typed: at least 8 characters (argon2 hashes any length; 200 bounds the work per login)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel
@@ -80,7 +80,8 @@ class OrderLineState(BaseModel):
 class OrderState(BaseModel):
     id: int
     restaurant_id: int
-    number: int  # per restaurant, what the kitchen and the counter call the order
+    number: int  # per restaurant and business day, what the kitchen and the counter call the order
+    business_date: date  # the restaurant's service it belongs to (core.clock.business_date)
     status: OrderStatus
     table_name: str | None
     pickup_name: str | None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from sqlalchemy import JSON, BigInteger, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
@@ -24,9 +24,14 @@ class Restaurant(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     name: str
     event_seq: int = 0  # last seq handed out; bumped in the same transaction as each event
-    order_seq: int = 0  # last order number handed out (`Order.number`), under the same row lock
+    order_seq: int = 0  # last order number handed out (`Order.number`) on `order_day`, under the same row lock
+    order_day: date | None = None  # the business date `order_seq` counts in; a later one restarts it at 1
     currency: str = "EUR"  # ISO 4217; amounts are in hundredths of it
     archived_at: datetime | None = None  # closed: out of the lists, no devices, no staff (core.services.archive)
+    # its clock (core.clock): an IANA zone name, and the local hour its business day starts; the server
+    # defaults let a row written without them (an older tool's raw insert) read as before: UTC, 04:00
+    timezone: str = Field(default="UTC", sa_column_kwargs={"server_default": "UTC"})
+    day_starts_at: int = Field(default=4, sa_column_kwargs={"server_default": "4"})
 
 
 class User(SQLModel, table=True):
@@ -83,12 +88,16 @@ class MenuItem(SQLModel, table=True):
 
 class Order(SQLModel, table=True):
     __tablename__ = "orders"
-    # what the kitchen calls the order: 1, 2, 3… per restaurant; `id` stays the API's global key
-    __table_args__ = (UniqueConstraint("restaurant_id", "number", name="uq_orders_restaurant_number"), STABLE_IDS)
+    # what the kitchen calls the order: 1, 2, 3… per restaurant and business day; `id` stays the API's global key
+    __table_args__ = (
+        UniqueConstraint("restaurant_id", "business_date", "number", name="uq_orders_restaurant_day_number"),
+        STABLE_IDS,
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     restaurant_id: int = Field(foreign_key="restaurant.id", index=True)
     number: int = 0
+    business_date: date  # the restaurant's service it belongs to (core.clock.business_date)
     status: str = "pending"
     table_name: str | None = None
     pickup_name: str | None = None

@@ -24,6 +24,8 @@ from api.schemas import (
     notification_out,
     order_out,
 )
+from core import clock
+from core.models import utcnow
 from core.services import dashboard
 
 STATIC_DIR = Path(__file__).resolve().parents[1] / "static"
@@ -80,13 +82,14 @@ def read_client_config(request: Request) -> ClientConfig:
 def read_dashboard(rid: StaffScope, uow: UowDep) -> Snapshot:
     """Open orders, tracked stock, devices and unread notifications (newest 200), with the seq they are current to."""
     picture = dashboard.snapshot(uow, rid)
+    today = clock.local_date(utcnow(), picture.restaurant.timezone)  # each item's `availability`
     return Snapshot(
         restaurant_id=rid,
         restaurant_name=picture.restaurant.name,
         restaurant_currency=picture.restaurant.currency,
         seq=picture.seq,
         orders=[order_out(view) for view in picture.orders],
-        items=[item_out(item) for item in picture.items],
+        items=[item_out(item, today) for item in picture.items],
         devices=[device_out(device) for device in picture.devices],
         notifications=[notification_out(note) for note in picture.notifications],
     )

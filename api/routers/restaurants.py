@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, status
 
-from api.deps import CurrentUser, Paging, UowDep
+from api.deps import AdminScope, CurrentUser, Paging, UowDep
 from api.openapi import errors
 from api.schemas import ArchivedOut, Page, RestaurantCreatedOut, RestaurantOut, invited_out, restaurant_out
-from core.commands import Id, NewRestaurantIn
+from core.commands import Id, NewRestaurantIn, RestaurantUpdate
 from core.services import archive, restaurants, users
 from core.services.users import Actor
 
@@ -40,6 +40,13 @@ def list_restaurants(caller: CurrentUser, uow: UowDep, window: Paging) -> Page[R
     only = None if caller.role == "super_admin" else own
     found = restaurants.list_restaurants(uow, window, only)
     return Page(data=[restaurant_out(row) for row in found.rows], count=found.count)
+
+
+@router.patch("/{restaurant_id}", responses=errors(403, 404, 409, why=None))
+def update_restaurant(rid: AdminScope, body: RestaurantUpdate, uow: UowDep) -> RestaurantOut:
+    """Its name, time zone (IANA, e.g. `Europe/Paris`) or the local hour its business day starts: by its
+    admin or a super_admin. A new clock applies to orders placed from then on."""
+    return restaurant_out(restaurants.update_restaurant(uow, rid, body))
 
 
 @router.post("/{restaurant_id}/archive", responses=errors(403, 404, why=None))

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
+from sqlalchemy import case, or_
 from sqlmodel import col, select, update
 
-from core import domain, events
+from core import clock, domain, events
 from core.commands import OrderIn
 from core.domain import MovementKind, NotFound, OrderStatus
 from core.locking import locked, locked_all
 from core.models import Category, MenuItem, Order, OrderItem, Refund, Restaurant, utcnow
-from core.paging import Page, Window, page
 from core.services import tickets
 from core.services.inventory import apply_stock, stock_of
 from core.unit_of_work import UnitOfWork
@@ -41,14 +41,24 @@ def get_order(uow: UnitOfWork, restaurant_id: int, order_id: int, *, lock: bool 
 
 
 def place_order(
-    uow: UnitOfWork, restaurant_id: int, data: OrderIn, today: date | None = None, *, actor: str | None = None
+    uow: UnitOfWork, restaurant_id: int, data: OrderIn, now: datetime | None = None, *, actor: str | None = None
 ) -> OrderView:
     """Create an order and take its stock; one item short refuses the whole order. `actor`: who placed
     it, for the stock ledger (`core.models.StockMovement`).
 
+    `now` (the current instant unless a test drives time) is read on the restaurant's clock
+    (`core.clock`): `available_days` against its local calendar date (a Sunday item is sold while the
+    wall clock says Sunday, even at 01:30 when the business day is still Saturday's), the order's
+    number and business date against its business day.
+
     Its menu items are locked (ascending id) before anything is decided or emitted: two orders for the
     last burger take turns, and the second sees the stock the first left."""
-    today = today or date.today()
+    now = now or utcnow()
+    restaurant = uow.session.get(Restaurant, restaurant_id)  # its clock; `next_number` locks the row, last
+    if restaurant is None:
+        raise NotFound(f"restaurant {restaurant_id} not found")
+    local_day = clock.local_date(now, restaurant.timezone)
+    business_day = clock.business_date(now, restaurant.timezone, restaurant.day_starts_at)
     wanted: dict[int, int] = {}
     for line in data.items:
         wanted[line.menu_item_id] = wanted.get(line.menu_item_id, 0) + line.quantity
@@ -58,20 +68,23 @@ def place_order(
         item = found.get(item_id)
         if item is None or item.restaurant_id != restaurant_id:
             raise NotFound(f"menu item {item_id} not found")
-        if not item.available or not domain.available_on(item.available_days, today):
-            raise domain.DomainError(f"{item.name} is not available today")
+        _check_available(item, local_day)
         if item.enable_stock_tracking:
             domain.take(stock_of(item), quantity, item.name)  # refuse before anything is written
         items[item_id] = item
 
+    number, business_day = next_number(uow, restaurant_id, business_day)
     order = Order(
         restaurant_id=restaurant_id,
-        number=next_number(uow, restaurant_id),
+        number=number,
+        business_date=business_day,
         table_name=data.table_name,
         pickup_name=data.pickup_name,
         server_name=data.server_name,
         notes=data.notes,
         total_cents=sum(items[line.menu_item_id].price_cents * line.quantity for line in data.items),
+        created_at=now,
+        updated_at=now,
     )
     uow.session.add(order)
     uow.session.flush()
@@ -104,16 +117,35 @@ def place_order(
     return result
 
 
-def next_number(uow: UnitOfWork, restaurant_id: int) -> int:
-    """The restaurant's next order number (1, 2, 3…), gap-free: the `UPDATE … RETURNING` takes the
-    restaurant row that `UnitOfWork.emit` takes for seq, so it is the last lock of `core.locking`
-    (the menu items are locked before), and a refused order rolls its number back with it."""
-    return uow.session.execute(
+def _check_available(item: MenuItem, local_day: date) -> None:
+    """409 for an item switched off, and another message for one not sold on this weekday."""
+    state = clock.availability(item.available, item.available_days, local_day)
+    if state == "off":
+        raise domain.DomainError(f"{item.name} is not available")
+    if state == "not_today":
+        raise domain.DomainError(f"{item.name} is not available today ({local_day:%A}, the restaurant's local date)")
+
+
+def next_number(uow: UnitOfWork, restaurant_id: int, day: date) -> tuple[int, date]:
+    """The restaurant's next order number on business day `day` (1, 2, 3…, from 1 again each day), and
+    the day it counts in.
+
+    Gap-free: the `UPDATE … RETURNING` takes the restaurant row that `UnitOfWork.emit` takes for seq, so
+    it is the last lock of `core.locking` (the menu items are locked before), and a refused order rolls
+    its number back with it. A business day never goes back: if `day` is before the day counted in (the
+    zone was moved west, or a zone's clock went back across midnight), the order counts on in that later
+    day, so no number is given twice on one day."""
+    restarts = or_(col(Restaurant.order_day).is_(None), col(Restaurant.order_day) < day)
+    row = uow.session.execute(
         update(Restaurant)
         .where(col(Restaurant.id) == restaurant_id)
-        .values(order_seq=col(Restaurant.order_seq) + 1)
-        .returning(col(Restaurant.order_seq))
-    ).scalar_one()
+        .values(
+            order_seq=case((restarts, 1), else_=col(Restaurant.order_seq) + 1),
+            order_day=case((restarts, day), else_=col(Restaurant.order_day)),
+        )
+        .returning(col(Restaurant.order_seq), col(Restaurant.order_day))
+    ).one()
+    return row[0], row[1]
 
 
 def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, str | None]:
@@ -181,15 +213,6 @@ def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int
 def _touch(order: Order) -> None:
     order.version += 1
     order.updated_at = utcnow()
-
-
-def list_orders(uow: UnitOfWork, restaurant_id: int, status: OrderStatus | None, window: Window) -> Page[OrderView]:
-    """Newest first."""
-    query = select(Order).where(Order.restaurant_id == restaurant_id)
-    if status is not None:
-        query = query.where(Order.status == status)
-    found = page(uow, query.order_by(col(Order.id).desc()), window)
-    return Page([view_of(uow, order) for order in found.rows], found.count)
 
 
 def reprint(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:

@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Collection
+from datetime import date, datetime
 
 from sqlmodel import col, select
 
-from core.commands import RestaurantIn
+from core import clock
+from core.commands import RestaurantIn, RestaurantUpdate
 from core.domain import DomainError, NotFound
-from core.models import Restaurant
+from core.locking import locked
+from core.models import Restaurant, utcnow
 from core.paging import Page, Window, page
 from core.unit_of_work import UnitOfWork
 
 
 def create_restaurant(uow: UnitOfWork, data: RestaurantIn) -> Restaurant:
-    restaurant = Restaurant(name=data.name, currency=data.currency)
+    restaurant = Restaurant(
+        name=data.name, currency=data.currency, timezone=data.timezone, day_starts_at=data.day_starts_at
+    )
     uow.session.add(restaurant)
     uow.session.flush()  # its id, for the answer
     return restaurant
@@ -37,3 +42,30 @@ def list_restaurants(uow: UnitOfWork, window: Window, only: Collection[int] | No
     if only is not None:
         query = query.where(col(Restaurant.id).in_(only))
     return page(uow, query, window)
+
+
+def get_restaurant(uow: UnitOfWork, rid: int) -> Restaurant:
+    restaurant = uow.session.get(Restaurant, rid)
+    if restaurant is None:
+        raise NotFound(f"restaurant {rid} not found")
+    return restaurant
+
+
+def update_restaurant(uow: UnitOfWork, rid: int, data: RestaurantUpdate) -> Restaurant:
+    """Name, time zone, day start. Locked: the row is the one `orders.next_number` counts under."""
+    restaurant = locked(uow.session, Restaurant, rid)
+    if restaurant is None:
+        raise NotFound(f"restaurant {rid} not found")
+    if restaurant.archived_at is not None:
+        raise DomainError(f"restaurant {rid} is archived; it cannot be changed")
+    for field, value in data.model_dump(exclude_unset=True).items():
+        setattr(restaurant, field, value)
+    uow.session.add(restaurant)
+    return restaurant
+
+
+def local_today(uow: UnitOfWork, rid: int, now: datetime | None = None) -> date:
+    """The calendar date on the restaurant's wall clock at `now` (the current instant by default):
+    what `available_days` is read against (`core.clock`)."""
+    restaurant = get_restaurant(uow, rid)
+    return clock.local_date(now or utcnow(), restaurant.timezone)

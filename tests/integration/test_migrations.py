@@ -75,6 +75,10 @@ def test_up_upgrades_a_release_data_dir_in_place_and_keeps_its_rows(tmp_path):
         # 0005: a restaurant made before currencies reads EUR, and is not archived
         assert session.execute(text("SELECT currency, archived_at FROM restaurant")).all() == [("EUR", None)]
         assert session.execute(text("SELECT status, version FROM orders")).all() == [("preparing", 2)]
+        # 0009: placed 06:33 UTC on 2 December, the 2nd's service under the defaults (UTC, day from 04:00)
+        dated = session.execute(text("SELECT number, business_date FROM orders")).all()
+        assert [(number, str(day)) for number, day in dated] == [(1, "2026-12-02")]
+        assert session.execute(text("SELECT timezone, day_starts_at FROM restaurant")).all() == [("UTC", 4)]
         assert session.execute(text("SELECT count(*) FROM outbox_event")).scalar_one() == 15
     parts.engine.dispose()
 
@@ -234,5 +238,76 @@ def test_order_numbers_are_backfilled_per_restaurant_on_postgresql():
         engine = db.make_engine(url)
         try:
             backfill_numbers(engine)
+        finally:
+            engine.dispose()
+
+
+def backfill_business_dates(engine: Engine) -> None:
+    """0009: orders made before get the business date of their `created_at` under the defaults (UTC, day from
+    04:00), the counter's day is its restaurant's last one, and an order placed after the upgrade on that
+    day continues its numbers instead of giving one twice."""
+    from datetime import UTC, date, datetime
+
+    from core.commands import MenuIn, MenuItemIn, OrderIn, OrderItemIn
+    from core.models import Menu
+    from core.services import menu, orders
+    from core.unit_of_work import UnitOfWork
+
+    assert db.upgrade(engine, "0005") == (None, "0005")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO restaurant (id, name, event_seq, order_seq, currency) VALUES (1, 'A', 0, 3, 'EUR')")
+        )
+        connection.execute(
+            text("INSERT INTO restaurant (id, name, event_seq, order_seq, currency) VALUES (2, 'B', 0, 0, 'EUR')")
+        )
+        for number, created_at in enumerate(["2026-06-01 12:00:00", "2026-06-02 02:30:00", "2026-06-02 04:00:00"], 1):
+            connection.execute(
+                text(
+                    "INSERT INTO orders (restaurant_id, number, status, notes, total_cents, refunded_cents,"
+                    " version, created_at, updated_at) VALUES (1, :number, 'pending', '', 0, 0, 1, :at, :at)"
+                ),
+                {"number": number, "at": created_at},
+            )
+    db.upgrade(engine)
+    assert differences(engine) == []
+    with engine.connect() as connection:
+        dated = connection.execute(text("SELECT number, business_date FROM orders ORDER BY id")).all()
+        counters = connection.execute(
+            text("SELECT id, order_seq, order_day, timezone, day_starts_at FROM restaurant ORDER BY id")
+        ).all()
+    assert [(row[0], str(row[1])) for row in dated] == [
+        (1, "2026-06-01"),
+        (2, "2026-06-01"),  # 02:30 UTC: the evening before's service
+        (3, "2026-06-02"),
+    ]
+    assert [(row[0], row[1], None if row[2] is None else str(row[2]), row[3], row[4]) for row in counters] == [
+        (1, 3, "2026-06-02", "UTC", 4),
+        (2, 0, None, "UTC", 4),
+    ]
+    with UnitOfWork(engine) as uow:
+        menu_id = menu.create_row(uow, Menu, 1, MenuIn(name="Menu")).id
+        assert menu_id is not None
+        soup = menu.create_item(uow, 1, MenuItemIn(menu_id=menu_id, name="Soup", price_cents=100)).id
+        assert soup is not None
+        body = OrderIn(items=[OrderItemIn(menu_item_id=soup, quantity=1)])
+        later = orders.place_order(uow, 1, body, now=datetime(2026, 6, 2, 20, 0, tzinfo=UTC)).order
+        assert (later.number, later.business_date) == (4, date(2026, 6, 2))  # the day's count goes on
+        uow.commit()
+
+
+def test_business_dates_are_backfilled_and_numbers_go_on(tmp_path):
+    engine = sqlite_file(tmp_path / "days.db")
+    try:
+        backfill_business_dates(engine)
+    finally:
+        engine.dispose()
+
+
+def test_business_dates_are_backfilled_and_numbers_go_on_on_postgresql():
+    with fresh_database("days") as url:
+        engine = db.make_engine(url)
+        try:
+            backfill_business_dates(engine)
         finally:
             engine.dispose()

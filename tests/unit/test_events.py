@@ -3,7 +3,7 @@ typed apart from the REST schemas, so a change to either must show up here befor
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from core import events
 from core.domain import OrderStatus, Stock
@@ -11,7 +11,14 @@ from core.models import Category, Device, Menu, MenuItem, Notification, Order, O
 
 MOMENT = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 ORDER = Order(
-    id=7, restaurant_id=1, number=3, status=OrderStatus.READY, table_name="T4", created_at=MOMENT, updated_at=MOMENT
+    id=7,
+    restaurant_id=1,
+    number=3,
+    business_date=date(2026, 3, 4),
+    status=OrderStatus.READY,
+    table_name="T4",
+    created_at=MOMENT,
+    updated_at=MOMENT,
 )
 LINE = OrderItem(id=3, order_id=7, menu_item_id=2, name="Fries", quantity=2, unit_price_cents=450, station="grill")
 ITEM = MenuItem(
@@ -28,6 +35,7 @@ ORDER_KEYS = [
     "id",
     "restaurant_id",
     "number",
+    "business_date",
     "status",
     "table_name",
     "pickup_name",

@@ -3,6 +3,7 @@
 import mqtt from "../vendor/mqtt.esm.js";
 import { Api } from "./api.js";
 import { LiveConnection, websocketUrl } from "./connection.js";
+import { DayTotals } from "./day_totals.js";
 import { Beeper } from "./sound.js";
 import { DashboardState, orderLabel } from "./state.js";
 import { DashboardUi } from "./ui.js";
@@ -42,6 +43,7 @@ class App {
     this.connection = null;
     this.config = null;
     this.renderQueued = false;
+    this.dayTotals = null;
   }
 
   async start() {
@@ -138,6 +140,9 @@ class App {
     this.state = state;
     this.ui.showDashboard({ role: this.session.role });
     this.ui.setRestaurant(`Restaurant ${rid}`);
+    this.dayTotals?.stop();
+    const totals = new DayTotals(document, this.api, rid);
+    this.dayTotals = totals;
     let connection = null;
     // after a sign-out, a request still in flight of the old connection must not touch the screen
     const current = (fn) => (...args) => {
@@ -147,11 +152,13 @@ class App {
       snapshot: current((snapshot, options) => {
         if (typeof snapshot?.restaurant_name === "string") this.ui.setRestaurant(snapshot.restaurant_name, snapshot.restaurant_currency);
         state.applySnapshot(snapshot, options);
+        totals.refresh();
         this.render();
       }),
       event: current((envelope, source) => this.onEvent(envelope, source)),
       orderState: current((id, envelope) => {
         state.applyOrderState(id, envelope);
+        totals.refresh();
         this.render();
       }),
       itemState: current((id, envelope) => {
@@ -177,6 +184,7 @@ class App {
 
   onEvent(envelope, source) {
     const result = this.state.applyEvent(envelope, source);
+    if (envelope?.type === "new_order" || envelope?.type === "order_updated") this.dayTotals?.refresh();
     if (result.newOrder) {
       this.ui.announce(`New order ${orderLabel(result.newOrder)}`);
       this.beeper.beep();
@@ -275,6 +283,8 @@ class App {
   }
 
   signOut(message) {
+    this.dayTotals?.stop();
+    this.dayTotals = null;
     this.connection?.stop();
     this.connection = null;
     this.state = null;

@@ -12,8 +12,8 @@ indexes and foreign keys. The copy sets each table's counter to its highest id; 
 the upgrade at the very end of a table can still come back once, none after. PostgreSQL's sequences
 never hand an id out twice: nothing to do there.
 
-Revision ID: 0008
-Revises: 0005
+Revision ID: 0009
+Revises: 0008
 Create Date: 2026-12-03 06:45:00
 """
 
@@ -22,8 +22,8 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0005"
+revision: str = "0009"
+down_revision: str | None = "0008"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
