@@ -57,6 +57,8 @@ def place_order(
     restaurant = uow.session.get(Restaurant, restaurant_id)  # its clock; `next_number` locks the row, last
     if restaurant is None:
         raise NotFound(f"restaurant {restaurant_id} not found")
+    if restaurant.archived_at is not None:  # closed (core.services.archive): a super_admin's token still reaches it
+        raise domain.DomainError(f"restaurant {restaurant_id} is archived; it takes no orders")
     local_day = clock.local_date(now, restaurant.timezone)
     business_day = clock.business_date(now, restaurant.timezone, restaurant.day_starts_at)
     wanted: dict[int, int] = {}

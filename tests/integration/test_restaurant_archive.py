@@ -86,8 +86,12 @@ def test_an_archived_restaurant_has_no_retained_state_so_the_next_rebuild_clears
 
 def test_nothing_can_be_added_to_an_archived_restaurant(app: App, chain):
     boss, bistro = chain["boss"], chain["Bistro"]["rid"]
+    burger, _fries = add_burger_and_fries(chain["Bistro"]["admin"], bistro, stock=5, low_stock=0)
     assert boss.post(f"/restaurants/{bistro}/archive").status_code == 200
     before = state(app.engine, bistro)
+    order = boss.post(f"/restaurants/{bistro}/orders", json={"items": [{"menu_item_id": burger["id"], "quantity": 1}]})
+    assert order.status_code == 409 and "archived" in order.json()["detail"]  # a super_admin's token reaches it
+    assert boss.get(f"/restaurants/{bistro}/inventory").json()["data"][0]["stock_quantity"] == 5
     device = boss.post(f"/restaurants/{bistro}/devices", json=PRINTER)
     assert device.status_code == 409 and "archived" in device.json()["detail"]
     person = boss.post(f"/restaurants/{bistro}/users", json={"email": "late@bistro.example", "name": "Late"})
