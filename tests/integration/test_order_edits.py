@@ -41,7 +41,7 @@ def site(db: Engine) -> Site:
 
         def item(name: str, price: int, category: int | None, stock: int | None) -> int:
             body = MenuItemIn(
-                menu_id=menu.id,  # type: ignore[arg-type]
+                menu_id=menu.id,
                 category_id=category,
                 name=name,
                 price_cents=price,

@@ -41,6 +41,9 @@ TICKET = {
 }
 
 
+ITEMS: list[dict] = TICKET["items"]  # type: ignore[assignment]
+
+
 def ticket(**changes):
     return parse_ticket({**TICKET, **changes})
 
@@ -53,8 +56,8 @@ CASES = {
     "backup": lambda: render(ticket(), backup_from="grill", tz=UTC),
     "pickup": lambda: render(ticket(table_name=None, pickup_name="Maria", server_name=None, notes=""), tz=UTC),
     # an edit's chits: ADD for lines added to the order, VOID (not VOIDED) for some lines only
-    "add": lambda: render(ticket(version=2, partial=True, items=TICKET["items"][1:2]), tz=UTC),
-    "partial_void": lambda: render(ticket(kind="void", version=2, partial=True, items=TICKET["items"][:1]), tz=UTC),
+    "add": lambda: render(ticket(version=2, partial=True, items=ITEMS[1:2]), tz=UTC),
+    "partial_void": lambda: render(ticket(kind="void", version=2, partial=True, items=ITEMS[:1]), tz=UTC),
     "no_number": lambda: render(ticket(number=None), tz=UTC),  # from a bus older than order numbers
 }
 
@@ -71,11 +74,11 @@ def test_rendered_bytes_match_the_golden_file(case):
 
 
 def test_an_edit_prints_add_and_void_chits_and_a_cancel_still_voids_the_whole_order():
-    add = ticket_text(render(ticket(version=2, partial=True, items=TICKET["items"][1:2]), tz=UTC)).splitlines()
+    add = ticket_text(render(ticket(version=2, partial=True, items=ITEMS[1:2]), tz=UTC)).splitlines()
     assert add[0].strip() == "ADD" and "1 x Chicken wings" in add and "2 x Burger" not in add
     later = ticket_text(render(ticket(version=3), tz=UTC)).splitlines()  # a new ticket of a later version is an ADD
     assert later[0].strip() == "ADD"
-    void = ticket_text(render(ticket(kind="void", version=2, partial=True, items=TICKET["items"][:1]), tz=UTC))
+    void = ticket_text(render(ticket(kind="void", version=2, partial=True, items=ITEMS[:1]), tz=UTC))
     assert [line.strip() for line in void.splitlines() if "VOID" in line] == ["VOID", "VOID"]
     cancel = ticket_text(render(ticket(kind="void", version=2), tz=UTC))
     assert [line.strip() for line in cancel.splitlines() if "VOID" in line] == ["VOIDED", "VOIDED"]
