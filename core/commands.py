@@ -222,6 +222,13 @@ class DeviceIn(Strict):
         return self
 
 
+def _left_out_not_null(value: object) -> object:
+    """`null` is refused where leaving the field out is how to keep what is there."""
+    if value is None:
+        raise ValueError("may not be null (leave it out to keep what the order has)")
+    return value
+
+
 class LineRemovalIn(Strict):
     """Take `quantity` of an order line off the order (all of it: its whole quantity)."""
 
@@ -235,6 +242,8 @@ class LineChangeIn(Strict):
     line_id: Id
     modifiers: Annotated[list[Modifier], Field(max_length=sizes.MODIFIERS_PER_LINE)] | None = None
     notes: Annotated[str, StringConstraints(max_length=sizes.LINE_NOTES_CHARS), TEXT] | None = None
+
+    _not_null = field_validator("modifiers", "notes", mode="before")(_left_out_not_null)
 
     @model_validator(mode="after")
     def _changes_something(self) -> Self:
@@ -251,6 +260,8 @@ class OrderEditIn(Strict):
     remove: Annotated[list[LineRemovalIn], Field(max_length=sizes.MAX_ORDER_LINES)] = []
     change: Annotated[list[LineChangeIn], Field(max_length=sizes.MAX_ORDER_LINES)] = []
     notes: Annotated[str, StringConstraints(max_length=sizes.ORDER_NOTES_CHARS), TEXT] | None = None
+
+    _not_null = field_validator("notes", mode="before")(_left_out_not_null)
 
     @model_validator(mode="after")
     def _edits_something(self) -> Self:
