@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from core.commands import CategoryIn, LineChangeIn, LineRemovalIn, MenuIn, MenuItemIn, OrderEditIn, OrderIn, OrderItemIn
+from core.commands import CategoryIn, MenuIn, MenuItemIn, OrderEditIn, OrderIn, OrderItemIn
 from core.domain import DomainError, NotFound, OrderStatus
 from core.models import Category, Menu, MenuItem, Order, OrderItem, OutboxEvent, Restaurant, Ticket
 from core.services import menu as menu_service
