@@ -75,8 +75,8 @@ def edit_order(
         raise DomainError(f"an order keeps at most {sizes.MAX_ORDER_LINES} lines with the ones an edit changes")
     stock_after: dict[int, domain.Stock] = {}
     for item_id, delta in order_changes.stock_moves(before, after).items():
-        item = items[item_id]
-        if item.enable_stock_tracking:  # decided for every item before anything is written
+        item = items.get(item_id)
+        if item is not None and item.enable_stock_tracking:  # decided for every item before anything is written
             stock = stock_of(item)
             stock_after[item_id] = (
                 domain.take(stock, delta, item.name) if delta > 0 else domain.adjust(stock, -delta, item.name)

@@ -3,6 +3,7 @@ version bump, one `order_updated` with before/after, and the kitchen's chits; a 
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -253,3 +254,40 @@ def test_an_unprinted_chit_is_resent_with_its_own_lines_and_a_cancel_voids_what_
     ]
     assert "partial" not in sent[0]["ticket"] and "partial" not in sent[3]["ticket"]
     assert stock(site, site.burger) == 10
+
+
+def test_edits_at_once_never_sell_past_the_stock_and_bump_the_version_once_each(site: Site):
+    """Ten edits of one order at once, each adding a spritz, against 4 left: the order row lock (and the item
+    locks after it) lets exactly 4 through, on PostgreSQL as on SQLite; versions and seqs lose nothing."""
+    order_id = place(site, (site.spritz, 1))
+    start = snapshot(site, order_id)
+    barrier = threading.Barrier(10)
+    results: list[object] = [None] * 10
+
+    def run(i: int) -> None:
+        barrier.wait(10)
+        try:
+            with UnitOfWork(site.engine) as uow:
+                body = OrderEditIn(add=[OrderItemIn(menu_item_id=site.spritz, quantity=1)])
+                results[i] = order_edits.edit_order(uow, site.rid, order_id, body).order.version
+                uow.commit()
+        except DomainError as exc:
+            results[i] = exc
+        except BaseException as exc:  # shown by the assertion below
+            results[i] = ("crashed", exc)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not any(isinstance(r, tuple) for r in results), results
+    won = sorted(r for r in results if isinstance(r, int))
+    assert won == [2, 3, 4, 5]
+    assert all("not enough Spritz" in str(r) for r in results if isinstance(r, DomainError))
+    after = snapshot(site, order_id)
+    assert stock(site, site.spritz) == 0 and len(after["lines"]) == 5 and after["order"][1] == 5
+    assert after["order"][2] == 5 * 700
+    sent = events_after(site, start["outbox"])
+    assert [e["seq"] for e in sent] == list(range(sent[0]["seq"], sent[0]["seq"] + len(sent)))
+    assert len([e for e in sent if e["type"] == "order_updated"]) == 4
