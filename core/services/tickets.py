@@ -90,8 +90,8 @@ def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_h
     for ticket in waiting:
         order = uow.session.get(Order, ticket.order_id)
         assert order is not None
-        if ticket.kind != "void" and not domain.is_open(order.status):
-            continue  # served or cancelled meanwhile: its void (if any) is what the kitchen needs
+        if (ticket.kind != "void" or ticket.partial) and not domain.is_open(order.status):
+            continue  # served or cancelled meanwhile: its whole-order void (if any) is what the kitchen needs
         uow.emit(restaurant_id, events.kitchen_ticket(ticket, order, _items_of(uow, ticket, order), resent=True))
         sent += 1
     return sent

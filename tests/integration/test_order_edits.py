@@ -254,6 +254,8 @@ def test_an_unprinted_chit_is_resent_with_its_own_lines_and_a_cancel_voids_what_
     ]
     assert "partial" not in sent[0]["ticket"] and "partial" not in sent[3]["ticket"]
     assert stock(site, site.burger) == 10
+    with UnitOfWork(site.engine) as uow:  # cancelled now: only the whole-order void is worth sending again
+        assert tickets.resend_unprinted(uow, site.rid, "grill") == 1
 
 
 def test_edits_at_once_never_sell_past_the_stock_and_bump_the_version_once_each(site: Site):
