@@ -237,3 +237,51 @@ class DeviceIn(Strict):
         if self.kind != "scale" and (self.item_id is not None or self.tare_grams):
             raise ValueError("only a scale has an item and a tare")
         return self
+
+
+def _left_out_not_null(value: object) -> object:
+    """`null` is refused where leaving the field out is how to keep what is there."""
+    if value is None:
+        raise ValueError("may not be null (leave it out to keep what the order has)")
+    return value
+
+
+class LineRemovalIn(Strict):
+    """Take `quantity` of an order line off the order (all of it: its whole quantity)."""
+
+    line_id: Id
+    quantity: Annotated[int, Field(gt=0, le=sizes.MAX_LINE_QUANTITY)]
+
+
+class LineChangeIn(Strict):
+    """New modifiers and/or notes for an order line; what is left out stays."""
+
+    line_id: Id
+    modifiers: Annotated[list[Modifier], Field(max_length=sizes.MODIFIERS_PER_LINE)] | None = None
+    notes: Annotated[str, StringConstraints(max_length=sizes.LINE_NOTES_CHARS), TEXT] | None = None
+
+    _not_null = field_validator("modifiers", "notes", mode="before")(_left_out_not_null)
+
+    @model_validator(mode="after")
+    def _changes_something(self) -> Self:
+        if self.modifiers is None and self.notes is None:
+            raise ValueError("a change needs modifiers or notes")
+        return self
+
+
+class OrderEditIn(Strict):
+    """An edit of a placed order (`core.services.order_edits`): lines to add, to remove or reduce, to
+    change, and new order notes. At least one of them; the edit is applied whole or not at all."""
+
+    add: Annotated[list[OrderItemIn], Field(max_length=sizes.MAX_ORDER_LINES)] = []
+    remove: Annotated[list[LineRemovalIn], Field(max_length=sizes.MAX_ORDER_LINES)] = []
+    change: Annotated[list[LineChangeIn], Field(max_length=sizes.MAX_ORDER_LINES)] = []
+    notes: Annotated[str, StringConstraints(max_length=sizes.ORDER_NOTES_CHARS), TEXT] | None = None
+
+    _not_null = field_validator("notes", mode="before")(_left_out_not_null)
+
+    @model_validator(mode="after")
+    def _edits_something(self) -> Self:
+        if not (self.add or self.remove or self.change) and self.notes is None:
+            raise ValueError("an edit needs at least one of add, remove, change or notes")
+        return self

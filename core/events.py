@@ -167,13 +167,28 @@ def new_order(order: Order, lines: Iterable[OrderItem]) -> Event:
 
 
 def order_updated(
-    order: Order, lines: Iterable[OrderItem], change: str, refund: tuple[int, str] | None = None
+    order: Order,
+    lines: Iterable[OrderItem],
+    change: str,
+    refund: tuple[int, str] | None = None,
+    edit: tuple[Iterable[OrderItem], Iterable[OrderItem]] | None = None,
 ) -> Event:
-    """`change` says what moved it (status, recall, refund); a refund carries its amount and reason."""
+    """`change` says what moved it (status, recall, refund, items); a refund carries its amount and reason.
+
+    An edit of its lines (`change: "items"`) carries `before` (the lines it removed or changed, as they
+    were) and `after` (the lines it added or changed, as they are now); `order.items` is every line now.
+    Only the changed lines travel twice, so the event stays within one packet like the order itself."""
     data: dict[str, Any] = {"order": order_state(order, lines), "change": change}
     if refund is not None:
         data["refund"] = {"amount_cents": refund[0], "reason": refund[1]}
+    if edit is not None:
+        data["before"] = [_line_state(line) for line in edit[0]]
+        data["after"] = [_line_state(line) for line in edit[1]]
     return Event(ORDER_UPDATED, data)
+
+
+def _line_state(line: OrderItem) -> dict[str, Any]:
+    return OrderLineState.model_validate(line, from_attributes=True).model_dump(mode="json")
 
 
 def inventory_updated(item: MenuItem, reason: str, kind: str) -> Event:
@@ -191,16 +206,32 @@ def notification(note: Notification) -> Event:
     return Event(NOTIFICATION, {"notification": state.model_dump(mode="json")})
 
 
-def kitchen_ticket(ticket: Ticket, order: Order, lines: Iterable[OrderItem], resent: bool = False) -> Event:
-    """What a printer prints: the station's lines of the order; `resent` marks a ticket sent again, same id."""
-    data: dict[str, Any] = {"ticket": ticket_body(ticket, order, lines)}
+def kitchen_ticket(ticket: Ticket, order: Order, items: list[dict[str, Any]], resent: bool = False) -> Event:
+    """What a printer prints: the ticket's lines (`ticket_items`); `resent` marks a ticket sent again, same id."""
+    data: dict[str, Any] = {"ticket": ticket_body(ticket, order, items)}
     if resent:
         data["resent"] = True
     return Event(KITCHEN_TICKET, data)
 
 
-def ticket_body(ticket: Ticket, order: Order, lines: Iterable[OrderItem]) -> dict[str, Any]:
-    return {
+def ticket_items(lines: Iterable[OrderItem]) -> list[dict[str, Any]]:
+    """Order lines as a ticket carries them (and `Ticket.lines` keeps them)."""
+    return [
+        {
+            "name": line.name,
+            "quantity": line.quantity,
+            "modifiers": list(line.modifiers),
+            "notes": line.notes,
+            "course": line.course,
+        }
+        for line in lines
+    ]
+
+
+def ticket_body(ticket: Ticket, order: Order, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """`partial`: an edit's chit, with only the lines it adds (`new`, printed ADD) or voids (`void`);
+    a screen strikes those lines, not the whole order. Absent on whole-order tickets."""
+    body: dict[str, Any] = {
         "id": ticket.id,
         "kind": ticket.kind,
         "order_id": order.id,
@@ -212,17 +243,11 @@ def ticket_body(ticket: Ticket, order: Order, lines: Iterable[OrderItem]) -> dic
         "pickup_name": order.pickup_name,
         "server_name": order.server_name,
         "notes": order.notes,
-        "items": [
-            {
-                "name": line.name,
-                "quantity": line.quantity,
-                "modifiers": list(line.modifiers),
-                "notes": line.notes,
-                "course": line.course,
-            }
-            for line in lines
-        ],
+        "items": [dict(item) for item in items],
     }
+    if ticket.partial:
+        body["partial"] = True
+    return body
 
 
 def menu_item_changed(action: RowAction, item: MenuItem) -> Event:

@@ -199,6 +199,10 @@ class Ticket(SQLModel, table=True):
     version: int  # the order's version it was cut from
     station: str
     kind: str  # new | void | reprint
+    # the lines it carries, as printed (`events.ticket_items`): a chit of an edit carries only what changed,
+    # so a resend must not recompute them from the order; None on tickets cut before the column existed
+    lines: list[dict] | None = Field(default=None, sa_column=Column(JSON, nullable=True))
+    partial: bool = False  # an edit's ADD or VOID chit: some lines of the order, not all of it
     state: str = Field(default="sent", index=True)  # sent | printed | failed | unacknowledged
     device_id: str | None = None  # the printer that reported on it
     detail: str = ""  # why it failed

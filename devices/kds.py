@@ -164,8 +164,8 @@ class KdsApp(App[None]):
 
     async def redraw(self) -> None:
         """Bring the cards in line with the board: same orders in the same places, then fresh text and colours."""
-        if not self.screen.query("#allday"):
-            return  # the screen is closing
+        if not self.screen_stack or not self.screen.query("#allday"):
+            return  # the screen is closing (or closed: a tick's message can come after the last screen left)
         busy = self.client.busy_orders()
         with self.client.lock:
             cards = self.board.orders()

@@ -71,9 +71,31 @@ class Line:
             station=item.get("station") if isinstance(item.get("station"), str) else station,
         )
 
+    def same_dish(self, other: Line) -> bool:
+        """The same dish apart from how many: what a VOID chit's line takes off."""
+        return (self.name, self.modifiers, self.notes, self.course) == (
+            other.name,
+            other.modifiers,
+            other.notes,
+            other.course,
+        ) and (self.station is None or other.station is None or self.station == other.station)
+
     def text(self) -> str:
         extras = [*self.modifiers, *([self.notes] if self.notes else [])]
         return f"{self.quantity} x {self.name}" + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _without(lines: tuple[Line, ...], voided: tuple[Line, ...]) -> tuple[Line, ...]:
+    """`lines` less the quantities a VOID chit takes off, dish by dish; a line down to nothing goes."""
+    left = list(lines)
+    for gone in voided:
+        quantity = gone.quantity
+        for index, line in enumerate(left):
+            if quantity and line.quantity and line.same_dish(gone):
+                taken = min(quantity, line.quantity)
+                left[index] = replace(line, quantity=line.quantity - taken)
+                quantity -= taken
+    return tuple(line for line in left if line.quantity > 0)
 
 
 def _number(value: Any) -> int | None:
@@ -95,6 +117,8 @@ class Card:
     server_name: str | None = None
     notes: str = ""
     provisional: bool = False  # known only from a kitchen ticket so far; the order itself replaces it
+    voided: tuple[Line, ...] = ()  # lines an edit's VOID chits took off: shown struck, never cooked
+    chits: frozenset[int] = frozenset()  # the edit chits (ticket ids) already applied to it
 
     @property
     def where(self) -> str:
@@ -232,12 +256,16 @@ class Board:
         self._versions[card.order_id] = max(card.version, known or 0)
         if card.status not in OPEN_STATUSES:
             return self._drop(card.order_id)
+        if current is not None:  # what the edits' chits said stays on the card
+            card = replace(card, voided=current.voided, chits=current.chits)
         self.cards[card.order_id] = card
         return True
 
     def apply_ticket(self, ticket: dict[str, Any]) -> bool:
         """A ticket adds an order the board has not seen yet; a void takes it off the screen."""
         order_id, version = int(ticket["order_id"]), int(ticket.get("version", 0))
+        if ticket.get("partial") is True:
+            return self._apply_chit(ticket)
         if ticket.get("kind") == "void":
             self._versions[order_id] = max(version, self._versions.get(order_id, 0))
             return self._drop(order_id)
@@ -254,6 +282,31 @@ class Board:
         if stations <= {line.station for line in card.lines}:
             return False  # a reprint, or the same station again
         self.cards[order_id] = replace(card, lines=card.lines + fresh.lines)
+        return True
+
+    def _apply_chit(self, ticket: dict[str, Any]) -> bool:
+        """An edit's ADD or VOID chit: some lines of an order, never the whole order.
+
+        A VOID strikes its lines (they stay on the card, struck, so the cook sees what to stop); an
+        ADD adds its lines. When the order's own event of that version came first, its lines already
+        are the edited ones: only the struck lines are new. A chit that came first changes the
+        lines itself, and the order's event replaces them when it comes."""
+        order_id, version, ticket_id = int(ticket["order_id"]), int(ticket.get("version", 0)), int(ticket["id"])
+        card = self.cards.get(order_id)
+        void = ticket.get("kind") == "void"
+        if card is None:
+            if void or version <= self._versions.get(order_id, 0):
+                return False  # nothing on screen to take off, or closed since
+            self.cards[order_id] = replace(Card.from_ticket(ticket), chits=frozenset({ticket_id}))
+            return True
+        if ticket_id in card.chits:
+            return False  # sent again (a resend has the same ticket id)
+        lines = Card.from_ticket(ticket).lines
+        current = card.lines
+        if card.provisional or version > card.version:  # the order's event of this version has not come yet
+            current = _without(current, lines) if void else current + lines
+        voided = card.voided + lines if void else card.voided
+        self.cards[order_id] = replace(card, lines=current, voided=voided, chits=card.chits | {ticket_id})
         return True
 
     def apply_ack(self, order_id: int, status: str, version: int) -> bool:
@@ -283,9 +336,16 @@ class Board:
     # --- what the screen shows -------------------------------------------------------------
 
     def lines_of(self, card: Card) -> tuple[Line, ...]:
+        return self._mine(card.lines)
+
+    def voided_of(self, card: Card) -> tuple[Line, ...]:
+        """The lines edits voided on this screen's station(s), shown struck."""
+        return self._mine(card.voided)
+
+    def _mine(self, lines: tuple[Line, ...]) -> tuple[Line, ...]:
         if self.station is None:
-            return card.lines
-        return tuple(line for line in card.lines if (line.station or self.default_station) == self.station)
+            return lines
+        return tuple(line for line in lines if (line.station or self.default_station) == self.station)
 
     def orders(self) -> list[Card]:
         """The open orders this screen shows, oldest first."""

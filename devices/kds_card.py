@@ -25,6 +25,7 @@ AGE_STYLES: dict[Colour, str] = {"normal": "bold green", "warn": "bold black on 
 ALLERGY_STYLE = "bold white on red"
 NOTE_STYLE = "bold yellow"
 MODIFIER_STYLE = "cyan"
+VOID_STYLE = "strike dim red"
 
 
 def elapsed_text(elapsed: timedelta) -> str:
@@ -64,6 +65,9 @@ def card_text(board: Board, card: Card, busy: bool = False) -> Text:
         lines.extend(Text(f"  + {modifier}", style=MODIFIER_STYLE) for modifier in line.modifiers)
         if line.notes:
             lines.append(note_line(line.notes, "  "))
+    for line in board.voided_of(card):  # an edit took them off: struck, so nobody cooks them
+        lines.append(Text(f"VOID {line.quantity} x {line.name}", style=VOID_STYLE))
+        lines.extend(Text(f"  + {modifier}", style=VOID_STYLE) for modifier in line.modifiers)
     if card.notes:
         lines.append(note_line(card.notes, ""))
     return Text("\n").join(lines)

@@ -164,7 +164,8 @@ class PrinterAgent:
             ticket = envelope["data"].get("ticket")
             order_id = ticket.get("order_id") if isinstance(ticket, dict) else None
             served = isinstance(order_id, int) and closed.get(order_id, False)
-            if served and isinstance(ticket, dict) and ticket.get("kind") != "void":
+            whole_void = isinstance(ticket, dict) and ticket.get("kind") == "void" and ticket.get("partial") is not True
+            if served and isinstance(ticket, dict) and not whole_void:
                 log.info("ticket %s not printed: its order closed while the printer was away", ticket.get("id"))
                 continue
             self._ticket(json.dumps(envelope, ensure_ascii=False).encode())

@@ -51,6 +51,12 @@ class Ticket:
     pickup_name: str | None = None
     server_name: str | None = None
     notes: str = ""
+    partial: bool = False  # an edit's chit: only the lines it adds (`new`) or voids (`void`), not the whole order
+
+    @property
+    def is_add(self) -> bool:
+        """An ADD chit: items added to an order the kitchen already has (a `new` ticket of a later version)."""
+        return self.kind == "new" and (self.partial or self.version > 1)
 
     @property
     def fingerprint(self) -> str:
@@ -82,6 +88,8 @@ class Ticket:
                 for i in self.items
             ],
         }
+        if self.partial:
+            body["partial"] = True
         return json.dumps(body, separators=(",", ":"), ensure_ascii=False)
 
 
@@ -129,6 +137,7 @@ def parse_ticket(raw: dict[str, Any]) -> Ticket:
             pickup_name=_text(raw, "pickup_name", 60),
             server_name=_text(raw, "server_name", 60),
             notes=_text(raw, "notes", 500) or "",
+            partial=_flag(raw, "partial"),
         )
     except BadTicket as exc:
         raise BadTicket(str(exc), known_id) from None
@@ -149,6 +158,13 @@ def _item(raw: Any, index: int) -> Item:
         notes=_text(raw, "notes", 300, where=f"items[{index}].") or "",
         course=_text(raw, "course", 40, where=f"items[{index}]."),
     )
+
+
+def _flag(raw: dict[str, Any], key: str) -> bool:
+    value = raw.get(key, False)
+    if not isinstance(value, bool):
+        raise BadTicket(f"{key} must be true or false")
+    return value
 
 
 def _is_int(value: Any) -> TypeGuard[int]:

@@ -23,6 +23,8 @@ RULE = "-" * COLUMNS
 def render(ticket: Ticket, *, reprint: bool = False, backup_from: str | None = None, tz: tzinfo | None = None) -> bytes:
     """The whole ticket, from printer reset to cut.
 
+    An edit's chits (`ticket.partial`) say ADD (cook these too) or VOID (stop these, the rest of the
+    order stands) above the lines they carry, as a real kitchen's slips do.
     `reprint`: this ticket may have printed before (a `reprint` ticket always is one).
     `backup_from`: the station whose printer failed, when this is its backup printing.
     `tz`: the kitchen's time zone for the printed time (the agent's local zone by default).
@@ -31,7 +33,9 @@ def render(ticket: Ticket, *, reprint: bool = False, backup_from: str | None = N
     out.hw("INIT")  # a job cut off half-way must not leave its styles (inverted, double size) to this one
     labels = []
     if ticket.kind == "void":
-        labels.append("VOIDED")
+        labels.append(_void_label(ticket))
+    if ticket.is_add:
+        labels.append("ADD")
     if reprint or ticket.kind == "reprint":
         labels.append("REPRINT")
     if backup_from is not None:
@@ -46,9 +50,14 @@ def render(ticket: Ticket, *, reprint: bool = False, backup_from: str | None = N
         out.set(bold=False)
         out.textln(RULE)
     if ticket.kind == "void":
-        _banner(out, "VOIDED")  # at both ends: a cook reading from the bottom must not start a voided ticket
+        _banner(out, _void_label(ticket))  # at both ends: a cook reading from the bottom must not start a voided ticket
     out.cut()
     return out.output
+
+
+def _void_label(ticket: Ticket) -> str:
+    """VOIDED: stop the whole order (it was cancelled); VOID: stop these lines only, the rest stands."""
+    return "VOID" if ticket.partial else "VOIDED"
 
 
 def clean(text: str) -> str:

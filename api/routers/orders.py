@@ -20,9 +20,9 @@ from api.schemas import (
     summary_out,
     ticket_out,
 )
-from core.commands import Id, OrderIn
+from core.commands import Id, OrderEditIn, OrderIn
 from core.domain import OrderStatus
-from core.services import order_list, orders, tickets
+from core.services import order_edits, order_list, orders, tickets
 from core.services.order_list import OrderQuery, OrderSort
 
 router = APIRouter(prefix="/restaurants/{restaurant_id}/orders", tags=["orders"])
@@ -113,3 +113,13 @@ def list_order_tickets(rid: StaffScope, order_id: Id, uow: UowDep, window: Pagin
 @router.post("/{order_id}/refunds")
 def refund_order(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep, once: Idempotent) -> OrderOut:
     return once.keep(order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason)))
+
+
+@router.patch("/{order_id}")
+def edit_order(
+    rid: StaffScope, order_id: Id, body: OrderEditIn, caller: CurrentUser, uow: UowDep, once: Idempotent
+) -> OrderOut:
+    """Edit an open order: add lines, remove or reduce lines (by line id), change a line's modifiers or notes,
+    the order's notes. Stock moves with it; the kitchen gets ADD and VOID chits for the stations touched.
+    409 for a closed order or an item short (nothing is written), 404 for a line or item it does not have."""
+    return once.keep(order_out(order_edits.edit_order(uow, rid, order_id, body, actor=caller.sub)))

@@ -9,6 +9,7 @@ the restaurant once and count in `orderbus_tickets_total`.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlmodel import col, select
 
@@ -33,21 +34,36 @@ def cut(uow: UnitOfWork, order: Order, kind: str) -> list[Ticket]:
     by_station: dict[str, list[OrderItem]] = {}
     for line in lines:
         by_station.setdefault(domain.station_of(line.station), []).append(line)
-    tickets = []
+    return [_send(uow, order, station, kind, events.ticket_items(mine)) for station, mine in by_station.items()]
+
+
+def cut_chits(uow: UnitOfWork, order: Order, station: str, added: list[OrderItem], voided: list[OrderItem]) -> None:
+    """An edit's chits for one station (`core.rules.order_changes.chits`): the VOID first, then the ADD,
+    so a cook reading them in order stops the old dish before starting its new version."""
+    if voided:
+        _send(uow, order, station, "void", events.ticket_items(voided), partial=True)
+    if added:
+        _send(uow, order, station, "new", events.ticket_items(added), partial=True)
+
+
+def _send(
+    uow: UnitOfWork, order: Order, station: str, kind: str, items: list[dict[str, Any]], partial: bool = False
+) -> Ticket:
+    """The ticket row keeps the lines it carries: a resend sends these, whatever the order became."""
     assert order.id is not None  # a stored order
-    for station, station_lines in by_station.items():
-        ticket = Ticket(
-            restaurant_id=order.restaurant_id,
-            order_id=order.id,
-            version=order.version,
-            station=station,
-            kind=kind,
-        )
-        uow.session.add(ticket)
-        uow.session.flush()
-        uow.emit(order.restaurant_id, events.kitchen_ticket(ticket, order, station_lines))
-        tickets.append(ticket)
-    return tickets
+    ticket = Ticket(
+        restaurant_id=order.restaurant_id,
+        order_id=order.id,
+        version=order.version,
+        station=station,
+        kind=kind,
+        lines=items,
+        partial=partial,
+    )
+    uow.session.add(ticket)
+    uow.session.flush()
+    uow.emit(order.restaurant_id, events.kitchen_ticket(ticket, order, items))
+    return ticket
 
 
 def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_hours: float = 12) -> int:
@@ -74,13 +90,19 @@ def resend_unprinted(uow: UnitOfWork, restaurant_id: int, station: str, within_h
     for ticket in waiting:
         order = uow.session.get(Order, ticket.order_id)
         assert order is not None
-        if ticket.kind != "void" and not domain.is_open(order.status):
-            continue  # served or cancelled meanwhile: its void (if any) is what the kitchen needs
-        lines = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id)))
-        mine = [line for line in lines if domain.station_of(line.station) == station]
-        uow.emit(restaurant_id, events.kitchen_ticket(ticket, order, mine, resent=True))
+        if (ticket.kind != "void" or ticket.partial) and not domain.is_open(order.status):
+            continue  # served or cancelled meanwhile: its whole-order void (if any) is what the kitchen needs
+        uow.emit(restaurant_id, events.kitchen_ticket(ticket, order, _items_of(uow, ticket, order), resent=True))
         sent += 1
     return sent
+
+
+def _items_of(uow: UnitOfWork, ticket: Ticket, order: Order) -> list[dict[str, Any]]:
+    """The lines the ticket was cut with; a ticket older than `Ticket.lines` gets its station's lines now."""
+    if ticket.lines is not None:
+        return ticket.lines
+    lines = uow.session.exec(select(OrderItem).where(OrderItem.order_id == order.id).order_by(col(OrderItem.id)))
+    return events.ticket_items(line for line in lines if domain.station_of(line.station) == ticket.station)
 
 
 def reprint(uow: UnitOfWork, order: Order) -> list[Ticket]:

@@ -74,7 +74,8 @@ async def scenario(app: KdsApp, kitchen: Kitchen, first: int, clock: Clock) -> N
     async with app.run_test(size=(120, 30)) as pilot:
         await until(lambda: row(app, first) is not None)  # the retained open order, placed before we connected
         await until(lambda: "● connected" in text_of(app, "#connection"))
-        assert selected(app, first) and colour(app, first) == "normal"
+        await until(lambda: selected(app, first))  # drawn by the next redraw, not with the row itself
+        assert colour(app, first) == "normal"
         number = app.board.cards[first].number
         assert number == 1  # the restaurant's first order, whatever its global id
         assert all(part in content(app, first) for part in (f"#{number}", "T12", "PENDING", "2 x Burger\n  + no onion"))

@@ -359,3 +359,39 @@ def test_tickets_queued_for_an_absent_printer_survive_a_broker_restart_that_lost
     wait_for(lambda: all(t.state == "printed" for t in tickets(stack, rid) if t.order_id != served["id"]), timeout=30)
     time.sleep(1.0)  # nothing to wait for: no second print of anything, nothing of the served order
     assert len(printer.tickets) == 4
+
+
+def test_an_edit_prints_an_add_and_a_void_chit_with_only_the_changed_lines(
+    stack: Stack, subscribers, agents, emulators, grill, tmp_path
+):
+    """An order of 3 burgers, then an edit: one burger off, a rare one added. The grill printer prints the
+    order, then a VOID chit (1 x Burger) and an ADD chit (1 x Burger, + rare), and reports each printed."""
+    printer = emulator(emulators)
+    start_agent(stack, agents, grill, tmp_path / "printer", printer)
+    order = place(grill, quantity=3)
+    wait_for(lambda: len(printer.tickets) >= 1)
+    edit = {
+        "remove": [{"line_id": order["items"][0]["id"], "quantity": 1}],
+        "add": [{"menu_item_id": grill["burger"], "quantity": 1, "modifiers": ["rare"]}],
+    }
+    edited = grill["staff"].patch(f"/restaurants/{grill['rid']}/orders/{order['id']}", json=edit)
+    assert edited.status_code == 200, edited.text
+
+    wait_for(lambda: len(printer.tickets) >= 3, timeout=30)
+    first, void, add = (text.splitlines() for text in printer.texts())
+    assert first[0] == "GRILL" and "3 x Burger" in first
+    assert void[0].strip() == "VOID" and void[-1].strip() == "VOID"
+    assert "1 x Burger" in void and "    + no onion" in void and "    + rare" not in void
+    assert add[0].strip() == "ADD" and "1 x Burger" in add and "    + rare" in add and "    + no onion" not in add
+    wait_for(
+        lambda: (
+            [(t.kind, t.partial, t.state) for t in tickets(stack, grill["rid"])]
+            == [
+                ("new", False, "printed"),
+                ("void", True, "printed"),
+                ("new", True, "printed"),
+            ]
+        ),
+        timeout=30,
+    )
+    assert len(printer.tickets) == 3

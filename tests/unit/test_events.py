@@ -136,13 +136,13 @@ def test_notification_kitchen_ticket_and_device_events():
         }
     }
     ticket = Ticket(id=5, restaurant_id=1, order_id=7, version=1, station="grill", kind="new", created_at=MOMENT)
-    sent = events.kitchen_ticket(ticket, ORDER, [LINE])
+    sent = events.kitchen_ticket(ticket, ORDER, events.ticket_items([LINE]))
     assert sent.type == "kitchen_ticket" and list(sent.data) == ["ticket"]
     assert sent.data["ticket"]["created_at"] == "2026-03-04T05:06:07.890Z"
     assert sent.data["ticket"]["items"] == [
         {"name": "Fries", "quantity": 2, "modifiers": [], "notes": "", "course": None}
     ]
-    assert events.kitchen_ticket(ticket, ORDER, [LINE], resent=True).data["resent"] is True
+    assert events.kitchen_ticket(ticket, ORDER, events.ticket_items([LINE]), resent=True).data["resent"] is True
     naive = MOMENT.replace(tzinfo=None)  # as SQLite hands it back
     device = Device(id="p1", restaurant_id=1, kind="printer", name="P", station="grill", created_at=naive)
     updated = events.device_updated("revoked", device)

@@ -313,3 +313,64 @@ def test_events_read_again_by_catch_up_change_nothing(board: Board):
     assert [board.apply_envelope(event) for event in events] == [False, False]
     assert board.apply_envelope({**events[0], "id": "another copy"}) is False  # same version, other id
     assert ids(board) == []
+
+
+# --- an edit's chits ---------------------------------------------------------------------------
+
+
+def chit(order_id: int, kind: str, ticket_id: int, version: int, *items: dict) -> dict:
+    return {**ticket(order_id, "grill", kind, ticket_id, version), "partial": True, "items": list(items)}
+
+
+BURGER = {"name": "Burger", "quantity": 1, "modifiers": ["no onion"], "notes": "", "course": None}
+FRIES = {"name": "Fries", "quantity": 2, "modifiers": [], "notes": "", "course": None}
+
+
+def edited(version: int, *items: dict) -> dict:
+    return order(9, version=version, items=[{**item, "station": "grill"} for item in items])
+
+
+def shown(board: Board) -> list[tuple[str, int]]:
+    card = board.orders()[0]
+    return [(line.name, line.quantity) for line in board.lines_of(card)]
+
+
+def struck(board: Board) -> list[tuple[str, int]]:
+    return [(line.name, line.quantity) for line in board.voided_of(board.orders()[0])]
+
+
+@pytest.mark.parametrize("order_first", [True, False])
+def test_a_partial_void_strikes_only_its_lines_and_an_add_adds(board: Board, order_first: bool):
+    """Order 9 had 2 burgers; the edit voids one and adds fries. Whichever comes first, the order's event or the
+    chits, the card ends with 1 burger and 2 fries and the voided burger struck: the order stays on the screen."""
+    send(board, "orders", envelope("new_order", {"order": order(9)}))  # 2 x Burger (no onion)
+    update = envelope("order_updated", {"order": edited(2, BURGER, FRIES), "change": "items"})
+    void = envelope("kitchen_ticket", {"ticket": chit(9, "void", 5, 2, BURGER)})
+    add = envelope("kitchen_ticket", {"ticket": chit(9, "new", 6, 2, FRIES)})
+    for message in [update, void, add] if order_first else [void, add, update]:
+        topic = "orders" if message["type"] == "order_updated" else "kitchen/grill/tickets"
+        assert send(board, topic, message) is True
+        assert ids(board) == [9]
+    assert shown(board) == [("Burger", 1), ("Fries", 2)]
+    assert struck(board) == [("Burger", 1)]
+    assert board.all_day() == [("Fries", 2), ("Burger", 1)]  # a struck line is not cooked
+    resent = envelope("kitchen_ticket", {"ticket": chit(9, "void", 5, 2, BURGER)}, event_id="another")
+    assert send(board, "kitchen/grill/tickets", resent) is False  # the same chit sent again
+    assert shown(board) == [("Burger", 1), ("Fries", 2)] and struck(board) == [("Burger", 1)]
+
+
+def test_voiding_every_line_of_a_station_keeps_the_order_until_it_closes(board: Board):
+    send(board, "orders", envelope("new_order", {"order": order(9)}))
+    two = {**BURGER, "quantity": 2}
+    send(board, "kitchen/grill/tickets", envelope("kitchen_ticket", {"ticket": chit(9, "void", 5, 2, two)}))
+    assert board.cards[9].lines == () and [line.quantity for line in board.cards[9].voided] == [2]
+    cancelled = envelope("order_updated", {"order": order(9, status="cancelled", version=3)})
+    send(board, "orders", cancelled)
+    assert ids(board) == []
+
+
+def test_an_add_chit_for_an_order_not_seen_yet_shows_it(board: Board):
+    assert send(board, "kitchen/grill/tickets", envelope("kitchen_ticket", {"ticket": chit(9, "new", 5, 2, FRIES)}))
+    assert shown(board) == [("Fries", 2)] and board.orders()[0].provisional
+    void = envelope("kitchen_ticket", {"ticket": chit(8, "void", 6, 2, FRIES)})
+    assert send(board, "kitchen/grill/tickets", void) is False and ids(board) == [9]

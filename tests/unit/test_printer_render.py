@@ -41,6 +41,9 @@ TICKET = {
 }
 
 
+ITEMS: list[dict] = TICKET["items"]  # type: ignore[assignment]
+
+
 def ticket(**changes):
     return parse_ticket({**TICKET, **changes})
 
@@ -52,6 +55,9 @@ CASES = {
     "maybe_printed": lambda: render(ticket(), reprint=True, tz=UTC),
     "backup": lambda: render(ticket(), backup_from="grill", tz=UTC),
     "pickup": lambda: render(ticket(table_name=None, pickup_name="Maria", server_name=None, notes=""), tz=UTC),
+    # an edit's chits: ADD for lines added to the order, VOID (not VOIDED) for some lines only
+    "add": lambda: render(ticket(version=2, partial=True, items=ITEMS[1:2]), tz=UTC),
+    "partial_void": lambda: render(ticket(kind="void", version=2, partial=True, items=ITEMS[:1]), tz=UTC),
     "no_number": lambda: render(ticket(number=None), tz=UTC),  # from a bus older than order numbers
 }
 
@@ -65,6 +71,18 @@ def test_rendered_bytes_match_the_golden_file(case):
         golden.write_bytes(data)
     assert golden.exists(), f"{golden} is missing; see this module's docstring to regenerate it"
     assert data == golden.read_bytes(), f"{case}: bytes differ from {golden.name}; text now:\n{ticket_text(data)}"
+
+
+def test_an_edit_prints_add_and_void_chits_and_a_cancel_still_voids_the_whole_order():
+    add = ticket_text(render(ticket(version=2, partial=True, items=ITEMS[1:2]), tz=UTC)).splitlines()
+    assert add[0].strip() == "ADD" and "1 x Chicken wings" in add and "2 x Burger" not in add
+    later = ticket_text(render(ticket(version=3), tz=UTC)).splitlines()  # a new ticket of a later version is an ADD
+    assert later[0].strip() == "ADD"
+    void = ticket_text(render(ticket(kind="void", version=2, partial=True, items=ITEMS[:1]), tz=UTC))
+    assert [line.strip() for line in void.splitlines() if "VOID" in line] == ["VOID", "VOID"]
+    cancel = ticket_text(render(ticket(kind="void", version=2), tz=UTC))
+    assert [line.strip() for line in cancel.splitlines() if "VOID" in line] == ["VOIDED", "VOIDED"]
+    assert "ADD" not in ticket_text(render(ticket(), tz=UTC)).splitlines()[0]
 
 
 def test_a_ticket_starts_with_a_printer_reset_and_ends_with_a_feed_and_full_cut():

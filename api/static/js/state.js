@@ -20,6 +20,7 @@ const optText = (v, max = 120) => (typeof v === "string" ? v.slice(0, max) : nul
 /** A kitchen ticket in the staff's words: "Void ticket for order #12 sent to grill" (never the event's name). */
 export function ticketSummary(ticket, resent = false) {
   const kinds = { new: "Ticket", void: "Void ticket", reprint: "Reprint" };
+  if (ticket.partial === true) Object.assign(kinds, { new: "ADD chit", void: "VOID chit" }); // an edit's lines only
   const number = int(ticket.number) || int(ticket.order_id);
   const order = number ? ` for order #${number}` : "";
   const station = text(ticket.station, 40);
@@ -60,6 +61,23 @@ export function sanitizeOrder(value) {
       station: optText(item.station, 32),
     })),
   };
+}
+
+/** An order edit (`order_updated` with `change: "items"`) in words for the activity log: what each item
+ * gained or lost across the edit's `before`/`after` lines, and the new total. */
+export function editSummary(order, data) {
+  const moved = new Map();
+  const count = (lines, sign) => {
+    for (const line of Array.isArray(lines) ? lines.filter(isObject).slice(0, 200) : []) {
+      const name = text(line.name, 120) || "?";
+      moved.set(name, (moved.get(name) ?? 0) + sign * int(line.quantity, 0));
+    }
+  };
+  count(data.before, -1);
+  count(data.after, 1);
+  const parts = [...moved].filter(([, n]) => n !== 0).map(([name, n]) => `${n > 0 ? "+" : "−"}${Math.abs(n)} ${name}`);
+  const what = parts.length ? parts.join(", ") : "lines changed";
+  return `Order #${order.number ?? order.id} edited: ${what}; total ${formatCents(order.total_cents)}`;
 }
 
 /** A normalized stock item, or null. */
@@ -246,6 +264,8 @@ export class DashboardState {
           entry.newAt = Date.now();
           result.newOrder = entry.order;
           summary = `New order ${orderLabel(order)}, ${order.items.length} item${order.items.length === 1 ? "" : "s"}`;
+        } else if (data.change === "items") {
+          summary = editSummary(order, data);
         } else if (data.change === "refund") {
           const amount = int(data.refund?.amount_cents);
           summary = `Order #${order.number ?? order.id} refunded ${formatCents(amount)}`;

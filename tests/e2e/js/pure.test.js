@@ -5,6 +5,7 @@ import { BoundedSet, Sequencer, classifyTopic, parseJson, validateEnvelope } fro
 import { BASE_MS, CAP_MS, backoffCeiling, backoffDelay, jittered } from "/static/js/backoff.js";
 import {
   DashboardState,
+  editSummary,
   elapsedLabel,
   filterOrders,
   formatCents,
@@ -21,6 +22,17 @@ import { Api, ApiError, newIdempotencyKey } from "/static/js/api.js";
 
 const tests = [];
 const test = (name, fn) => tests.push({ name, fn });
+
+test("an order edit is told as what each item gained or lost, and the new total", () => {
+  const order = { id: 31, number: 12, total_cents: 3300 };
+  const data = {
+    change: "items",
+    before: [{ name: "Burger", quantity: 3 }, { name: "Bread", quantity: 1 }],
+    after: [{ name: "Burger", quantity: 2 }, { name: "Bread", quantity: 1 }, { name: "Spritz", quantity: 2 }],
+  };
+  eq(editSummary(order, data), "Order #12 edited: \u22121 Burger, +2 Spritz; total 33.00");
+  eq(editSummary(order, { before: [{ name: "Bread", quantity: 1 }], after: [{ name: "Bread", quantity: 1 }] }), "Order #12 edited: lines changed; total 33.00");
+});
 
 function eq(actual, expected, message = "") {
   const a = JSON.stringify(actual);
@@ -286,6 +298,7 @@ test("a kitchen ticket reads as a sentence in the activity log, never the event'
   state.applyEvent({ ...env(7, { type: "kitchen_ticket" }), data: { ticket } }, "live");
   eq(state.activity[0].summary, "Void ticket for order #12 sent to grill");
   eq(ticketSummary({ kind: "new", order_id: 9, station: "bar" }, true), "Ticket for order #9 sent to bar again");
+  eq(ticketSummary({ kind: "void", partial: true, number: 12, station: "grill" }), "VOID chit for order #12 sent to grill");
   eq(ticketSummary({ kind: "<b>", number: "x", station: 5 }), "Kitchen ticket sent to the kitchen"); // junk: still words
   state.applyEvent({ ...env(8, { type: "kitchen_ticket" }), data: { ticket: "junk" } }, "live");
   ok(!state.activity[0].summary.includes("kitchen_ticket"), state.activity[0].summary);
