@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel
 
 from core.domain import OrderStatus, Stock
-from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Ticket
+from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Refund, Ticket
+from core.rules.payments import PaymentStatus, payment_status
 
 ENVELOPE_VERSION = 1
 
@@ -25,6 +26,7 @@ ORDER_UPDATED = "order_updated"
 INVENTORY_UPDATED = "inventory_updated"
 LOW_STOCK = "low_stock"
 NOTIFICATION = "notification"
+NOTIFICATION_UPDATED = "notification_updated"  # read or dismissed, by id: every dashboard agrees
 KITCHEN_TICKET = "kitchen_ticket"
 MENU_UPDATED = "menu_updated"
 CATEGORY_UPDATED = "category_updated"
@@ -91,7 +93,32 @@ class OrderState(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    paid_at: UtcDatetime | None = None
+    payment_status: PaymentStatus = PaymentStatus.UNPAID  # derived: core.rules.payments
     items: list[OrderLineState]
+
+
+class RefundBy(BaseModel):
+    """Who refunded, from their token; all None for a refund made before it was recorded."""
+
+    sub: str | None
+    user_id: int | None
+    email: str | None
+
+
+class RefundLineState(BaseModel):
+    order_item_id: int
+    quantity: int
+
+
+class RefundState(BaseModel):
+    id: int
+    order_id: int
+    amount_cents: int
+    reason: str
+    by: RefundBy
+    created_at: UtcDatetime
+    lines: list[RefundLineState]
 
 
 class ItemState(BaseModel):
@@ -121,6 +148,8 @@ class NotificationState(BaseModel):
     body: str
     read: bool
     created_at: datetime
+    read_at: UtcDatetime | None = None
+    dismissed_at: UtcDatetime | None = None
 
 
 class DeviceState(BaseModel):
@@ -141,7 +170,20 @@ class DeviceState(BaseModel):
 
 def order_state(order: Order, lines: Iterable[OrderItem]) -> dict[str, Any]:
     state = OrderState(
-        **order.model_dump(), items=[OrderLineState.model_validate(line, from_attributes=True) for line in lines]
+        **order.model_dump(),
+        payment_status=payment_status(order.paid_at, order.total_cents, order.refunded_cents),
+        items=[OrderLineState.model_validate(line, from_attributes=True) for line in lines],
+    )
+    return state.model_dump(mode="json")
+
+
+def refund_state(refund: Refund) -> dict[str, Any]:
+    """A refund as the bus and the API show it (`api.schemas.RefundOut` is validated from this)."""
+    by = RefundBy(sub=refund.by_sub, user_id=refund.by_user_id, email=refund.by_email)
+    state = RefundState(
+        **refund.model_dump(exclude={"by_sub", "by_user_id", "by_email", "lines"}),
+        by=by,
+        lines=[RefundLineState.model_validate(line) for line in refund.lines],
     )
     return state.model_dump(mode="json")
 
@@ -158,13 +200,11 @@ def new_order(order: Order, lines: Iterable[OrderItem]) -> Event:
     return Event(NEW_ORDER, {"order": order_state(order, lines)})
 
 
-def order_updated(
-    order: Order, lines: Iterable[OrderItem], change: str, refund: tuple[int, str] | None = None
-) -> Event:
-    """`change` says what moved it (status, recall, refund); a refund carries its amount and reason."""
+def order_updated(order: Order, lines: Iterable[OrderItem], change: str, refund: Refund | None = None) -> Event:
+    """`change` says what moved it (status, recall, refund, paid); a refund carries its record (`refund_state`)."""
     data: dict[str, Any] = {"order": order_state(order, lines), "change": change}
     if refund is not None:
-        data["refund"] = {"amount_cents": refund[0], "reason": refund[1]}
+        data["refund"] = refund_state(refund)
     return Event(ORDER_UPDATED, data)
 
 
@@ -180,6 +220,21 @@ def low_stock(item: MenuItem, after: Stock) -> Event:
 def notification(note: Notification) -> Event:
     state = NotificationState.model_validate(note, from_attributes=True)
     return Event(NOTIFICATION, {"notification": state.model_dump(mode="json")})
+
+
+NotificationChange = Literal["read", "dismissed"]
+
+
+def notification_updated(action: NotificationChange, ids: list[int], at: datetime) -> Event:
+    """Notifications `ids` were marked read, or dismissed (which also reads them), at `at`.
+
+    By id, not whole states: "mark all read" may change hundreds at once, and a dashboard only needs
+    to know which of those it shows to flip. The service sends at most `NOTIFICATION_IDS_PER_EVENT`
+    ids an event, so one event stays far below the broker's packet limit."""
+    return Event(NOTIFICATION_UPDATED, {"action": action, "ids": ids, "at": _iso(at)})
+
+
+NOTIFICATION_IDS_PER_EVENT = 1000  # 1000 ids of up to 19 digits: ~20 KiB
 
 
 def kitchen_ticket(ticket: Ticket, order: Order, lines: Iterable[OrderItem], resent: bool = False) -> Event:

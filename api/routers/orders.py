@@ -2,9 +2,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, status
 
-from api.deps import AdminScope, Paging, StaffScope, UowDep
+from api.deps import Paging, StaffScope, UowDep
 from api.idempotency import Idempotent
-from api.schemas import OrderOut, Page, RefundIn, StatusIn, TicketOut, order_out, ticket_out
+from api.schemas import OrderOut, Page, StatusIn, TicketOut, order_out, ticket_out
 from core.commands import Id, OrderIn
 from core.domain import OrderStatus
 from core.services import orders, tickets
@@ -46,8 +46,3 @@ def list_order_tickets(rid: StaffScope, order_id: Id, uow: UowDep, window: Pagin
     orders.get_order(uow, rid, order_id)
     found = tickets.list_tickets(uow, rid, order_id, None, window)
     return Page(data=[ticket_out(ticket) for ticket in found.rows], count=found.count)
-
-
-@router.post("/{order_id}/refunds")
-def refund_order(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep, once: Idempotent) -> OrderOut:
-    return once.keep(order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason)))

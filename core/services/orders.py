@@ -1,4 +1,4 @@
-"""Order use cases: place, move along, refund. Stock is taken in the same transaction."""
+"""Order use cases: place, move along. Stock is taken in the same transaction (refunds: `core.services.refunds`)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from core import domain, events
 from core.commands import OrderIn
 from core.domain import NotFound, OrderStatus
 from core.locking import locked, locked_all
-from core.models import Category, MenuItem, Order, OrderItem, Refund, Restaurant, utcnow
+from core.models import Category, MenuItem, Order, OrderItem, Restaurant, utcnow
 from core.paging import Page, Window, page
 from core.services import tickets
 from core.services.inventory import apply_stock, stock_of
@@ -155,19 +155,6 @@ def _restock(uow: UnitOfWork, order: Order) -> None:
         if item is not None and item.enable_stock_tracking:
             restocked = domain.adjust(stock_of(item), line.quantity, item.name)
             apply_stock(uow, item, restocked, f"order {order.id} cancelled")
-
-
-def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderView:
-    """The order row is locked first: two refunds at once never add up past its total."""
-    order = get_order(uow, restaurant_id, order_id, lock=True)
-    domain.refundable(order.total_cents, order.refunded_cents, amount_cents)
-    order.refunded_cents += amount_cents
-    _touch(order)
-    uow.session.add(order)
-    uow.session.add(Refund(order_id=order_id, amount_cents=amount_cents, reason=reason))
-    result = view_of(uow, order)
-    uow.emit(restaurant_id, events.order_updated(order, result.lines, "refund", refund=(amount_cents, reason)))
-    return result
 
 
 def _touch(order: Order) -> None:
