@@ -84,7 +84,8 @@ function arrange(list, elements) {
 export class DashboardUi {
   /**
    * `actions`: advance(orderId, status), cancel(orderId), refund(orderId, cents, reason), pay(orderId, button),
-   * refunds(orderId) → a page of refund records, markRead(ids), markAllRead(upTo), seen(orderId). `debug` shows event numbers and the Debug link (`?debug=1`).
+   * refunds(orderId) → a page of refund records, markRead(ids), markAllRead(upTo), seen(orderId).
+   * `debug` shows event numbers and the Debug link (`?debug=1`).
    */
   constructor(doc, actions, { debug = false } = {}) {
     this.doc = doc;
