@@ -33,6 +33,7 @@ from api.routers import (
     ops,
     ops_clients,
     orders,
+    refunds,
     restaurants,
     users,
 )
@@ -88,6 +89,7 @@ def create_app(
         menu_items,
         inventory,
         orders,
+        refunds,
         notifications,
         events,
         devices,

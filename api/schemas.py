@@ -7,22 +7,31 @@ The commands the services take are in `core/commands.py`; the payloads the bus p
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Generic, TypeVar
+from typing import Annotated, Generic, Self, TypeVar
 
-from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints
+from pydantic import AfterValidator, BaseModel, EmailStr, Field, StringConstraints, model_validator
 from pydantic import Strict as StrictType
 
-from core import clock, sizes
-from core.commands import TEXT, Quantity, ShortText, Strict, TokenDays
+from core import clock, events, sizes
+from core.commands import TEXT, Id, Quantity, ShortText, Strict, TokenDays
 from core.domain import MovementKind, OrderStatus
 from core.events import available_quantity
-from core.models import Device, MenuItem, Notification, Restaurant, StockMovement, Ticket, User
+from core.models import Device, MenuItem, Notification, Refund, Restaurant, StockMovement, Ticket, User
+from core.rules.payments import PaymentStatus, payment_status
 from core.services.devices import IssuedDevice
 from core.services.order_list import DaySummary
 from core.services.orders import OrderView
 from core.services.users import Invited
 
 T = TypeVar("T")
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    """SQLite hands datetimes back without their zone; every one we store is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 
 
 class Page(BaseModel, Generic[T]):
@@ -165,6 +174,8 @@ class OrderOut(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    paid_at: UtcDatetime | None
+    payment_status: PaymentStatus  # derived from paid_at and the figures: core.rules.payments
     items: list[OrderItemOut]
 
 
@@ -183,9 +194,46 @@ class StatusIn(Strict):
     status: Annotated[OrderStatus, StrictType(False)]  # its value, as JSON carries it
 
 
+class RefundLineIn(Strict):
+    order_item_id: Id  # a line of the order (its `items[].id`)
+    quantity: Quantity
+
+
 class RefundIn(Strict):
-    amount_cents: Annotated[int, Field(gt=0, le=10_000_000)]
+    """An amount, order lines given back, or both; the amount defaults to the lines' value."""
+
+    amount_cents: Annotated[int, Field(gt=0, le=10_000_000)] | None = None
     reason: ShortText = ""
+    lines: Annotated[list[RefundLineIn], Field(max_length=sizes.MAX_ORDER_LINES)] = []
+
+    @model_validator(mode="after")
+    def _amount_or_lines(self) -> Self:
+        if self.amount_cents is None and not self.lines:
+            raise ValueError("give amount_cents, lines, or both")
+        return self
+
+
+class RefundByOut(BaseModel):
+    sub: str | None
+    user_id: int | None
+    email: str | None
+
+
+class RefundLineOut(BaseModel):
+    order_item_id: int
+    quantity: int
+
+
+class RefundOut(BaseModel):
+    """One refund of an order; the same record the `order_updated` event with change "refund" carries."""
+
+    id: int
+    order_id: int
+    amount_cents: int
+    reason: str
+    by: RefundByOut  # who refunded (all null for a refund made before this was recorded)
+    created_at: UtcDatetime
+    lines: list[RefundLineOut]
 
 
 class NotificationOut(BaseModel):
@@ -195,14 +243,8 @@ class NotificationOut(BaseModel):
     body: str
     read: bool
     created_at: datetime
-
-
-def _as_utc(value: datetime | None) -> datetime | None:
-    """SQLite hands datetimes back without their zone; every one we store is UTC."""
-    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
-
-
-UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
+    read_at: UtcDatetime | None
+    dismissed_at: UtcDatetime | None
 
 
 class DeviceTokenIn(Strict):
@@ -268,7 +310,13 @@ class StockMovementOut(BaseModel):
 
 def order_out(view: OrderView) -> OrderOut:
     lines = [OrderItemOut.model_validate(line, from_attributes=True) for line in view.lines]
-    return OrderOut(**view.order.model_dump(), items=lines)
+    order = view.order
+    status = payment_status(order.paid_at, order.total_cents, order.refunded_cents)
+    return OrderOut(**order.model_dump(), payment_status=status, items=lines)
+
+
+def refund_out(refund: Refund) -> RefundOut:
+    return RefundOut.model_validate(events.refund_state(refund))
 
 
 def movement_out(line: StockMovement) -> StockMovementOut:

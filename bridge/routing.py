@@ -18,6 +18,7 @@ CHANNEL_TOPICS = {
     "menu_updated": topics.MENU,
     "category_updated": topics.CATEGORIES,
     "notification": topics.NOTIFICATIONS,
+    "notification_updated": topics.NOTIFICATIONS,
 }
 
 

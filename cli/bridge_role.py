@@ -19,7 +19,7 @@ from bridge.mqtt import service_client
 from bridge.nats_retained import StreamReader
 from bridge.relay import Relay
 from bridge.retained import HeldReader
-from bridge.retention import prune_outbox
+from bridge.retention import prune_notifications, prune_outbox
 from bridge.sweeper import Sweeper, prune_idempotency_keys
 from bridge.wake import WakeListener, wake_listener
 from core.unit_of_work import UnitOfWork
@@ -88,6 +88,7 @@ class ActiveBridge:
         self.rules: DeviceRules = device_rules(settings)
         self.ingest = Ingest(engine, self.ingest_client, host, port, self.rules.handlers, wake_relay)
         self.rules.sweeps.append(prune_outbox(settings.outbox_retention_days))
+        self.rules.sweeps.append(prune_notifications(settings.notification_retention_days))
         self.rules.sweeps.append(prune_idempotency_keys())
         self.sweeper = Sweeper(lambda: UnitOfWork(engine, wake_relay), self.rules.sweeps, fence=fence)
 

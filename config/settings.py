@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     mqtt_session_expiry_seconds: int | None = Field(default=None, gt=0)  # an unused persistent session is forgotten
     mqtt_max_offline_queue: int | None = Field(default=None, gt=0)  # messages kept for an offline persistent session
     outbox_retention_days: float = Field(default=7.0, gt=0)  # published events older than this are pruned
+    notification_retention_days: float = Field(default=30.0, gt=0)  # read notifications are pruned this long after
     # devices (docs/devices.md)
     ticket_ack_seconds: float = 30.0  # a ticket not printed by then is `unacknowledged`
     scale_heartbeat_seconds: float = 10.0  # a scale repeats its latest stable reading this often

@@ -16,7 +16,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel
 
 from core.domain import OrderStatus, Stock
-from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Ticket
+from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Refund, Ticket
+from core.rules.payments import PaymentStatus, payment_status
 
 ENVELOPE_VERSION = 1
 
@@ -25,6 +26,7 @@ ORDER_UPDATED = "order_updated"
 INVENTORY_UPDATED = "inventory_updated"
 LOW_STOCK = "low_stock"
 NOTIFICATION = "notification"
+NOTIFICATION_UPDATED = "notification_updated"  # read or dismissed, by id: every dashboard agrees
 KITCHEN_TICKET = "kitchen_ticket"
 MENU_UPDATED = "menu_updated"
 CATEGORY_UPDATED = "category_updated"
@@ -92,7 +94,32 @@ class OrderState(BaseModel):
     version: int
     created_at: datetime
     updated_at: datetime
+    paid_at: UtcDatetime | None = None
+    payment_status: PaymentStatus = PaymentStatus.UNPAID  # derived: core.rules.payments
     items: list[OrderLineState]
+
+
+class RefundBy(BaseModel):
+    """Who refunded, from their token; all None for a refund made before it was recorded."""
+
+    sub: str | None
+    user_id: int | None
+    email: str | None
+
+
+class RefundLineState(BaseModel):
+    order_item_id: int
+    quantity: int
+
+
+class RefundState(BaseModel):
+    id: int
+    order_id: int
+    amount_cents: int
+    reason: str
+    by: RefundBy
+    created_at: UtcDatetime
+    lines: list[RefundLineState]
 
 
 class ItemState(BaseModel):
@@ -122,6 +149,8 @@ class NotificationState(BaseModel):
     body: str
     read: bool
     created_at: datetime
+    read_at: UtcDatetime | None = None
+    dismissed_at: UtcDatetime | None = None
 
 
 class DeviceState(BaseModel):
@@ -142,7 +171,20 @@ class DeviceState(BaseModel):
 
 def order_state(order: Order, lines: Iterable[OrderItem]) -> dict[str, Any]:
     state = OrderState(
-        **order.model_dump(), items=[OrderLineState.model_validate(line, from_attributes=True) for line in lines]
+        **order.model_dump(),
+        payment_status=payment_status(order.paid_at, order.total_cents, order.refunded_cents),
+        items=[OrderLineState.model_validate(line, from_attributes=True) for line in lines],
+    )
+    return state.model_dump(mode="json")
+
+
+def refund_state(refund: Refund) -> dict[str, Any]:
+    """A refund as the bus and the API show it (`api.schemas.RefundOut` is validated from this)."""
+    by = RefundBy(sub=refund.by_sub, user_id=refund.by_user_id, email=refund.by_email)
+    state = RefundState(
+        **refund.model_dump(exclude={"by_sub", "by_user_id", "by_email", "lines"}),
+        by=by,
+        lines=[RefundLineState.model_validate(line) for line in refund.lines],
     )
     return state.model_dump(mode="json")
 
@@ -170,17 +212,18 @@ def order_updated(
     order: Order,
     lines: Iterable[OrderItem],
     change: str,
-    refund: tuple[int, str] | None = None,
+    refund: Refund | None = None,
     edit: tuple[Iterable[OrderItem], Iterable[OrderItem]] | None = None,
 ) -> Event:
-    """`change` says what moved it (status, recall, refund, items); a refund carries its amount and reason.
+    """`change` says what moved it (status, recall, refund, paid, items); a refund carries its record
+    (`refund_state`).
 
     An edit of its lines (`change: "items"`) carries `before` (the lines it removed or changed, as they
     were) and `after` (the lines it added or changed, as they are now); `order.items` is every line now.
     Only the changed lines travel twice, so the event stays within one packet like the order itself."""
     data: dict[str, Any] = {"order": order_state(order, lines), "change": change}
     if refund is not None:
-        data["refund"] = {"amount_cents": refund[0], "reason": refund[1]}
+        data["refund"] = refund_state(refund)
     if edit is not None:
         data["before"] = [_line_state(line) for line in edit[0]]
         data["after"] = [_line_state(line) for line in edit[1]]
@@ -204,6 +247,21 @@ def low_stock(item: MenuItem, after: Stock) -> Event:
 def notification(note: Notification) -> Event:
     state = NotificationState.model_validate(note, from_attributes=True)
     return Event(NOTIFICATION, {"notification": state.model_dump(mode="json")})
+
+
+NotificationChange = Literal["read", "dismissed"]
+
+
+def notification_updated(action: NotificationChange, ids: list[int], at: datetime) -> Event:
+    """Notifications `ids` were marked read, or dismissed (which also reads them), at `at`.
+
+    By id, not whole states: "mark all read" may change hundreds at once, and a dashboard only needs
+    to know which of those it shows to flip. The service sends at most `NOTIFICATION_IDS_PER_EVENT`
+    ids an event, so one event stays far below the broker's packet limit."""
+    return Event(NOTIFICATION_UPDATED, {"action": action, "ids": ids, "at": _iso(at)})
+
+
+NOTIFICATION_IDS_PER_EVENT = 1000  # 1000 ids of up to 19 digits: ~20 KiB
 
 
 def kitchen_ticket(ticket: Ticket, order: Order, items: list[dict[str, Any]], resent: bool = False) -> Event:

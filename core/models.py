@@ -110,6 +110,7 @@ class Order(SQLModel, table=True):
     version: int = 1  # bumped on every change; (order_id, version) identifies a ticket
     created_at: datetime = Field(default_factory=utcnow)
     updated_at: datetime = Field(default_factory=utcnow)
+    paid_at: datetime | None = None  # staff said it was paid (core.rules.payments: what "paid" means)
 
 
 class OrderItem(SQLModel, table=True):
@@ -129,6 +130,8 @@ class OrderItem(SQLModel, table=True):
 
 
 class Refund(SQLModel, table=True):
+    """One refund of an order; the order's `refunded_cents` is the sum of its refunds' amounts."""
+
     __table_args__ = STABLE_IDS
 
     id: int | None = Field(default=None, primary_key=True)
@@ -136,6 +139,13 @@ class Refund(SQLModel, table=True):
     amount_cents: int = Field(sa_type=BigInteger)  # at most the order's total (BIGINT)
     reason: str = ""
     created_at: datetime = Field(default_factory=utcnow)
+    # who refunded, copied from their token (no foreign key: the history outlives a removed user);
+    # None on refunds made before 0007 recorded it
+    by_sub: str | None = None
+    by_user_id: int | None = None
+    by_email: str | None = None
+    # order lines given back: [{"order_item_id": …, "quantity": …}], empty for an amount alone
+    lines: list[dict[str, int]] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
 
 
 class IdempotencyRecord(SQLModel, table=True):
@@ -168,6 +178,8 @@ class Notification(SQLModel, table=True):
     body: str = ""
     read: bool = False
     created_at: datetime = Field(default_factory=utcnow)
+    read_at: datetime | None = None  # when it was marked read; old read ones are pruned (core.services.notifications)
+    dismissed_at: datetime | None = None  # dismissed: out of the list for every dashboard, read as well
 
 
 class Device(SQLModel, table=True):

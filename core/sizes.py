@@ -7,7 +7,9 @@ encoding of a character in the relay's payloads, which are UTF-8 JSON (`bridge/r
 an astral character such as an emoji takes 4 bytes (free text refuses the control characters that
 JSON would escape to 6). The largest event is an order's (`new_order`, `order_updated`
 with a refund, and the retained open-order state, which is the same payload); a kitchen ticket
-carries a part of it. Menu items, notifications and devices are far below the limit.
+carries a part of it. A refund's record names each order line at most once (its id and a
+quantity, ~56 bytes a line), which `LINE_FIGURES_BYTES` covers: an order line's own figures take far
+less than that budget. Menu items, notifications and devices are far below the limit.
 `tests/integration/test_largest_events.py` builds the largest valid input and publishes it.
 """
 
@@ -16,7 +18,7 @@ from __future__ import annotations
 MAX_PACKET_BYTES = 256 * 1024  # any single MQTT packet, TCP and WebSocket (the broker's limit)
 BYTES_PER_CHAR = 4  # the widest character in UTF-8 JSON (an astral one, e.g. an emoji)
 RESERVE_BYTES = 8 * 1024  # the MQTT header, the topic, the envelope and the order's figures and keys
-LINE_FIGURES_BYTES = 320  # one order line's keys, ids, figures, station and punctuation
+LINE_FIGURES_BYTES = 320  # one order line's keys, ids, figures, station and punctuation, and its refund entry
 
 MAX_ID = 2**63 - 1  # a database row id (a signed 64-bit integer)
 

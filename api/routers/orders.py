@@ -7,13 +7,12 @@ from fastapi import APIRouter, Depends, Query, status
 from fastapi.exceptions import RequestValidationError
 from pydantic import BeforeValidator, ValidationError
 
-from api.deps import AdminScope, CurrentUser, Paging, StaffScope, UowDep
+from api.deps import CurrentUser, Paging, StaffScope, UowDep
 from api.idempotency import Idempotent
 from api.schemas import (
     DaySummaryOut,
     OrderOut,
     Page,
-    RefundIn,
     StatusIn,
     TicketOut,
     order_out,
@@ -108,11 +107,6 @@ def list_order_tickets(rid: StaffScope, order_id: Id, uow: UowDep, window: Pagin
     orders.get_order(uow, rid, order_id)
     found = tickets.list_tickets(uow, rid, order_id, None, window)
     return Page(data=[ticket_out(ticket) for ticket in found.rows], count=found.count)
-
-
-@router.post("/{order_id}/refunds")
-def refund_order(rid: AdminScope, order_id: Id, body: RefundIn, uow: UowDep, once: Idempotent) -> OrderOut:
-    return once.keep(order_out(orders.refund(uow, rid, order_id, body.amount_cents, body.reason)))
 
 
 @router.patch("/{order_id}")

@@ -22,7 +22,7 @@ from core.rules import order_changes
 from core.rules.order_changes import Change, Line, Removal
 from core.services import restaurants, tickets
 from core.services.inventory import apply_stock, stock_of
-from core.services.orders import OrderView, _check_available, _stations, _touch, get_order, view_of
+from core.services.orders import OrderView, _check_available, _stations, get_order, touch, view_of
 from core.unit_of_work import UnitOfWork
 
 
@@ -41,6 +41,8 @@ def edit_order(
     order = get_order(uow, restaurant_id, order_id, lock=True)
     if not domain.is_open(order.status):
         raise DomainError(f"order {order_id} is {order.status}; only open orders are edited")
+    if order.paid_at is not None:  # its refunds name its lines and amounts: a paid bill is refunded, not edited
+        raise DomainError(f"order {order_id} is paid; refund it instead of editing it")
     rows = view_of(uow, order).lines
     before = [_line(row) for row in rows]
 
@@ -105,7 +107,7 @@ def edit_order(
     if data.notes is not None:
         order.notes = data.notes
     order.total_cents = order_changes.total_cents(after)
-    _touch(order)
+    touch(order)
     uow.session.add(order)
     uow.session.flush()
     result = view_of(uow, order)

@@ -1,4 +1,4 @@
-"""Order use cases: place, move along, refund. Stock is taken in the same transaction."""
+"""Order use cases: place, move along. Stock is taken in the same transaction (refunds: `core.services.refunds`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from core import clock, domain, events
 from core.commands import OrderIn
 from core.domain import MovementKind, NotFound, OrderStatus
 from core.locking import locked, locked_all
-from core.models import Category, MenuItem, Order, OrderItem, Refund, Restaurant, utcnow
+from core.models import Category, MenuItem, Order, OrderItem, Restaurant, utcnow
 from core.services import tickets
 from core.services.inventory import apply_stock, stock_of
 from core.unit_of_work import UnitOfWork
@@ -175,7 +175,7 @@ def recall(uow: UnitOfWork, restaurant_id: int, order_id: int) -> OrderView:
 def _move(uow: UnitOfWork, order: Order, target: OrderStatus, change: str, actor: str | None) -> OrderView:
     restaurant_id = order.restaurant_id
     order.status = target
-    _touch(order)
+    touch(order)
     uow.session.add(order)
     if target == OrderStatus.CANCELLED:
         _restock(uow, order, actor)
@@ -199,20 +199,8 @@ def _restock(uow: UnitOfWork, order: Order, actor: str | None) -> None:
             apply_stock(uow, item, restocked, reason, kind=MovementKind.RETURNED, actor=actor, order_id=order.id)
 
 
-def refund(uow: UnitOfWork, restaurant_id: int, order_id: int, amount_cents: int, reason: str) -> OrderView:
-    """The order row is locked first: two refunds at once never add up past its total."""
-    order = get_order(uow, restaurant_id, order_id, lock=True)
-    domain.refundable(order.total_cents, order.refunded_cents, amount_cents)
-    order.refunded_cents += amount_cents
-    _touch(order)
-    uow.session.add(order)
-    uow.session.add(Refund(order_id=order_id, amount_cents=amount_cents, reason=reason))
-    result = view_of(uow, order)
-    uow.emit(restaurant_id, events.order_updated(order, result.lines, "refund", refund=(amount_cents, reason)))
-    return result
-
-
-def _touch(order: Order) -> None:
+def touch(order: Order) -> None:
+    """Every change of an order bumps its version (tickets and caches key on it) and its `updated_at`."""
     order.version += 1
     order.updated_at = utcnow()
 

@@ -265,6 +265,21 @@ def test_a_low_stock_alert_appears(stack: Stack, shop, context, watched):
     expect(alert).to_have_count(0)
 
 
+def test_two_dashboards_agree_on_what_is_read(stack: Stack, shop, context, watched):
+    """Read on one screen is read on the other, with no reload: the `notification_updated` event."""
+    first, second = open_page(context, watched).page, open_page(context, watched).page
+    login(first, stack, shop["email"])
+    login(second, stack, shop["email"])
+    place(shop, "burger", 8)  # 10 -> 2: low stock, one notification
+    for page in (first, second):
+        expect(page.locator("#unread-count")).to_have_text("1")
+    first.get_by_role("button", name='Mark "Low stock: Burger" as read').click()
+    expect(first.locator("#unread-count")).to_have_text("0")
+    expect(second.locator("#unread-count")).to_have_text("0")
+    expect(second.locator("#notification-list > li")).to_have_count(0)
+    assert any(row["type"] == "notification_updated" for row in activity(second))
+
+
 def test_an_admin_moves_an_order_along_and_refunds_it_with_the_keyboard(stack: Stack, shop, context, watched):
     placed = place(shop, "burger", 2)
     page = open_page(context, watched).page
@@ -277,14 +292,26 @@ def test_an_admin_moves_an_order_along_and_refunds_it_with_the_keyboard(stack: S
     card.get_by_role("button", name=f"Mark ready: order {placed['id']}").click()
     expect(card).to_have_attribute("data-status", "ready")
 
-    card.locator("summary", has_text="Refund").click()
+    expect(card.locator("details.refund")).to_be_hidden()  # not paid: nothing to refund
+    expect(card.locator(".payment")).to_have_text("unpaid")
+    card.get_by_role("button", name=f"Mark order {placed['id']} paid").click()
+    expect(card.locator(".payment")).to_have_text("paid")
+    expect(card.get_by_role("button", name=f"Mark order {placed['id']} paid")).to_be_hidden()
+
+    card.locator("summary", has_text="Refund…").click()
     expect(card.locator(".amount-label")).to_have_text("Amount (EUR)")  # the restaurant's currency
     amount = card.get_by_label(re.compile(f"Refund amount for order {placed['id']} in EUR, up to 24.00 EUR"))
     amount.fill("5.50")
     card.get_by_label("Reason").fill("cold fries")
     card.get_by_label("Reason").press("Enter")
     expect(card.locator(".money")).to_have_text("Total 24.00 · refunded 5.50")
+    expect(card.locator(".payment")).to_have_text("part refunded")
     expect(page.locator("#action-status")).to_contain_text(f"Refunded 5.50 on order #{placed['number']}")
+    card.locator("details.refund-history summary").click()  # the history: amount, reason, who
+    expect(card.locator(".refund-list > li")).to_have_count(1)
+    expect(card.locator(".refund-list > li")).to_contain_text(f"5.50 · cold fries · {shop['email']}")
+    shop["admin"].post(f"/restaurants/{shop['rid']}/orders/{placed['id']}/refunds", json={"amount_cents": 100})
+    expect(card.locator(".refund-list > li")).to_have_count(2)  # another screen's refund shows while open
     shot(page, "03-refunded")
 
     card.get_by_role("button", name=f"Complete: order {placed['id']}").click()
@@ -293,7 +320,7 @@ def test_an_admin_moves_an_order_along_and_refunds_it_with_the_keyboard(stack: S
         "data-status", "completed"
     )
     order = shop["admin"].get(f"/restaurants/{shop['rid']}/orders/{placed['id']}").json()
-    assert order["status"] == "completed" and order["refunded_cents"] == 550
+    assert order["status"] == "completed" and order["refunded_cents"] == 650
 
     other = place(shop)
     card = page.locator(f"#order-list > li[data-order-id='{other['id']}']")

@@ -191,11 +191,13 @@ def test_order_lifecycle_transitions_and_refunds(app: App, bistro):
         moved = admin.post(f"{path}/status", json={"status": status})
         assert moved.status_code == 200 and moved.json()["status"] == status
     assert admin.post(f"{path}/status", json={"status": "cancelled"}).status_code == 409
+    assert admin.post(f"{path}/refunds", json={"amount_cents": 100}).status_code == 409  # not paid yet
+    assert admin.post(f"{path}/pay").json()["payment_status"] == "paid"
     assert admin.post(f"{path}/refunds", json={"amount_cents": 2401}).status_code == 409
     assert admin.post(f"{path}/refunds", json={"amount_cents": -1}).status_code == 422
     refunded = admin.post(f"{path}/refunds", json={"amount_cents": 1000, "reason": "cold"}).json()
-    assert refunded["refunded_cents"] == 1000
-    assert admin.get(path).json()["version"] == 5
+    assert (refunded["refunded_cents"], refunded["payment_status"]) == (1000, "partially_refunded")
+    assert admin.get(path).json()["version"] == 6
     assert admin.get(f"/restaurants/{rid}/orders/99999").status_code == 404
 
 

@@ -32,7 +32,8 @@ from core.models import (
     Ticket,
     utcnow,
 )
-from core.services import devices, inventory, orders, tickets
+from core.rules.payments import LineRefund
+from core.services import devices, inventory, orders, refunds, tickets
 from core.services import menu as menu_service
 from core.unit_of_work import UnitOfWork
 from tests.support import App
@@ -189,18 +190,54 @@ def test_cancelling_one_order_from_many_threads_restocks_it_once(db: Engine):
 def test_refunds_at_once_never_exceed_the_total_and_lose_no_version(db: Engine):
     rid = restaurant(db)
     pie = item(db, rid, "Pie", None, price_cents=1200)
-    with UnitOfWork(db) as uow:
-        order_id = orders.place_order(uow, rid, order_of(pie, 1)).order.id
-        uow.commit()
-    assert order_id is not None
-    results = at_once(db, lambda uow, _i: orders.refund(uow, rid, order_id, 200, "cold").order.refunded_cents)
+    order_id = paid_order(db, rid, pie)
+    results = at_once(db, lambda uow, _i: refund(uow, rid, order_id, 200).order.refunded_cents)
     assert sorted(won(results)) == [200, 400, 600, 800, 1000, 1200], results
     with UnitOfWork(db) as uow:
         order = uow.session.get(Order, order_id)
         assert order is not None
-        assert (order.refunded_cents, order.version) == (1200, 1 + 6)
-        refunds = list(uow.session.exec(select(Refund.amount_cents).where(Refund.order_id == order_id)))
-    assert sum(refunds) == 1200 and len(refunds) == 6
+        assert (order.refunded_cents, order.version) == (1200, 2 + 6)  # paid, then 6 refunds
+        amounts = list(uow.session.exec(select(Refund.amount_cents).where(Refund.order_id == order_id)))
+    assert sum(amounts) == 1200 and len(amounts) == 6
+
+
+def test_line_refunds_at_once_never_give_back_more_units_than_ordered(db: Engine):
+    """Ten threads each refund one unit of a line of 3: three win, and the units recorded are 3."""
+    rid = restaurant(db)
+    soup = item(db, rid, "Soup", None, price_cents=500)
+    order_id = paid_order(db, rid, soup, quantity=3)
+    with UnitOfWork(db) as uow:
+        line_id = orders.view_of(uow, orders.get_order(uow, rid, order_id)).lines[0].id
+    assert line_id is not None
+
+    def work(uow: UnitOfWork, _i: int) -> int:
+        done = refunds.refund(
+            uow, rid, order_id, amount_cents=None, reason="cold", lines=[LineRefund(line_id, 1)], by=BY
+        )
+        return done.view.order.refunded_cents
+
+    assert sorted(won(at_once(db, work))) == [500, 1000, 1500]
+    with UnitOfWork(db) as uow:
+        rows = list(uow.session.exec(select(Refund).where(Refund.order_id == order_id)))
+        order = uow.session.get(Order, order_id)
+        assert order is not None and order.refunded_cents == sum(row.amount_cents for row in rows) == 1500
+        assert sum(line["quantity"] for row in rows for line in row.lines) == 3
+
+
+BY = refunds.Refunder("user-1", 1)
+
+
+def paid_order(db: Engine, rid: int, menu_item_id: int, quantity: int = 1) -> int:
+    with UnitOfWork(db) as uow:
+        order_id = orders.place_order(uow, rid, order_of(menu_item_id, quantity)).order.id
+        assert order_id is not None
+        refunds.pay(uow, rid, order_id)
+        uow.commit()
+    return order_id
+
+
+def refund(uow: UnitOfWork, rid: int, order_id: int, amount_cents: int) -> orders.OrderView:
+    return refunds.refund(uow, rid, order_id, amount_cents=amount_cents, reason="cold", lines=[], by=BY).view
 
 
 def test_status_changes_and_refunds_at_once_count_every_version(db: Engine):
@@ -208,15 +245,12 @@ def test_status_changes_and_refunds_at_once_count_every_version(db: Engine):
     change that succeeds bumps the version once, and the last event carries the final version."""
     rid = restaurant(db)
     cake = item(db, rid, "Cake", None, price_cents=1000)
-    with UnitOfWork(db) as uow:
-        order_id = orders.place_order(uow, rid, order_of(cake, 1)).order.id
-        uow.commit()
-    assert order_id is not None
+    order_id = paid_order(db, rid, cake)
     steps = [OrderStatus.PREPARING, OrderStatus.READY, OrderStatus.COMPLETED]
 
     def work(uow: UnitOfWork, i: int) -> Any:
         if i % 2:
-            return orders.refund(uow, rid, order_id, 100, "late").order.version
+            return refund(uow, rid, order_id, 100).order.version
         current = orders.get_order(uow, rid, order_id).status  # a guess: change_status decides, locked
         following = {OrderStatus.PENDING: steps[0], steps[0]: steps[1], steps[1]: steps[2]}
         target = following.get(OrderStatus(current))
@@ -225,11 +259,11 @@ def test_status_changes_and_refunds_at_once_count_every_version(db: Engine):
         return orders.change_status(uow, rid, order_id, target).order.version
 
     versions = won(at_once(db, work))
-    assert sorted(versions) == list(range(2, 2 + len(versions)))  # each change its own version, none lost
+    assert sorted(versions) == list(range(3, 3 + len(versions)))  # each change its own version, none lost
     with UnitOfWork(db) as uow:
         order = uow.session.get(Order, order_id)
         assert order is not None
-        assert order.version == 1 + len(versions)
+        assert order.version == 2 + len(versions)  # placed, paid, then each change
         assert order.refunded_cents == 100 * 5
         last = uow.session.exec(
             select(OutboxEvent.envelope)

@@ -82,6 +82,7 @@ def test_every_retryable_write_is_done_once_per_key(app: App, bistro):
     order = admin.post(f"/restaurants/{rid}/orders", json=an_order(bistro)).json()
     writes = [
         ("post", f"/restaurants/{rid}/orders/{order['id']}/status", {"status": "preparing"}),
+        ("post", f"/restaurants/{rid}/orders/{order['id']}/pay", None),
         ("post", f"/restaurants/{rid}/orders/{order['id']}/refunds", {"amount_cents": 100, "reason": "cold"}),
         ("post", f"/restaurants/{rid}/inventory/{burger}/adjust", {"delta": 5, "reason": "delivery"}),
         ("post", f"/restaurants/{rid}/inventory/{burger}/damage", {"quantity": 2}),

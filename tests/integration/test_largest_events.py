@@ -5,7 +5,8 @@ derived from the packet limit (core/sizes.py). This builds the largest input the
 (every list at its longest, every string at its longest of astral characters, 4 bytes each in the
 relay's UTF-8 JSON) on a running stack, and receives every event it makes over MQTT: the order's
 `new_order`, its retained open-order state, its kitchen ticket (all lines at one station), the
-refund's `order_updated`, and the menu item, stock, low-stock, notification and device events.
+refund's `order_updated` (its record naming every line), and the menu item, stock, low-stock,
+notification and device events.
 """
 
 from __future__ import annotations
@@ -81,9 +82,11 @@ def test_the_largest_valid_input_makes_events_the_broker_carries(stack: Stack, s
     order = admin.post(f"/restaurants/{rid}/orders", json=largest_order(item_id))
     assert order.status_code == 201, order.text[:300]
     order_id = order.json()["id"]
-    refund = admin.post(
+    assert admin.post(f"/restaurants/{rid}/orders/{order_id}/pay").status_code == 200
+    every_line = [{"order_item_id": line["id"], "quantity": line["quantity"]} for line in order.json()["items"]]
+    refund = admin.post(  # the largest refund record: every line, the longest reason
         f"/restaurants/{rid}/orders/{order_id}/refunds",
-        json={"amount_cents": 10_000_000, "reason": wide(sizes.REASON_CHARS)},
+        json={"amount_cents": 10_000_000, "reason": wide(sizes.REASON_CHARS), "lines": every_line},
     )
     assert refund.status_code == 200, refund.text[:300]
     device = admin.post(
@@ -112,7 +115,9 @@ def test_the_largest_valid_input_makes_events_the_broker_carries(stack: Stack, s
     assert len(new_order["items"]) == sizes.MAX_ORDER_LINES
     assert new_order["items"][0]["modifiers"] == [wide(sizes.MODIFIER_CHARS)] * sizes.MODIFIERS_PER_LINE
     assert new_order["notes"] == wide(sizes.ORDER_NOTES_CHARS)
-    assert by_type["order_updated"].json()["data"]["refund"]["reason"] == wide(sizes.REASON_CHARS)
+    refunded = [m.json()["data"] for m in got if m.payload and m.json()["type"] == "order_updated"]
+    record = next(data["refund"] for data in refunded if data["change"] == "refund")
+    assert record["reason"] == wide(sizes.REASON_CHARS) and len(record["lines"]) == sizes.MAX_ORDER_LINES
     open_states = [m for m in got if m.topic == f"restaurant/{rid}/orders/open/{order_id}" and m.payload]
     assert open_states and len(open_states[0].json()["data"]["order"]["items"]) == sizes.MAX_ORDER_LINES
     ticket = parse_envelope(by_type["kitchen_ticket"].payload)  # a printer takes it

@@ -3,6 +3,7 @@ migrations upgrades in place with its rows, and a database at another revision i
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
 import time
@@ -243,7 +244,7 @@ def test_order_numbers_are_backfilled_per_restaurant_on_postgresql():
 
 
 def backfill_business_dates(engine: Engine) -> None:
-    """0009: orders made before get the business date of their `created_at` under the defaults (UTC, day from
+    """0008: orders made before get the business date of their `created_at` under the defaults (UTC, day from
     04:00), the counter's day is its restaurant's last one, and an order placed after the upgrade on that
     day continues its numbers instead of giving one twice."""
     from datetime import UTC, date, datetime
@@ -304,10 +305,71 @@ def test_business_dates_are_backfilled_and_numbers_go_on(tmp_path):
         engine.dispose()
 
 
+def backfill_payments(engine: Engine) -> None:
+    """0007: an order refunded before it is paid (it could not have been refunded otherwise), the others
+    unpaid; a notification read before has a `read_at` (retention prunes by it), an unread one none."""
+    assert db.upgrade(engine, "0005") == (None, "0005")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO restaurant (id, name, event_seq, order_seq, currency) VALUES (1, 'A', 0, 2, 'EUR')")
+        )
+        for order_id, refunded in [(1, 0), (2, 250)]:
+            connection.execute(
+                text(
+                    "INSERT INTO orders (id, restaurant_id, number, status, notes, total_cents, refunded_cents,"
+                    " version, created_at, updated_at) VALUES (:id, 1, :id, 'completed', '', 1000, :refunded, 1,"
+                    " :now, :now)"
+                ),
+                {"id": order_id, "refunded": refunded, "now": "2026-12-02 12:00:00"},
+            )
+        connection.execute(
+            text(
+                "INSERT INTO refund (id, order_id, amount_cents, reason, created_at) VALUES (1, 2, 250, 'cold', :now)"
+            ),
+            {"now": "2026-12-02 12:30:00"},
+        )
+        for note_id, read in [(1, True), (2, False)]:
+            connection.execute(
+                text(
+                    "INSERT INTO notification (id, restaurant_id, kind, title, body, read, created_at)"
+                    " VALUES (:id, 1, 'low_stock', 'Low', '', :read, :now)"
+                ),
+                {"id": note_id, "read": read, "now": "2026-12-02 12:00:00"},
+            )
+    db.upgrade(engine, "0007")
+    with engine.connect() as connection:
+        paid = connection.execute(text("SELECT id, paid_at IS NOT NULL FROM orders ORDER BY id")).all()
+        refunds = connection.execute(text("SELECT by_sub, lines FROM refund")).all()
+        found = connection.execute(text("SELECT id, read_at IS NOT NULL, dismissed_at FROM notification ORDER BY id"))
+        notes = found.all()
+    assert [tuple(row) for row in paid] == [(1, False), (2, True)]
+    assert [(row[0], row[1] if isinstance(row[1], list) else json.loads(row[1])) for row in refunds] == [(None, [])]
+    assert [tuple(row) for row in notes] == [(1, True, None), (2, False, None)]
+    assert db.upgrade(engine)[1] == db.head()
+    assert differences(engine) == []
+
+
+def test_payments_and_read_notifications_are_backfilled(tmp_path):
+    engine = sqlite_file(tmp_path / "payments.db")
+    try:
+        backfill_payments(engine)
+    finally:
+        engine.dispose()
+
+
 def test_business_dates_are_backfilled_and_numbers_go_on_on_postgresql():
     with fresh_database("days") as url:
         engine = db.make_engine(url)
         try:
             backfill_business_dates(engine)
+        finally:
+            engine.dispose()
+
+
+def test_payments_and_read_notifications_are_backfilled_on_postgresql():
+    with fresh_database("payments") as url:
+        engine = db.make_engine(url)
+        try:
+            backfill_payments(engine)
         finally:
             engine.dispose()

@@ -15,7 +15,7 @@ from core.domain import DomainError, OrderStatus
 from core.models import Menu, Order, Restaurant
 from core.paging import Window
 from core.services import menu as menu_service
-from core.services import order_list, orders, restaurants
+from core.services import order_list, orders, refunds, restaurants
 from core.services.order_list import OrderQuery
 from core.unit_of_work import UnitOfWork
 from tests.integration.test_concurrency import at_once
@@ -153,7 +153,9 @@ def back_office(db: Engine) -> dict:
     with UnitOfWork(db) as uow:
         orders.change_status(uow, rid, made["d"].id or 0, OrderStatus.CANCELLED)
         orders.change_status(uow, rid, made["c"].id or 0, OrderStatus.PREPARING)
-        orders.refund(uow, rid, made["c"].id or 0, 500, "cold")
+        refunds.pay(uow, rid, made["c"].id or 0)
+        by = refunds.Refunder("user-1")
+        refunds.refund(uow, rid, made["c"].id or 0, amount_cents=500, reason="cold", lines=[], by=by)
         uow.commit()
     return {"rid": rid, "db": db, **{key: order.id for key, order in made.items()}}
 

@@ -139,3 +139,12 @@ def test_a_closed_order_is_409_and_nothing_moves(app: App, shop, steps):
     response = shop["staff"].patch(url(shop), json={"add": [{"menu_item_id": shop["fries"]["id"], "quantity": 1}]})
     assert response.status_code == 409 and "only open orders" in response.json()["detail"]
     assert state(app, shop) == before
+
+
+def test_a_paid_order_is_not_edited_its_refunds_name_its_lines(app: App, shop):
+    """A paid bill changes by refunds (which record the lines they give back), never by an edit."""
+    assert shop["staff"].post(f"{url(shop)}/pay").status_code == 200
+    before = state(app, shop)
+    response = shop["staff"].patch(url(shop), json={"add": [{"menu_item_id": shop["fries"]["id"], "quantity": 1}]})
+    assert response.status_code == 409 and "paid" in response.json()["detail"]
+    assert state(app, shop) == before

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime
 
 from core import events
 from core.domain import OrderStatus, Stock
-from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Ticket
+from core.models import Category, Device, Menu, MenuItem, Notification, Order, OrderItem, Refund, Ticket
 
 MOMENT = datetime(2026, 3, 4, 5, 6, 7, 890_000, tzinfo=UTC)
 ORDER = Order(
@@ -46,6 +46,8 @@ ORDER_KEYS = [
     "version",
     "created_at",
     "updated_at",
+    "paid_at",
+    "payment_status",
     "items",
 ]
 ITEM_KEYS = [
@@ -88,9 +90,22 @@ def test_order_events_carry_the_order_with_its_lines():
             "station": "grill",
         }
     ]
-    refund = events.order_updated(ORDER, [LINE], "refund", refund=(100, "cold"))
+    assert (order["paid_at"], order["payment_status"]) == (None, "unpaid")
+    record = Refund(
+        id=5, order_id=7, amount_cents=100, reason="cold", created_at=MOMENT.replace(tzinfo=None), by_sub="user-2",
+        by_user_id=2, by_email="ann@example.com", lines=[{"order_item_id": 3, "quantity": 1}],
+    )  # fmt: skip
+    refund = events.order_updated(ORDER, [LINE], "refund", refund=record)
     assert refund.type == "order_updated" and list(refund.data) == ["order", "change", "refund"]
-    assert refund.data["refund"] == {"amount_cents": 100, "reason": "cold"}
+    assert refund.data["refund"] == {
+        "id": 5,
+        "order_id": 7,
+        "amount_cents": 100,
+        "reason": "cold",
+        "by": {"sub": "user-2", "user_id": 2, "email": "ann@example.com"},
+        "created_at": "2026-03-04T05:06:07.890000Z",  # UTC even when SQLite hands it back without a zone
+        "lines": [{"order_item_id": 3, "quantity": 1}],
+    }
     assert list(events.order_updated(ORDER, [], "status").data) == ["order", "change"]
 
 
@@ -133,8 +148,13 @@ def test_notification_kitchen_ticket_and_device_events():
             "body": "",
             "read": False,
             "created_at": "2026-03-04T05:06:07.890000Z",
+            "read_at": None,
+            "dismissed_at": None,
         }
     }
+    read = events.notification_updated("read", [9, 10], MOMENT)
+    assert read.type == "notification_updated"
+    assert read.data == {"action": "read", "ids": [9, 10], "at": "2026-03-04T05:06:07.890Z"}
     ticket = Ticket(id=5, restaurant_id=1, order_id=7, version=1, station="grill", kind="new", created_at=MOMENT)
     sent = events.kitchen_ticket(ticket, ORDER, events.ticket_items([LINE]))
     assert sent.type == "kitchen_ticket" and list(sent.data) == ["ticket"]

@@ -128,6 +128,11 @@ def test_notification():
     assert publications(env) == [Publication("restaurant/7/notifications", encode(env))]
 
 
+def test_notification_updated_goes_where_notifications_go():
+    env = envelope("notification_updated", {"action": "dismissed", "ids": [9], "at": "2026-03-04T05:06:07.890Z"})
+    assert publications(env) == [Publication("restaurant/7/notifications", encode(env))]
+
+
 def test_restaurant_id_selects_the_topic_tree():
     env = envelope("new_order", {"order": order("pending", 5)}, rid=8)
     assert [p.topic for p in publications(env)] == ["restaurant/8/orders", "restaurant/8/orders/open/5"]
@@ -142,6 +147,7 @@ SAMPLES = [
     envelope("menu_updated", {"action": "deleted", "menu_item": item()}),
     envelope("category_updated", {"action": "created", "category": {"id": 1}}),
     envelope("notification", {"notification": {"id": 1}}),
+    envelope("notification_updated", {"action": "read", "ids": [1], "at": "2026-03-04T05:06:07.890Z"}),
 ]
 
 

@@ -138,6 +138,16 @@ export class Api {
     return this.write("POST", `/restaurants/${rid}/orders/${orderId}/refunds`, { amount_cents: amountCents, reason });
   }
 
+  /** Staff say the order was paid: it becomes refundable (409 when paid already or cancelled). */
+  pay(rid, orderId) {
+    return this.write("POST", `/restaurants/${rid}/orders/${orderId}/pay`);
+  }
+
+  /** The order's refunds, oldest first: a page {data, count}. */
+  refunds(rid, orderId) {
+    return this.request("GET", `/restaurants/${rid}/orders/${orderId}/refunds?limit=500`);
+  }
+
   markRead(rid, notificationId) {
     return this.request("POST", `/restaurants/${rid}/notifications/${notificationId}/read`);
   }

@@ -34,6 +34,8 @@ class App {
       advance: (id, status, button) => this.changeStatus(id, status, button),
       cancel: (id, button) => this.changeStatus(id, "cancelled", button),
       refund: (id, cents, reason, done) => this.refund(id, cents, reason, done),
+      pay: (id, button) => this.pay(id, button),
+      refunds: (id) => this.api.refunds(this.session.restaurantId, id),
       markRead: (ids, button) => this.markRead(ids, button),
       markAllRead: (upTo, button) => this.markAllRead(upTo, button),
       seen: (id) => this.seen(id),
@@ -247,6 +249,18 @@ class App {
       done();
     } catch (error) {
       this.ui.toast(`Refund on order ${this.called(orderId)} failed: ${error.message}`, { error: true });
+    }
+  }
+
+  async pay(orderId, button) {
+    button.disabled = true;
+    try {
+      await this.api.pay(this.session.restaurantId, orderId);
+      this.ui.toast(`Order ${this.called(orderId)} is paid.`);
+    } catch (error) {
+      this.ui.toast(`Order ${this.called(orderId)} could not be marked paid: ${error.message}`, { error: true });
+    } finally {
+      button.disabled = false;
     }
   }
 

@@ -34,6 +34,8 @@ export function formatCents(cents) {
   return `${sign}${Math.floor(abs / 100)}.${String(abs % 100).padStart(2, "0")}`;
 }
 
+export const PAYMENT_STATUSES = ["unpaid", "paid", "partially_refunded", "refunded"];
+
 /** A normalized order, or null when the value is not an order. */
 export function sanitizeOrder(value) {
   if (!isObject(value) || !Number.isInteger(value.id) || value.id < 1) return null;
@@ -49,6 +51,8 @@ export function sanitizeOrder(value) {
     notes: text(value.notes),
     total_cents: int(value.total_cents),
     refunded_cents: int(value.refunded_cents),
+    // core.rules.payments: unpaid | paid | partially_refunded | refunded (a server before it: unpaid)
+    payment_status: PAYMENT_STATUSES.includes(value.payment_status) ? value.payment_status : "unpaid",
     version: int(value.version, 1),
     created_at: text(value.created_at, 40),
     updated_at: text(value.updated_at, 40),
@@ -108,6 +112,20 @@ export function sanitizeNotification(value) {
     body: text(value.body),
     read: value.read === true,
     created_at: text(value.created_at, 40),
+  };
+}
+
+/** A normalized refund record (GET …/refunds, or an `order_updated` event's `refund`), or null. */
+export function sanitizeRefund(value) {
+  if (!isObject(value) || !Number.isInteger(value.id)) return null;
+  const by = isObject(value.by) ? value.by : {};
+  return {
+    id: value.id,
+    amount_cents: int(value.amount_cents),
+    reason: text(value.reason, 500),
+    by: text(by.email, 254) || text(by.sub, 120) || "",
+    created_at: text(value.created_at, 40),
+    lines: Array.isArray(value.lines) ? value.lines.filter(isObject).length : 0,
   };
 }
 
@@ -269,6 +287,8 @@ export class DashboardState {
         } else if (data.change === "refund") {
           const amount = int(data.refund?.amount_cents);
           summary = `Order #${order.number ?? order.id} refunded ${formatCents(amount)}`;
+        } else if (data.change === "paid") {
+          summary = `Order #${order.number ?? order.id} paid`;
         } else {
           summary = `Order #${order.number ?? order.id} is ${order.status}`;
         }
@@ -297,6 +317,9 @@ export class DashboardState {
         this._trimNotifications();
         summary = `Notification: ${note.title}`;
       }
+    } else if (type === "notification_updated") {
+      const changed = this.applyNotificationUpdate(data);
+      summary = changed === null ? "notification_updated (unreadable)" : `Notifications ${data.action}: ${changed}`;
     } else if (type === "device_updated") {
       const device = sanitizeDevice(data.device);
       if (!device) {
@@ -435,6 +458,28 @@ export class DashboardState {
   _setDevice(device, presence, presenceKnown) {
     this.devices.set(device.id, { device, presence, presenceKnown });
     this.changes += 1;
+  }
+
+  /**
+   * Another screen (or this one) marked notifications read or dismissed them: `{action, ids}`. Read ones
+   * stay known (read), dismissed ones are forgotten. Returns how many this screen knew, or null for junk.
+   */
+  applyNotificationUpdate(data) {
+    const ids = Array.isArray(data?.ids) ? data.ids.filter(Number.isInteger) : null;
+    if (ids === null || !["read", "dismissed"].includes(data.action)) {
+      this.ignore("bad_notification_update");
+      return null;
+    }
+    let known = 0;
+    for (const id of ids) {
+      const note = this.notifications.get(id);
+      if (!note) continue;
+      known += 1;
+      if (data.action === "dismissed") this.notifications.delete(id);
+      else note.read = true;
+    }
+    this.changes += 1;
+    return known;
   }
 
   _trimNotifications() {

@@ -10,12 +10,14 @@ import {
   groupNotifications,
   isLow,
   orderLabel,
+  sanitizeRefund,
   sinceMs,
 } from "./state.js";
 
 const WAITING_MS = 10 * 60_000; // an order older than this is marked waiting, twice this late
 const BUTTON_TEXT = { preparing: "Start", ready: "Ready", completed: "Complete" }; // short: a compact card; NEXT_LABEL is its name
 const NEXT_LABEL = { preparing: "Start preparing", ready: "Mark ready", completed: "Complete" };
+const PAYMENT_LABEL = { unpaid: "unpaid", paid: "paid", partially_refunded: "part refunded", refunded: "refunded" };
 const STATE_LABEL = {
   "signed-out": "Signed out",
   connecting: "Connecting…",
@@ -81,8 +83,9 @@ function arrange(list, elements) {
 
 export class DashboardUi {
   /**
-   * `actions`: advance(orderId, status), cancel(orderId), refund(orderId, cents, reason), markRead(ids),
-   * markAllRead(upTo), seen(orderId). `debug` shows event numbers and the Debug link (`?debug=1`).
+   * `actions`: advance(orderId, status), cancel(orderId), refund(orderId, cents, reason), pay(orderId, button),
+   * refunds(orderId) → a page of refund records, markRead(ids), markAllRead(upTo), seen(orderId).
+   * `debug` shows event numbers and the Debug link (`?debug=1`).
    */
   constructor(doc, actions, { debug = false } = {}) {
     this.doc = doc;
@@ -317,13 +320,21 @@ export class DashboardUi {
       h("button", { type: "submit" }, "Refund"),
     );
     const refund = h("details", { class: "refund" }, h("summary", {}, "Refund…"), refundForm);
-    const actions = h("div", { class: "actions" }, advance, cancel, refund);
+    const pay = h("button", { type: "button", dataset: { action: "pay" } }, "Paid");
+    const payment = h("span", { class: "badge payment" });
+    const refundList = h("ol", { class: "refund-list" });
+    const refunds = h("details", { class: "refund-history" }, h("summary", {}, "Refunds"), refundList);
+    const actions = h("div", { class: "actions" }, advance, cancel, pay, refund);
     const article = h("article", { "aria-labelledby": titleId },
       h("div", { class: "order-head" }, title, newBadge, status, elapsed), lines, notes,
-      h("div", { class: "order-foot" }, money, meta), actions);
+      h("div", { class: "order-foot" }, money, payment, meta), refunds, actions);
     const root = h("li", { class: "order-card", dataset: { orderId } }, article);
-    const card = { root, title, newBadge, status, elapsed, meta, lines, notes, money, advance, cancel, refund, amount, reason, key: "", createdAt: "" };
+    const card = { root, title, newBadge, status, elapsed, meta, lines, notes, money, advance, cancel, refund, amount, reason, pay, payment, refunds, refundList, key: "", createdAt: "" };
 
+    pay.addEventListener("click", () => this.actions.pay(orderId, pay));
+    refunds.addEventListener("toggle", () => {
+      if (refunds.open) this._loadRefunds(card, orderId);
+    });
     advance.addEventListener("click", () => {
       const next = advance.dataset.next;
       if (next) this.actions.advance(orderId, next, advance);
@@ -400,13 +411,42 @@ export class DashboardUi {
     setText(card.advance, BUTTON_TEXT[next] ?? "");
     card.advance.setAttribute("aria-label", next ? `${NEXT_LABEL[next]}: order ${order.id}` : "");
     card.cancel.setAttribute("aria-label", `Cancel order ${order.id}`);
-    const mayRefund = (this.role === "admin" || this.role === "super_admin") && left > 0;
+    const paid = order.payment_status !== "unpaid";
+    const mayRefund = (this.role === "admin" || this.role === "super_admin") && left > 0 && paid;
     card.refund.hidden = !mayRefund;
+    card.pay.hidden = paid || order.status === "cancelled";
+    card.pay.setAttribute("aria-label", `Mark order ${order.id} paid`);
+    card.root.dataset.payment = order.payment_status;
+    card.payment.className = `badge payment payment-${order.payment_status}`;
+    setText(card.payment, PAYMENT_LABEL[order.payment_status] ?? order.payment_status);
+    card.refunds.hidden = order.refunded_cents === 0;
+    if (card.refunds.open) this._loadRefunds(card, order.id); // a refund arrived while the history was open
     card.amount.max = (left / 100).toFixed(2);
     const currency = this.currency ? ` ${this.currency}` : "";
     setText(card.root.querySelector(".amount-label"), this.currency ? `Amount (${this.currency})` : "Amount");
     const inCurrency = this.currency ? ` in ${this.currency}` : "";
     card.amount.setAttribute("aria-label", `Refund amount for order ${order.id}${inCurrency}, up to ${formatCents(left)}${currency}`);
+  }
+
+  /** The order's refund history (amount, reason, who, when), read when its list is opened. */
+  async _loadRefunds(card, orderId) {
+    try {
+      const page = await this.actions.refunds(orderId);
+      const records = (Array.isArray(page?.data) ? page.data : []).map(sanitizeRefund).filter(Boolean);
+      card.refundList.replaceChildren(
+        ...records.map((r) =>
+          h(
+            "li",
+            { dataset: { refundId: r.id } },
+            [formatCents(r.amount_cents), r.reason, r.lines ? `${r.lines} line${r.lines === 1 ? "" : "s"}` : "", r.by, timeOf(r.created_at)]
+              .filter(Boolean)
+              .join(" · "),
+          ),
+        ),
+      );
+    } catch (error) {
+      this.toast(`Could not read the refunds of order ${orderId}: ${error.message}`, { error: true });
+    }
   }
 
   /** Each card's waiting time, every second: minutes and seconds, marked waiting past 10 min and late past 20. */

@@ -14,6 +14,7 @@ import {
   orderLabel,
   sanitizeItem,
   sanitizeOrder,
+  sanitizeRefund,
   sinceMs,
   ticketSummary,
 } from "/static/js/state.js";
@@ -561,6 +562,32 @@ test("idempotency keys are printable ASCII without a secure context too", () => 
   const insecure = { getRandomValues: (a) => globalThis.crypto.getRandomValues(a) };
   for (const key of [newIdempotencyKey(), newIdempotencyKey(insecure)]) ok(/^[\x20-\x7e]{1,255}$/.test(key), key);
   ok(newIdempotencyKey(insecure) !== newIdempotencyKey(insecure), "fresh each time");
+});
+
+test("notifications read or dismissed on another screen are read or gone here", () => {
+  const state = new DashboardState(RID);
+  const note = (id) => ({ id, kind: "low_stock", title: `n${id}`, read: false });
+  state.applySnapshot({ seq: 1, orders: [], items: [], devices: [], notifications: [note(1), note(2), note(3)] });
+  const update = (seq, action, ids) => ({ ...env(seq), type: "notification_updated", data: { action, ids, at: "x" } });
+  state.applyEvent(update(2, "read", [1, 2, 99]));
+  eq([...state.notifications.values()].map((n) => [n.id, n.read]), [[1, true], [2, true], [3, false]]);
+  state.applyEvent(update(3, "dismissed", [2, 3]));
+  eq([...state.notifications.keys()], [1]);
+  eq(state.activity[0].summary, "Notifications dismissed: 2");
+  const before = state.ignored.total;
+  state.applyEvent(update(4, "exploded", [1]));
+  state.applyEvent({ ...update(5, "read", [1]), data: { action: "read", ids: "1" } });
+  eq(state.ignored.total, before + 2, "junk is counted, never thrown");
+});
+
+test("an order says its payment status; a refund record reads as who and why", () => {
+  eq(sanitizeOrder({ ...order(1), payment_status: "partially_refunded" }).payment_status, "partially_refunded");
+  eq(sanitizeOrder({ ...order(1), payment_status: "stolen" }).payment_status, "unpaid");
+  eq(sanitizeOrder(order(1)).payment_status, "unpaid", "a server from before payments");
+  const record = { id: 4, amount_cents: 550, reason: "cold", by: { sub: "user-2", user_id: 2, email: "a@x.example" }, created_at: "t", lines: [{ order_item_id: 1, quantity: 1 }] };
+  eq(sanitizeRefund(record), { id: 4, amount_cents: 550, reason: "cold", by: "a@x.example", created_at: "t", lines: 1 });
+  eq(sanitizeRefund({ ...record, by: { sub: null, email: null } }).by, "");
+  eq(sanitizeRefund({ amount_cents: 1 }), null);
 });
 
 export async function run() {
