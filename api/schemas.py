@@ -136,6 +136,13 @@ class DamageIn(Strict):
     reason: ShortText = ""
 
 
+class DeliveryIn(Strict):
+    """Units received (a supplier's delivery); the reason may name the supplier or the delivery note."""
+
+    quantity: Quantity
+    reason: ShortText = ""
+
+
 class WriteOffIn(Strict):
     """Damaged units to remove from stock for good; why is required (binned, back to the supplier…)."""
 

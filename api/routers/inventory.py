@@ -8,6 +8,7 @@ from api.deps import AdminScope, CurrentUser, Paging, StaffScope, UowDep
 from api.idempotency import Idempotent
 from api.schemas import (
     DamageIn,
+    DeliveryIn,
     MenuItemOut,
     Page,
     StockAdjustIn,
@@ -36,6 +37,16 @@ def adjust_stock(
     rid: AdminScope, item_id: Id, body: StockAdjustIn, caller: CurrentUser, uow: UowDep, once: Idempotent
 ) -> MenuItemOut:
     item = inventory.adjust_stock(uow, rid, item_id, body.delta, body.reason, actor=caller.sub)
+    return once.keep(item_out(item))
+
+
+@router.post("/{item_id}/receive")
+def receive_stock(
+    rid: AdminScope, item_id: Id, body: DeliveryIn, caller: CurrentUser, uow: UowDep, once: Idempotent
+) -> MenuItemOut:
+    """A delivery: stock_quantity rises by `quantity`, and the ledger says `received` (an `adjust` is a
+    counted correction); 409 for an item whose stock is not tracked."""
+    item = inventory.receive(uow, rid, item_id, body.quantity, body.reason, actor=caller.sub)
     return once.keep(item_out(item))
 
 

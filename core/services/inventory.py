@@ -122,6 +122,16 @@ def count_stock(
     return item
 
 
+def receive(
+    uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str, actor: str | None = None
+) -> MenuItem:
+    """A delivery: units come into stock (the ledger's `received`, apart from a counted correction)."""
+    item = _tracked(uow, restaurant_id, item_id)
+    after = domain.adjust(stock_of(item), quantity, item.name)
+    apply_stock(uow, item, after, reason or "received", kind=MovementKind.RECEIVED, actor=actor)
+    return item
+
+
 def mark_damaged(
     uow: UnitOfWork, restaurant_id: int, item_id: int, quantity: int, reason: str, actor: str | None = None
 ) -> MenuItem:

@@ -69,22 +69,25 @@ def test_a_write_off_takes_damaged_units_out_of_stock_and_the_ledger_says_where_
     ).json()
     cancelled = admin.post(f"/restaurants/{shop['rid']}/orders/{placed['id']}/status", json={"status": "cancelled"})
     assert cancelled.status_code == 200
-    assert admin.post(f"{base}/{burger}/adjust", json={"delta": 5, "reason": "delivery"}).status_code == 200
+    assert admin.post(f"{base}/{burger}/receive", json={"quantity": 5, "reason": "delivery"}).status_code == 200
+    assert admin.post(f"{base}/{burger}/adjust", json={"delta": -1, "reason": "recount"}).status_code == 200
 
     lines = ledger(shop, burger)
-    assert lines["count"] == 6
+    assert lines["count"] == 7
     assert [
         (m["kind"], m["stock_delta"], m["damaged_delta"], m["stock_after"], m["damaged_after"]) for m in lines["data"]
     ] == [
-        ("adjusted", 5, 0, 12, 1),
+        ("adjusted", -1, 0, 11, 1),
+        ("received", 5, 0, 12, 1),
         ("returned", 2, 0, 7, 1),
         ("sold", -2, 0, 5, 1),
         ("written_off", -3, -3, 7, 1),
         ("damaged", 0, 4, 10, 4),
         ("counted", 10, 0, 10, 0),  # the opening stock of the new item
     ]
-    assert [m["order_id"] for m in lines["data"]] == [None, placed["id"], placed["id"], None, None, None]
-    assert [m["reason"] for m in lines["data"]][:4] == [
+    assert [m["order_id"] for m in lines["data"]] == [None, None, placed["id"], placed["id"], None, None, None]
+    assert [m["reason"] for m in lines["data"]][:5] == [
+        "recount",
         "delivery",
         f"order {placed['id']} cancelled",
         f"order {placed['id']}",
@@ -92,13 +95,13 @@ def test_a_write_off_takes_damaged_units_out_of_stock_and_the_ledger_says_where_
     ]
     assert {m["actor"] for m in lines["data"]} == {me}  # the logged-in admin, by user id
     item = admin.get(f"/restaurants/{shop['rid']}/menu-items/{burger}").json()
-    assert sum(m["stock_delta"] for m in lines["data"]) == item["stock_quantity"] == 12
+    assert sum(m["stock_delta"] for m in lines["data"]) == item["stock_quantity"] == 11
     assert sum(m["damaged_delta"] for m in lines["data"]) == item["damaged_quantity"] == 1
 
     sold = ledger(shop, burger, kind="sold")
     assert sold["count"] == 1 and [m["kind"] for m in sold["data"]] == ["sold"]
-    second_page = ledger(shop, burger, skip=2, limit=2)
-    assert second_page["count"] == 6 and [m["kind"] for m in second_page["data"]] == ["sold", "written_off"]
+    second_page = ledger(shop, burger, skip=3, limit=2)
+    assert second_page["count"] == 7 and [m["kind"] for m in second_page["data"]] == ["sold", "written_off"]
 
 
 def test_an_untracked_item_reports_no_available_quantity_and_its_opening_stock_is_in_the_ledger(shop):
@@ -164,6 +167,12 @@ def test_a_write_off_breaking_a_rule_is_409_and_writes_nothing(shop):
     assert more.status_code == 409 and "only 2 damaged" in more.json()["detail"]
     untracked = admin.post(f"{base}/{shop['fries']}/write-off", json={"quantity": 1, "reason": "binned"})
     assert untracked.status_code == 409 and "tracking is off" in untracked.json()["detail"]
+    delivered = admin.post(f"{base}/{shop['fries']}/receive", json={"quantity": 1})
+    assert delivered.status_code == 409 and "tracking is off" in delivered.json()["detail"]
+    bad_bodies = ({"quantity": 0}, {"quantity": -2}, {"quantity": "3"}, {"reason": "none"}, {"quantity": 1, "x": 1})
+    for bad in bad_bodies:
+        refused = admin.post(f"{base}/{shop['burger']}/receive", json=bad)
+        assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][0] == "body", refused.text
     # the neighbours' refusals write no ledger line either
     assert admin.post(f"{base}/{shop['burger']}/adjust", json={"delta": -9}).status_code == 409
     assert admin.post(f"{base}/{shop['burger']}/damage", json={"quantity": 9}).status_code == 409
