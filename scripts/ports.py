@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import threading
@@ -21,17 +20,6 @@ _handed_out: set[int] = set()
 _handed_out_lock = threading.Lock()
 
 
-def _worker_share(low: int, high: int) -> tuple[int, int]:
-    """This process's slice of [low, high): pytest-xdist workers (`PYTEST_XDIST_WORKER=gw<i>` of
-    `PYTEST_XDIST_WORKER_COUNT`) each take their own, so two workers never hand out one port."""
-    worker, count = os.environ.get("PYTEST_XDIST_WORKER", ""), os.environ.get("PYTEST_XDIST_WORKER_COUNT", "")
-    if not worker.startswith("gw") or not count.isdigit() or not worker[2:].isdigit():
-        return low, high
-    index, total = int(worker[2:]), max(1, int(count))
-    size = (high - low) // total
-    return low + index * size, low + (index + 1) * size
-
-
 def free_port() -> int:
     """A port nobody listens on now, for a server the test starts a moment later.
 
@@ -39,9 +27,9 @@ def free_port() -> int:
     and any client connection the run opens in the meantime may take it as its source port, and
     the server's bind then fails (it did, once, in CI). Never the same port twice in a run."""
     with _handed_out_lock:
-        low, high = _worker_share(max(1024, _EPHEMERAL_LOW - 12000), _EPHEMERAL_LOW)
+        low = max(1024, _EPHEMERAL_LOW - 12000)
         for _ in range(1000):
-            port = random.randrange(low, high)
+            port = random.randrange(low, _EPHEMERAL_LOW)
             if port in _handed_out:
                 continue
             with socket.socket() as probe:
@@ -51,4 +39,4 @@ def free_port() -> int:
                     continue
             _handed_out.add(port)
             return port
-    raise RuntimeError(f"no free port between {low} and {high}")
+    raise RuntimeError(f"no free port between {low} and {_EPHEMERAL_LOW}")

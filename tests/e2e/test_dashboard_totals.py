@@ -38,6 +38,7 @@ def test_the_header_shows_the_days_totals_and_follows_the_orders(
     assert admin.post(f"/restaurants/{rid}/orders/{second['id']}/status", json={"status": "cancelled"}).is_success
     expect(shown("revenue")).to_have_text("24.00")  # a cancelled order brings nothing in
     expect(shown("orders")).to_have_text("2 orders")
+    assert admin.post(f"/restaurants/{rid}/orders/{first['id']}/pay").is_success  # only a paid order is refunded
     assert admin.post(f"/restaurants/{rid}/orders/{first['id']}/refunds", json={"amount_cents": 250}).is_success
     expect(shown("refunds")).to_have_text("2.50")
     expect(shown("net")).to_have_text("21.50")

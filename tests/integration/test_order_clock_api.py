@@ -119,6 +119,7 @@ def test_the_orders_list_filters_and_the_days_totals(app: App, chain: dict[str, 
         f"/restaurants/{rid}/orders", json={"items": [{"menu_item_id": tea, "quantity": 1}], "pickup_name": "Ann"}
     ).json()
     assert admin.post(f"/restaurants/{rid}/orders/{second['id']}/status", json={"status": "cancelled"}).is_success
+    assert admin.post(f"/restaurants/{rid}/orders/{first['id']}/pay").is_success  # only a paid order is refunded
     assert admin.post(f"/restaurants/{rid}/orders/{first['id']}/refunds", json={"amount_cents": 300}).is_success
 
     def ids(**params: Any) -> tuple[list[int], int]:
