@@ -22,7 +22,7 @@ from core.rules import order_changes
 from core.rules.order_changes import Change, Line, Removal
 from core.services import restaurants, tickets
 from core.services.inventory import apply_stock, stock_of
-from core.services.orders import OrderView, _check_available, _stations, get_order, touch, view_of
+from core.services.orders import OrderView, check_available, get_order, stations_of, touch, view_of
 from core.unit_of_work import UnitOfWork
 
 
@@ -54,8 +54,8 @@ def edit_order(
         item = items.get(wanted)
         if item is None or item.restaurant_id != restaurant_id:
             raise NotFound(f"menu item {wanted} not found")
-        _check_available(item, today)
-    stations = _stations(uow, [items[a.menu_item_id] for a in data.add])
+        check_available(item, today)
+    stations = stations_of(uow, [items[a.menu_item_id] for a in data.add])
     added = [
         Line(
             id=None,

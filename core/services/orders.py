@@ -70,7 +70,7 @@ def place_order(
         item = found.get(item_id)
         if item is None or item.restaurant_id != restaurant_id:
             raise NotFound(f"menu item {item_id} not found")
-        _check_available(item, local_day)
+        check_available(item, local_day)
         if item.enable_stock_tracking:
             domain.take(stock_of(item), quantity, item.name)  # refuse before anything is written
         items[item_id] = item
@@ -91,7 +91,7 @@ def place_order(
     uow.session.add(order)
     uow.session.flush()
     assert order.id is not None  # the flush gave it one
-    stations = _stations(uow, items.values())
+    stations = stations_of(uow, items.values())
     for line in data.items:
         item = items[line.menu_item_id]
         uow.session.add(
@@ -119,7 +119,7 @@ def place_order(
     return result
 
 
-def _check_available(item: MenuItem, local_day: date) -> None:
+def check_available(item: MenuItem, local_day: date) -> None:
     """409 for an item switched off, and another message for one not sold on this weekday."""
     state = clock.availability(item.available, item.available_days, local_day)
     if state == "off":
@@ -150,7 +150,8 @@ def next_number(uow: UnitOfWork, restaurant_id: int, day: date) -> tuple[int, da
     return row[0], row[1]
 
 
-def _stations(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, str | None]:
+def stations_of(uow: UnitOfWork, items: Iterable[MenuItem]) -> dict[int | None, str | None]:
+    """The kitchen station of each item's category (None: the default station): placing and editing route by it."""
     category_ids = {item.category_id for item in items if item.category_id is not None}
     if not category_ids:
         return {}
